@@ -1,0 +1,451 @@
+"""The daemon's configuration: a TOML file read into a frozen dataclass tree.
+
+Every key, its default and its meaning is documented in ``docs/configuration.md``; keep the two in step.
+Paths that default to places inside the data directory are resolved at load time, so the loaded ``Config``
+always holds the effective values (``standby serve --show-config`` prints them back as TOML).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from standby.daemon.passwords import PasswordHashError, parse_hash
+from standby.domain.errors import InvalidParameter
+
+DEFAULT_DATA_DIR = Path("/var/lib/standby")
+#: Looked for inside the data directory when ``--config`` is not given.
+CONFIG_FILE_NAME = "standby.toml"
+ACCEL_CHOICES = ("auto", "kvm", "tcg")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("keyvalue", "json")
+
+
+class ConfigError(InvalidParameter):
+    """The configuration cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """How this host names itself to peers and in CIM instances."""
+
+    name: str
+    fqdn: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControlListener:
+    """The local control socket: unauthenticated, mode 0600, for the CLI on this host."""
+
+    path: Path
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsListener:
+    """HTTPS for REST, CIM-XML and peers; Basic auth except ``/healthz`` and the peer ping."""
+
+    cert_file: Path
+    key_file: Path
+    enabled: bool = True
+    address: str = "0.0.0.0"
+    port: int = 5989
+
+
+@dataclass(frozen=True, slots=True)
+class HttpListener:
+    """Plain HTTP for CIM-XML clients without TLS; loopback only."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 5988
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """Every listener the daemon opens."""
+
+    control: ControlListener
+    https: HttpsListener
+    http: HttpListener = field(default_factory=HttpListener)
+
+
+@dataclass(frozen=True, slots=True)
+class HypervisorConfig:
+    """Which QEMU to run and with which accelerator (DESIGN §7: ``auto`` avoids the nested KVM shim)."""
+
+    accel: str = "auto"
+    qemu_binary: str = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Structured logging on stderr."""
+
+    level: str = "info"
+    format: str = "keyvalue"
+    access_log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """Job housekeeping."""
+
+    purge_interval_seconds: float = 60.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Host-to-host settings used by replication operations."""
+
+    connection_timeout_seconds: float = 30.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole effective configuration."""
+
+    data_dir: Path
+    host: HostConfig
+    listeners: Listeners
+    users: tuple[tuple[str, str], ...] = ()
+    hypervisor: HypervisorConfig = field(default_factory=HypervisorConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    source: Path | None = None
+
+    @property
+    def users_map(self) -> dict[str, str]:
+        """User name → password hash."""
+        return dict(self.users)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file of this host."""
+        return self.data_dir / "standby.db"
+
+    @property
+    def lock_path(self) -> Path:
+        """The pid/lock file that keeps a second daemon off this data directory."""
+        return self.data_dir / "standby.pid"
+
+
+def load_config(data_dir: Path | None = None, config_file: Path | None = None) -> Config:
+    """Read ``config_file`` (or ``<data-dir>/standby.toml`` if present) and resolve every default.
+
+    ``data_dir`` (from ``--data-dir``) wins over the file's ``data_dir``. Raises ``ConfigError``.
+    """
+    raw: dict[str, object] = {}
+    source: Path | None = None
+    if config_file is not None:
+        raw, source = _read_toml(config_file), config_file
+    elif data_dir is not None and (data_dir / CONFIG_FILE_NAME).is_file():
+        source = data_dir / CONFIG_FILE_NAME
+        raw = _read_toml(source)
+    try:
+        return parse_config(raw, data_dir=data_dir, source=source)
+    except ConfigError as exc:
+        if source is None:
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def parse_config(
+    raw: Mapping[str, object], *, data_dir: Path | None = None, source: Path | None = None
+) -> Config:
+    """Build a ``Config`` from an already parsed TOML document."""
+    top = _Table(raw, "")
+    file_dir = top.path("data_dir", None)
+    chosen = (data_dir or file_dir or DEFAULT_DATA_DIR).absolute()
+    config = Config(
+        data_dir=chosen,
+        host=_host(top.table("host")),
+        listeners=_listeners(top.table("listeners"), chosen),
+        users=_users(top.table("users")),
+        hypervisor=_hypervisor(top.table("hypervisor")),
+        log=_log(top.table("log")),
+        jobs=_jobs(top.table("jobs")),
+        replication=_replication(top.table("replication")),
+        source=source,
+    )
+    top.finish()
+    _check_ports(config.listeners)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _host(table: _Table) -> HostConfig:
+    name = table.string("name", None) or socket.gethostname()
+    fqdn = table.string("fqdn", None) or _fqdn(name)
+    table.finish()
+    return HostConfig(name=name, fqdn=fqdn)
+
+
+def _fqdn(name: str) -> str:
+    fqdn = socket.getfqdn(name)
+    # getfqdn answers "localhost" style names on hosts without DNS; keep the configured name then.
+    return name if fqdn.startswith("localhost") else fqdn
+
+
+def _listeners(table: _Table, data_dir: Path) -> Listeners:
+    control_t, https_t, http_t = table.table("control"), table.table("https"), table.table("http")
+    table.finish()
+    control = ControlListener(
+        path=control_t.path("path", None) or data_dir / "control.sock",
+        enabled=control_t.boolean("enabled", True),
+    )
+    control_t.finish()
+    https = HttpsListener(
+        enabled=https_t.boolean("enabled", True),
+        address=https_t.address("address", "0.0.0.0"),
+        port=https_t.port("port", 5989),
+        cert_file=https_t.path("cert_file", None) or data_dir / "tls" / "host.crt",
+        key_file=https_t.path("key_file", None) or data_dir / "tls" / "host.key",
+    )
+    https_t.finish()
+    http = HttpListener(
+        enabled=http_t.boolean("enabled", True),
+        address=http_t.address("address", "127.0.0.1"),
+        port=http_t.port("port", 5988),
+    )
+    http_t.finish()
+    if http.enabled and not _is_loopback(http.address):
+        raise ConfigError(
+            f"listeners.http.address: plain HTTP may only listen on loopback (127.0.0.1 or ::1), "
+            f"not {http.address!r}; use the HTTPS listener for remote clients"
+        )
+    return Listeners(control=control, https=https, http=http)
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _check_ports(listeners: Listeners) -> None:
+    https, http = listeners.https, listeners.http
+    if https.enabled and http.enabled and https.port == http.port:
+        raise ConfigError(f"listeners.http.port and listeners.https.port are both {http.port}")
+
+
+def _users(table: _Table) -> tuple[tuple[str, str], ...]:
+    users: list[tuple[str, str]] = []
+    for name in sorted(table.keys()):
+        encoded = table.string(name, None)
+        if not name or ":" in name:
+            raise ConfigError(f"users: invalid user name {name!r} (non-empty, no ':')")
+        if encoded is None:
+            continue
+        try:
+            parse_hash(encoded)
+        except PasswordHashError as exc:
+            raise ConfigError(f"users.{name}: {exc}") from None
+        users.append((name, encoded))
+    return tuple(users)
+
+
+def _hypervisor(table: _Table) -> HypervisorConfig:
+    result = HypervisorConfig(
+        accel=table.choice("accel", "auto", ACCEL_CHOICES),
+        qemu_binary=table.string("qemu_binary", None) or "qemu-system-x86_64",
+    )
+    table.finish()
+    return result
+
+
+def _log(table: _Table) -> LogConfig:
+    result = LogConfig(
+        level=table.choice("level", "info", LOG_LEVELS),
+        format=table.choice("format", "keyvalue", LOG_FORMATS),
+        access_log=table.boolean("access_log", False),
+    )
+    table.finish()
+    return result
+
+
+def _jobs(table: _Table) -> JobsConfig:
+    result = JobsConfig(
+        purge_interval_seconds=table.number("purge_interval_seconds", 60.0, low=1.0),
+        shutdown_grace_seconds=table.number("shutdown_grace_seconds", 10.0, low=0.0),
+    )
+    table.finish()
+    return result
+
+
+def _replication(table: _Table) -> ReplicationConfig:
+    result = ReplicationConfig(
+        connection_timeout_seconds=table.number("connection_timeout_seconds", 30.0, low=0.1),
+        ca_file=table.path("ca_file", None),
+    )
+    table.finish()
+    return result
+
+
+class _Table:
+    """Typed reads from one TOML table; ``finish`` rejects keys nobody read (catches typos)."""
+
+    def __init__(self, data: Mapping[str, object], where: str) -> None:
+        self._data = data
+        self._where = where
+        self._seen: set[str] = set()
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def _name(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def _get(self, key: str) -> object:
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._name(key)}: expected a table ([{self._name(key)}])")
+        return _Table(value, self._name(key))
+
+    def string(self, key: str, default: str | None) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._name(key)}: expected a string, got {_show(value)}")
+        return value
+
+    def path(self, key: str, default: Path | None) -> Path | None:
+        value = self.string(key, None)
+        if value is None:
+            return default
+        if not value:
+            raise ConfigError(f"{self._name(key)}: empty path")
+        return Path(value).expanduser().absolute()
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._name(key)}: expected true or false, got {_show(value)}")
+        return value
+
+    def number(self, key: str, default: float, *, low: float) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self._name(key)}: expected a number, got {_show(value)}")
+        if value < low:
+            raise ConfigError(f"{self._name(key)}: must be at least {low:g}, got {value}")
+        return float(value)
+
+    def port(self, key: str, default: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise ConfigError(f"{self._name(key)}: expected a port number 1-65535, got {_show(value)}")
+        return value
+
+    def address(self, key: str, default: str) -> str:
+        value = self.string(key, None)
+        if value is None:
+            return default
+        if value != "localhost":
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ConfigError(f"{self._name(key)}: not an IP address: {value!r}") from None
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, None)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ConfigError(f"{self._name(key)}: expected one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise ConfigError(f"unknown key {self._name(unknown[0])!r}")
+
+
+def _show(value: object) -> str:
+    return json.dumps(value, default=str)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def to_toml(config: Config) -> str:
+    """The effective configuration as a TOML document ``load_config`` reads back to the same values."""
+    lines = [f"data_dir = {_q(str(config.data_dir))}", ""]
+    sections: list[tuple[str, list[tuple[str, object]]]] = [
+        ("host", [("name", config.host.name), ("fqdn", config.host.fqdn)]),
+        ("listeners.control", [("enabled", config.listeners.control.enabled),
+                               ("path", config.listeners.control.path)]),
+        ("listeners.https", [("enabled", config.listeners.https.enabled),
+                             ("address", config.listeners.https.address),
+                             ("port", config.listeners.https.port),
+                             ("cert_file", config.listeners.https.cert_file),
+                             ("key_file", config.listeners.https.key_file)]),
+        ("listeners.http", [("enabled", config.listeners.http.enabled),
+                            ("address", config.listeners.http.address),
+                            ("port", config.listeners.http.port)]),
+        ("users", list(config.users)),
+        ("hypervisor", [("accel", config.hypervisor.accel), ("qemu_binary", config.hypervisor.qemu_binary)]),
+        ("log", [("level", config.log.level), ("format", config.log.format),
+                 ("access_log", config.log.access_log)]),
+        ("jobs", [("purge_interval_seconds", config.jobs.purge_interval_seconds),
+                  ("shutdown_grace_seconds", config.jobs.shutdown_grace_seconds)]),
+        ("replication", [("connection_timeout_seconds", config.replication.connection_timeout_seconds),
+                         ("ca_file", config.replication.ca_file)]),
+    ]
+    for name, items in sections:
+        lines.append(f"[{name}]")
+        for key, value in items:
+            if value is None:
+                lines.append(f"# {key} is not set")
+                continue
+            shown_key = key if _BARE_KEY.match(key) else _q(key)
+            lines.append(f"{shown_key} = {_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _q(str(value))
+
+
+def _q(text: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes.
+    return json.dumps(text, ensure_ascii=False)
