@@ -152,4 +152,3 @@ class Repository(Generic[E]):
     @staticmethod
     def _version(entity: object) -> int:
         return int(getattr(entity, "version", 0))
-
