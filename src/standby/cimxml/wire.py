@@ -1,0 +1,278 @@
+"""The one adapter over pywbem's private CIM-XML modules (``_tupletree``, ``_tupleparse``, ``_cim_xml``).
+
+pywbem is a client library; its request parser and XML element builders are private (pinned by
+``pywbem>=1.9,<2``). Everything that touches them lives here, so a pywbem upgrade is a change to one file:
+
+* :func:`parse_request` turns a request body into a :mod:`standby.cimxml.messages` call, or raises
+  :class:`~standby.cimxml.messages.ProtocolError` with the DSP0200 ``CIMError`` header value.
+* The ``*_element`` helpers and :func:`response_document` build the response with pywbem's builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pywbem
+from pywbem import (
+    CIMClass,
+    CIMClassName,
+    CIMInstance,
+    CIMInstanceName,
+    CIMVersionError,
+    DTDVersionError,
+    ProtocolVersionError,
+    XMLParseError,
+)
+from pywbem import _cim_xml as cx
+from pywbem import _tupleparse as tp
+from pywbem import _tupletree as tt
+
+from standby.cimxml.messages import Call, ExtrinsicCall, IntrinsicCall, ParamValue, ProtocolError
+
+#: An element of pywbem's builders (an ``xml.dom.minidom.Element``); opaque outside this module.
+Element = Any
+
+_XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8" ?>\n'
+_PARAM_CHILDREN = frozenset(
+    {
+        "VALUE",
+        "VALUE.REFERENCE",
+        "VALUE.ARRAY",
+        "VALUE.REFARRAY",
+        "CLASSNAME",
+        "INSTANCENAME",
+        "CLASS",
+        "INSTANCE",
+        "VALUE.NAMEDINSTANCE",
+    }
+)
+
+
+def _not_valid(message: str) -> ProtocolError:
+    return ProtocolError(400, "request-not-valid", message)
+
+
+def _unsupported(cim_error: str, message: str) -> ProtocolError:
+    return ProtocolError(501, cim_error, message)
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def parse_request(body: bytes) -> Call:
+    """Parse a request body (DSP0201 ``CIM/MESSAGE/SIMPLEREQ``) into an intrinsic or extrinsic call."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        # CIM-XML never needs an inline DTD; refusing it closes the entity-expansion door for good.
+        raise _not_valid("Inline DTDs and entity declarations are not accepted")
+    try:
+        tree = tt.xml_to_tupletree_sax(body, "CIM-XML request")
+    except XMLParseError as exc:
+        raise ProtocolError(400, "request-not-well-formed", _first_line(exc)) from None
+    except Exception as exc:  # the SAX helpers raise assorted errors on garbage
+        raise ProtocolError(400, "request-not-well-formed", f"The body is not XML: {exc}") from None
+    if not isinstance(tree, tuple) or len(tree) < 3:
+        raise ProtocolError(400, "request-not-well-formed", "The body is empty")
+    parser = tp.TupleParser()
+    try:
+        return _parse_cim(parser, tree)
+    except ProtocolError:
+        raise
+    except CIMVersionError as exc:
+        raise _unsupported("unsupported-cim-version", _first_line(exc)) from None
+    except DTDVersionError as exc:
+        raise _unsupported("unsupported-dtd-version", _first_line(exc)) from None
+    except ProtocolVersionError as exc:
+        raise _unsupported("unsupported-protocol-version", _first_line(exc)) from None
+    except Exception as exc:  # CIMXMLParseError and the odd TypeError/ValueError from bad key values
+        raise _not_valid(_first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _kids(node: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return tp.kids(node)  # type: ignore[no-any-return]
+
+
+def _only_child(node: tuple[Any, ...], expected: Sequence[str]) -> tuple[Any, ...]:
+    kids = _kids(node)
+    if len(kids) != 1 or tp.name(kids[0]) not in expected:
+        found = [tp.name(k) for k in kids]
+        raise _not_valid(f"Element {tp.name(node)} must hold exactly one of {list(expected)}, found {found}")
+    return kids[0]
+
+
+def _parse_cim(parser: tp.TupleParser, root: tuple[Any, ...]) -> Call:
+    parser.check_node(root, "CIM", ("CIMVERSION", "DTDVERSION"))
+    if not tp.attrs(root)["CIMVERSION"].startswith("2."):
+        raise _unsupported("unsupported-cim-version", f"CIMVERSION {tp.attrs(root)['CIMVERSION']} is not 2.x")
+    if not tp.attrs(root)["DTDVERSION"].startswith("2."):
+        raise _unsupported("unsupported-dtd-version", f"DTDVERSION {tp.attrs(root)['DTDVERSION']} is not 2.x")
+    message = _only_child(root, ("MESSAGE", "DECLARATION"))
+    if tp.name(message) != "MESSAGE":
+        raise _not_valid("A DECLARATION is not an operation request")
+    parser.check_node(message, "MESSAGE", ("ID", "PROTOCOLVERSION"))
+    if not tp.attrs(message)["PROTOCOLVERSION"].startswith("1."):
+        raise _unsupported(
+            "unsupported-protocol-version",
+            f"PROTOCOLVERSION {tp.attrs(message)['PROTOCOLVERSION']} is not 1.x",
+        )
+    message_id = str(tp.attrs(message)["ID"])
+    request = _only_child(message, ("SIMPLEREQ", "MULTIREQ", "SIMPLEEXPREQ", "MULTIEXPREQ"))
+    if tp.name(request) in ("MULTIREQ", "MULTIEXPREQ"):
+        raise _unsupported(
+            "multiple-requests-unsupported", "Multiple requests in one message are not supported"
+        )
+    if tp.name(request) == "SIMPLEEXPREQ":
+        raise _not_valid("Export requests (indications) are not accepted at /cimom")
+    parser.check_node(request, "SIMPLEREQ", (), (), ("IMETHODCALL", "METHODCALL"))
+    call = _only_child(request, ("IMETHODCALL", "METHODCALL"))
+    if tp.name(call) == "IMETHODCALL":
+        return _parse_imethodcall(parser, message_id, call)
+    return _parse_methodcall(parser, message_id, call)
+
+
+def _parse_imethodcall(parser: tp.TupleParser, message_id: str, node: tuple[Any, ...]) -> IntrinsicCall:
+    _, attrs, namespace, params = parser.parse_imethodcall(node)
+    values: dict[str, Any] = {}
+    for name, value in params:
+        if name in values:
+            raise _not_valid(f"Parameter {name} is given twice")
+        values[name] = value
+    return IntrinsicCall(message_id=message_id, method=attrs["NAME"], namespace=namespace, params=values)
+
+
+def _parse_methodcall(parser: tp.TupleParser, message_id: str, node: tuple[Any, ...]) -> ExtrinsicCall:
+    parser.check_node(
+        node, "METHODCALL", ("NAME",), (), ("LOCALCLASSPATH", "LOCALINSTANCEPATH", "PARAMVALUE")
+    )
+    kids = _kids(node)
+    paths = [k for k in kids if tp.name(k) in ("LOCALCLASSPATH", "LOCALINSTANCEPATH")]
+    if len(paths) != 1:
+        raise _not_valid("METHODCALL needs exactly one LOCALCLASSPATH or LOCALINSTANCEPATH")
+    target = parser.parse_any(paths[0])
+    params = tuple(_parse_paramvalue(parser, k) for k in kids if tp.name(k) == "PARAMVALUE")
+    names = [p.name.lower() for p in params]
+    if len(set(names)) != len(names):
+        raise _not_valid("A method parameter is given twice")
+    return ExtrinsicCall(message_id=message_id, method=tp.attrs(node)["NAME"], target=target, params=params)
+
+
+def _parse_paramvalue(parser: tp.TupleParser, node: tuple[Any, ...]) -> ParamValue:
+    # Not pywbem's parse_paramvalue: it decodes embedded instances, but the object model wants the text.
+    parser.check_node(
+        node, "PARAMVALUE", ("NAME",), ("TYPE", "PARAMTYPE", "EmbeddedObject", "EMBEDDEDOBJECT")
+    )
+    attrs = tp.attrs(node)
+    kids = _kids(node)
+    if len(kids) > 1:
+        raise _not_valid(f"Parameter {attrs['NAME']} has more than one value element")
+    value: Any = None
+    if kids:
+        if tp.name(kids[0]) not in _PARAM_CHILDREN:
+            raise _not_valid(f"Parameter {attrs['NAME']} has an invalid element {tp.name(kids[0])}")
+        value = parser.parse_any(kids[0])
+    return ParamValue(
+        name=attrs["NAME"],
+        value=value,
+        param_type=attrs.get("PARAMTYPE") or attrs.get("TYPE"),
+        embedded=bool(attrs.get("EmbeddedObject") or attrs.get("EMBEDDEDOBJECT")),
+    )
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def response_document(message_id: str, response: Element) -> bytes:
+    """The whole response body: ``CIM/MESSAGE/SIMPLERSP`` around one (I)METHODRESPONSE."""
+    doc = cx.CIM(cx.MESSAGE(cx.SIMPLERSP(response), message_id, "1.0"), "2.0", "2.0")
+    xml: str = doc.toxml()
+    return _XML_DECLARATION + xml.encode("utf-8")
+
+
+def imethod_response(name: str, values: Element | list[Element] | None) -> Element:
+    """``IMETHODRESPONSE`` with an ``IRETURNVALUE`` (omitted when ``values`` is None)."""
+    if values is None:
+        return cx.IMETHODRESPONSE(name)
+    return cx.IMETHODRESPONSE(name, cx.IRETURNVALUE(values))
+
+
+def error_response(name: str, code: int, description: str | None, *, intrinsic: bool) -> Element:
+    """``(I)METHODRESPONSE`` holding ``ERROR CODE=… DESCRIPTION=…``."""
+    error = cx.ERROR(str(int(code)), description or None)
+    return cx.IMETHODRESPONSE(name, error) if intrinsic else cx.METHODRESPONSE(name, error)
+
+
+def method_response(name: str, return_value: Element | None, params: list[Element]) -> Element:
+    """``METHODRESPONSE`` with ``RETURNVALUE`` and out ``PARAMVALUE`` elements."""
+    children = ([return_value] if return_value is not None else []) + params
+    return cx.METHODRESPONSE(name, children)
+
+
+def return_value_element(value: Any, param_type: str | None) -> Element:
+    """``RETURNVALUE PARAMTYPE=…`` around the value."""
+    return cx.RETURNVALUE(value_element(value), param_type=param_type)
+
+
+def param_value_element(name: str, value: Any, param_type: str | None, *, embedded: bool = False) -> Element:
+    """One out-parameter; embedded instances travel as escaped CIM-XML text with ``EmbeddedObject``."""
+    if isinstance(value, CIMInstance):
+        value = value.tocimxmlstr()
+        embedded = True
+    elif isinstance(value, list) and value and all(isinstance(v, CIMInstance) for v in value):
+        value = [v.tocimxmlstr() for v in value]
+        embedded = True
+    return cx.PARAMVALUE(
+        name, value_element(value), paramtype=param_type, embedded_object="instance" if embedded else None
+    )
+
+
+def value_element(value: Any) -> Element | None:
+    """VALUE / VALUE.ARRAY / VALUE.REFERENCE / VALUE.REFARRAY for a typed value; None for NULL."""
+    if value is None:
+        return None
+    if isinstance(value, (CIMInstanceName, CIMClassName)):
+        return cx.VALUE_REFERENCE(value.tocimxml())
+    if isinstance(value, list) and value and all(isinstance(v, (CIMInstanceName, type(None))) for v in value):
+        return cx.VALUE_REFARRAY(
+            [cx.VALUE_REFERENCE(v.tocimxml()) if v is not None else cx.VALUE_NULL() for v in value]
+        )
+    return pywbem.tocimxml(value)
+
+
+def class_element(cls: CIMClass) -> Element:
+    """``CLASS``."""
+    return cls.tocimxml()
+
+
+def class_name_element(name: str) -> Element:
+    """``CLASSNAME``."""
+    return cx.CLASSNAME(name)
+
+
+def instance_element(inst: CIMInstance) -> Element:
+    """``INSTANCE`` without its path."""
+    return inst.tocimxml(ignore_path=True)
+
+
+def instance_name_element(path: CIMInstanceName) -> Element:
+    """``INSTANCENAME`` (keys only)."""
+    return path.tocimxml(ignore_host=True, ignore_namespace=True)
+
+
+def named_instance_element(inst: CIMInstance) -> Element:
+    """``VALUE.NAMEDINSTANCE`` (EnumerateInstances)."""
+    return cx.VALUE_NAMEDINSTANCE(instance_name_element(inst.path), instance_element(inst))
+
+
+def object_with_path_element(inst: CIMInstance) -> Element:
+    """``VALUE.OBJECTWITHPATH`` (Associators, References, ExecQuery); the path needs host and namespace."""
+    return cx.VALUE_OBJECTWITHPATH(inst.path.tocimxml(), instance_element(inst))
+
+
+def object_path_element(path: CIMInstanceName) -> Element:
+    """``OBJECTPATH`` around an ``INSTANCEPATH`` (AssociatorNames, ReferenceNames)."""
+    return cx.OBJECTPATH(path.tocimxml())
