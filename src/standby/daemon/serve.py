@@ -1,0 +1,242 @@
+"""``standby serve``: one asyncio loop, one ASGI app, one uvicorn server per listener.
+
+Start-up: take the pid lock of the data directory, bind every listener (so a busy port fails before any
+state changes), build the services, recover interrupted work, then serve. The control socket is created
+with mode 0600; TCP sockets get TCP_NODELAY from asyncio.
+
+Shutdown on SIGTERM/SIGINT: stop accepting, let requests and running jobs finish for
+``[jobs] shutdown_grace_seconds``, kill the cancellable jobs still running (the others are marked by
+``recover_after_restart`` at the next start), close the database, release the lock. A second signal skips
+the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from standby import __version__
+from standby.api.app import create_app
+from standby.api.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
+from standby.daemon.compose import Services, build_services
+from standby.daemon.config import Config
+from standby.daemon.lockfile import PidLock
+from standby.daemon.tls import ensure_certificate
+from standby.domain.enums import JobState
+from standby.domain.errors import Unavailable
+
+log = logging.getLogger("standby.daemon")
+
+
+@dataclass
+class Listener:
+    """One bound socket and how to serve it."""
+
+    kind: ListenerKind
+    sock: socket.socket
+    where: str
+    tls: bool = False
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the daemon owns SIGTERM/SIGINT for all listeners."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run(config: Config) -> int:
+    """Serve until a signal arrives; the process exit code (0 after a graceful stop)."""
+    return asyncio.run(serve(config))
+
+
+async def serve(config: Config) -> int:
+    """The daemon's main coroutine (see the module docstring)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with PidLock(config.lock_path):
+        _prepare_tls(config)
+        listeners = bind_listeners(config)
+        try:
+            services = build_services(config)
+        except BaseException:
+            _close_listeners(config, listeners)
+            raise
+        try:
+            await services.recover()
+            return await _serve(config, services, listeners)
+        finally:
+            services.close()
+            _close_listeners(config, listeners)
+            log.info("daemon stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+async def _serve(config: Config, services: Services, listeners: list[Listener]) -> int:
+    app = create_app(services)
+    servers = [_server(config, app, listener, services.verifier) for listener in listeners]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, stop, servers)
+    tasks = [asyncio.create_task(server.serve(sockets=[lst.sock]), name=f"serve-{lst.kind}")
+             for server, lst in zip(servers, listeners, strict=True)]
+    purger = asyncio.create_task(_purge_loop(services), name="purge-jobs")
+    log.info("daemon started", extra={"fields": {
+        "version": __version__, "pid": os.getpid(), "data_dir": str(config.data_dir),
+        "listeners": ",".join(f"{lst.kind}={lst.where}" for lst in listeners)}})
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in tasks if t in done]
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    purger.cancel()
+    stopper.cancel()
+    await _drain_jobs(services, config.jobs.shutdown_grace_seconds, forced=any(s.force_exit for s in servers))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    if failed and not stop.is_set():
+        log.error("a listener stopped unexpectedly", extra={"fields": {"listener": failed[0].get_name()}})
+        return 1
+    return 0
+
+
+def _on_signal(signum: int, stop: asyncio.Event, servers: list[_Server]) -> None:
+    if stop.is_set():
+        for server in servers:
+            server.force_exit = True
+        log.warning("second signal: stopping without grace period")
+        return
+    log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+    stop.set()
+
+
+async def _drain_jobs(services: Services, grace: float, *, forced: bool) -> None:
+    """Wait up to ``grace`` s for running jobs, then kill the cancellable rest."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (0.0 if forced else grace)
+    for listed in services.jobs.list():
+        if listed.state.is_terminal:
+            continue
+        remaining = max(deadline - loop.time(), 0.0)
+        job = listed
+        with contextlib.suppress(Exception):
+            job = await services.jobs.wait(listed.job_id, remaining)
+        if job.state.is_terminal:
+            continue
+        if job.cancellable:
+            services.jobs.cancel(job.job_id, True)
+            with contextlib.suppress(Exception):
+                await services.jobs.wait(job.job_id, 2.0)
+        log.warning("job still running at shutdown", extra={"fields": {
+            "job": job.job_id, "state": JobState(job.state).name, "cancellable": job.cancellable}})
+
+
+async def _purge_loop(services: Services) -> None:
+    interval = services.config.jobs.purge_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(services.jobs.purge_expired, services.clock())
+        except Exception:
+            log.exception("purging finished jobs failed")
+
+
+def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier) -> _Server:
+    gated = ListenerGate(app, listener.kind, verifier)
+    https = config.listeners.https
+    uv_config = uvicorn.Config(
+        gated,
+        lifespan="off",
+        log_config=None,
+        access_log=config.log.access_log,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
+        ssl_certfile=str(https.cert_file) if listener.tls else None,
+        ssl_keyfile=str(https.key_file) if listener.tls else None,
+    )
+    return _Server(uv_config)
+
+
+def _prepare_tls(config: Config) -> None:
+    https = config.listeners.https
+    if not https.enabled:
+        return
+    thumbprint = ensure_certificate(https.cert_file, https.key_file, [config.host.fqdn, config.host.name])
+    if thumbprint:
+        log.warning("created a self-signed HTTPS certificate", extra={"fields": {
+            "cert": str(https.cert_file), "thumbprint": thumbprint}})
+
+
+def bind_listeners(config: Config) -> list[Listener]:
+    """Bind every enabled listener now, so a busy port or bad path fails with one clear error."""
+    listeners: list[Listener] = []
+    try:
+        if config.listeners.control.enabled:
+            path = config.listeners.control.path
+            listeners.append(Listener("control", _bind_unix(path), str(path)))
+        https, http = config.listeners.https, config.listeners.http
+        if https.enabled:
+            listeners.append(Listener("https", _bind_tcp(https.address, https.port),
+                                      f"{https.address}:{https.port}", tls=True))
+        if http.enabled:
+            listeners.append(Listener("http", _bind_tcp(http.address, http.port),
+                                      f"{http.address}:{http.port}"))
+    except BaseException:
+        _close_listeners(config, listeners)
+        raise
+    return listeners
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    # We hold the data directory's lock, so a socket file left here belongs to a dead daemon.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # never visible with wider permissions, not even briefly
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"cannot create the control socket {path}: {exc.strerror}",
+                          message_id="ListenFailed", where=str(path), reason=str(exc.strerror)) from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_tcp(address: str, port: int) -> socket.socket:
+    host = "127.0.0.1" if address == "localhost" else address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise Unavailable(f"cannot listen on {address}:{port}: {reason}", message_id="ListenFailed",
+                          where=f"{address}:{port}", reason=reason) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _close_listeners(config: Config, listeners: list[Listener]) -> None:
+    for listener in listeners:
+        with contextlib.suppress(OSError):
+            listener.sock.close()
+        if listener.kind == "control":
+            with contextlib.suppress(FileNotFoundError):
+                config.listeners.control.path.unlink()
