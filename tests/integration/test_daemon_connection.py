@@ -36,7 +36,8 @@ def _answer(status: str, body: bytes) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
         assert request.startswith(b"GET /peer/v1/ping HTTP/1.1\r\n")
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode())
         writer.write(body)
         await writer.drain()
         writer.close()
