@@ -67,7 +67,13 @@ def _get_class(op: Operation, ns: str, p: Params) -> Any:
 def _classes(op: Operation, ns: str, p: Params) -> list[CIMClass]:
     classname = p.class_name("ClassName", required=False)
     if classname is not None:
-        op.om.get_class(ns, classname)  # CIM_ERR_INVALID_CLASS for an unknown one
+        try:
+            op.om.get_class(ns, classname)
+        except CIMError as exc:
+            # GetClass says NOT_FOUND; for the enumerations DSP0200 wants INVALID_CLASS.
+            if exc.status_code == CIM_ERR_NOT_FOUND:
+                raise CIMError(CIM_ERR_INVALID_CLASS, f"Class {classname!r} does not exist") from None
+            raise
     return op.om.enumerate_classes(ns, classname, deep_inheritance=p.flag("DeepInheritance", False))
 
 
