@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
 from starlette.responses import JSONResponse
 
 from standby import i18n
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.texts import message
 from standby.domain.entities import Job
 from standby.domain.enums import JobState, StateChangeCode
 from standby.domain.errors import InvalidState, NotSupported
+
+if TYPE_CHECKING:
+    from standby.daemon.compose import Services
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -26,8 +28,9 @@ def job_url(job_id: str) -> str:
     return f"/api/v1/jobs/{job_id}"
 
 
-def job_json(job: Job, language: str, now: datetime) -> dict[str, object]:
-    """A job as JSON, texts in ``language``."""
+def job_json(job: Job, language: str, now: datetime, description: str | None = None) -> dict[str, object]:
+    """A job as JSON, texts in ``language`` (``description``: already translated, else the stored one)."""
+    description = job.description if description is None else description
     return {
         "id": job.job_id,
         "url": job_url(job.job_id),
@@ -35,8 +38,9 @@ def job_json(job: Job, language: str, now: datetime) -> dict[str, object]:
         "type_name": i18n.job_type_text(job.job_type, language),
         "state": int(job.state),
         "state_name": _state_name(job.state),
+        "state_text": i18n.job_state_text(job.state, language),
         "terminal": job.state.is_terminal,
-        "description": job.description,
+        "description": description,
         "element_id": job.element_id,
         "percent_complete": job.percent_complete,
         "error_code": job.error_code,
@@ -59,8 +63,12 @@ def _state_name(state: JobState) -> str:
 def _error_description(job: Job, language: str) -> str:
     if not job.error_message_id:
         return job.error_description
-    args = dict(job.error_args)
-    return message(job.error_message_id, language, job.error_description, **args)
+    return i18n.error_text(job.error_message_id, language, job.error_description, code=job.error_code or None,
+                           **dict(job.error_args))
+
+
+def _render(services: Services, job: Job, language: str) -> dict[str, object]:
+    return job_json(job, language, services.clock(), services.jobs.describe(job, language))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -72,13 +80,13 @@ def list_jobs(services: ServicesDep, language: LanguageDep) -> list[dict[str, ob
     """Every job the daemon still keeps, newest first."""
     now = services.clock()
     jobs = sorted(services.jobs.list(), key=lambda j: j.submitted_at, reverse=True)
-    return [job_json(job, language, now) for job in jobs]
+    return [job_json(job, language, now, services.jobs.describe(job, language)) for job in jobs]
 
 
 @router.get("/{job_id}", summary="Get one job")
 def get_job(job_id: str, services: ServicesDep, language: LanguageDep) -> dict[str, object]:
     """One job; 404 when unknown."""
-    return job_json(services.jobs.get(job_id), language, services.clock())
+    return _render(services, services.jobs.get(job_id), language)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a running job")
@@ -98,7 +106,7 @@ def cancel_job(
         raise InvalidState(f"job {job_id} could not be cancelled (code {int(code)})",
                            message_id="JobCancelFailed", job=job_id, code=str(int(code)))
     job = services.jobs.get(job_id)
-    body = {"code": int(code), "job": job_json(job, language, services.clock())}
+    body = {"code": int(code), "job": _render(services, job, language)}
     return JSONResponse(body, status_code=200 if job.state.is_terminal else 202)
 
 
@@ -112,4 +120,4 @@ async def wait_job(
     """The job once it is terminal, or as it stands when ``timeout`` runs out (check ``terminal``)."""
     services.jobs.get(job_id)  # 404 before waiting
     job = await services.jobs.wait(job_id, timeout)
-    return job_json(job, language, services.clock())
+    return _render(services, job, language)

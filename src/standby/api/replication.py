@@ -42,7 +42,7 @@ def test_connection(
     )
     job = services.connection_tester.submit(target)
     return JSONResponse(
-        job_json(job, language, services.clock()),
+        job_json(job, language, services.clock(), services.jobs.describe(job, language)),
         status_code=202,
         headers={"location": job_url(job.job_id)},
     )

@@ -14,15 +14,9 @@ def request_language(request: Request) -> str:
 
 
 def error_text(exc: StandbyError, language: str) -> str:
-    """The error's message in ``language``; the English text it was raised with when the catalog lacks it."""
+    """The error's message in ``language`` (English: the precise text it was raised with)."""
     args = {key: str(value) for key, value in exc.args_map.items()}
-    try:
-        text = i18n.translate(exc.message_id, language, **args)
-    except (KeyError, ValueError):
-        return exc.message
-    if not text or text == exc.message_id:
-        return exc.message
-    return text
+    return i18n.error_text(exc.message_id, language, exc.message, code=int(exc.code), **args)
 
 
 def message(message_id: str, language: str, fallback: str, **args: str) -> str:

@@ -129,7 +129,8 @@ class DaemonClient:
 
     def _unreachable(self, exc: Exception) -> CliError:
         target = self.target
-        reason = _reason(exc)
+        reason_id, english = _reason(exc)
+        reason = text(reason_id, target.language, english) if reason_id else english
         if target.host:
             message = text("DaemonUnreachableHost", target.language,
                            f"cannot reach the standby daemon at {target.host}: {reason}",
@@ -145,19 +146,20 @@ class DaemonClient:
         return CliError(message, EXIT_UNREACHABLE)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception) -> tuple[str | None, str]:
+    """(catalog id or None, English text) of why a connection failed."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, FileNotFoundError):
-            return "no such socket (is the daemon running?)"
+            return "CliNoSocket", "no such socket (is the daemon running?)"
         if isinstance(cause, PermissionError):
-            return "permission denied (run as root or as the daemon's owner)"
+            return "CliSocketDenied", "permission denied (run as root or as the daemon's owner)"
         if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
+            return "CliConnectionRefused", "connection refused"
         if isinstance(cause, ssl.SSLError):
-            return f"TLS error: {getattr(cause, 'reason', None) or cause}"
+            return None, f"TLS error: {getattr(cause, 'reason', None) or cause}"
         cause = cause.__cause__ or cause.__context__
-    return str(exc) or type(exc).__name__
+    return None, str(exc) or type(exc).__name__
 
 
 def _verify(target: Target) -> ssl.SSLContext | bool:

@@ -65,7 +65,7 @@ def _wait(daemon: Any, job_id: str, deadline: float | None) -> Any:
 
 
 def _failure_line(job: dict[str, Any], language: str) -> str:
-    state = text(f"JobState{job.get('state_name')}", language, str(job.get("state_name")))
+    state = str(job.get("state_text") or job.get("state_name"))
     detail = job.get("error_description") or ""
     line = f"{job.get('id')}: {state}"
     return f"{line}: {detail}" if detail else line

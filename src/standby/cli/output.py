@@ -131,8 +131,8 @@ def status_view(status: Mapping[str, Any], language: str) -> None:
 
 
 def _state(job: Mapping[str, Any], language: str) -> str:
-    name = str(job.get("state_name", job.get("state")))
-    return text(f"JobState{name}", language, name)
+    # The daemon already answers in the CLI's language (Accept-Language).
+    return str(job.get("state_text") or job.get("state_name") or job.get("state"))
 
 
 def _short_time(value: object) -> str:

@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from standby import __version__
 from standby.domain.entities import Job
@@ -65,10 +65,10 @@ class JobSubmitter(Protocol):
         *,
         element_id: str,
         description: str,
-        work: Callable[[JobHandleLike], Awaitable[dict[str, str] | None]],
+        work: Callable[[JobHandleLike], Awaitable[Mapping[str, Any] | None]],
         cancellable: bool = False,
         message_id: str | None = None,
-        args: Mapping[str, str] = ...,
+        args: Mapping[str, object] | None = None,
     ) -> Job:
         """Persist a job and run ``work`` on the daemon's loop."""
         ...
