@@ -146,15 +146,28 @@ def test_duplicate_ids_rejected() -> None:
 # Properties
 # ------------------------------------------------------------------------------------------------------
 
-points_strategy = st.lists(
-    st.tuples(
-        st.integers(min_value=-30, max_value=60 * 48),  # minutes ago
-        st.sampled_from([STD, APP, VirtualSystemType.REPLICA_PLANNED_FAILOVER]),
-        st.sampled_from([False, False, False, True]),  # in use, now and then
-    ),
-    min_size=0,
-    max_size=60,
+_point = st.tuples(
+    st.integers(min_value=-30, max_value=60 * 48),  # minutes ago
+    st.sampled_from([STD, APP, VirtualSystemType.REPLICA_PLANNED_FAILOVER]),
+    st.sampled_from([False, False, False, True]),  # in use, now and then
 )
+
+
+@st.composite
+def periodic(draw: st.DrawFn) -> list[tuple[int, VirtualSystemType, bool]]:
+    """A point every `step` minutes, as replication makes them, so every hour bucket is populated."""
+    offset = draw(st.integers(min_value=-5, max_value=59))
+    step = draw(st.integers(min_value=1, max_value=120))
+    count = draw(st.integers(min_value=1, max_value=200))
+    app_every = draw(st.integers(min_value=0, max_value=8))
+    in_use = draw(st.sets(st.integers(min_value=0, max_value=count - 1), max_size=3))
+    return [
+        (offset + i * step, APP if app_every and i % app_every == 0 else STD, i in in_use)
+        for i in range(count)
+    ]
+
+
+points_strategy = st.lists(_point, max_size=60) | periodic()
 
 
 @settings(max_examples=300, deadline=None)
