@@ -163,13 +163,17 @@ class JobManager:
         assert self._loop is not None
         task = self._loop.create_task(self._run(job_id, work), name=f"job-{job_id}")
         self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._forget(job_id))
+        task.add_done_callback(lambda done: self._forget(job_id, done))
 
-    def _forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(job_id, None)
         with self._lock:
             self._owned.discard(job_id)
-            self._requested.pop(job_id, None)
+            requested = self._requested.pop(job_id, None)
+        if task.cancelled() and requested is not None:
+            # Cancelled before its first step, so _run never saw it: record the end here.
+            with contextlib.suppress(StandbyError):
+                self._end_cancelled(job_id, requested)
 
     # -- running ------------------------------------------------------------------------------------------
 
