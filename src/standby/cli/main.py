@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from standby import __version__, i18n
-from standby.cli.client import EXIT_FAILED, EXIT_USAGE, CliError, target_from_options, text
+from standby.cli.client import EXIT_FAILED, EXIT_USAGE, CliError, target_from_options
 from standby.cli.output import JsonOption, emit, print_error, status_view
 from standby.cli.state import CliState, cli_state, client, wants_json
 
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except StandbyError as exc:
         args = {key: str(value) for key, value in exc.args_map.items()}
-        print_error(text(exc.message_id, i18n.language_from_env(), str(exc), **args))
+        print_error(i18n.error_text(exc.message_id, i18n.language_from_env(), str(exc), code=int(exc.code),
+                                    **args))
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         sys.exit(130)

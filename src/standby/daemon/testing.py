@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -127,7 +128,7 @@ class DaemonProcess:
         """An httpx client on the HTTPS listener that trusts the daemon's certificate."""
         auth = (user, password or "") if user else None
         return httpx.Client(base_url=f"https://127.0.0.1:{self.https_port}", auth=auth,
-                            verify=str(self.cert_file), timeout=30)
+                            verify=ssl.create_default_context(cafile=str(self.cert_file)), timeout=30)
 
     def http(self, *, user: str | None = None, password: str | None = None) -> httpx.Client:
         """An httpx client on the loopback HTTP listener."""
