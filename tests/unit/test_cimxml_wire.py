@@ -229,4 +229,18 @@ def test_response_document_echoes_the_message_id() -> None:
     body = wire.response_document("777", wire.error_response("GetClass", 5, "no such class", intrinsic=True))
     assert body.startswith(b'<?xml version="1.0" encoding="utf-8" ?>')
     assert b'<MESSAGE ID="777" PROTOCOLVERSION="1.0">' in body
-    assert b'<ERROR CODE="5" DESCRIPTION="no such class"/>' in body
+    assert b'<ERROR CODE="5" DESCRIPTION="no such class"></ERROR>' in body
+
+
+def test_response_has_no_empty_element_tags() -> None:
+    # SBLIM wbemcli cannot parse <PROPERTY .../>; every element gets an explicit end tag.
+    from pywbem import CIMInstance, CIMInstanceName, CIMProperty
+
+    path = CIMInstanceName("X", {"K": "a/>b"}, namespace="root/virtualization/v2")
+    inst = CIMInstance("X", {"K": "a/>b", "Empty": CIMProperty("Empty", None, type="string")}, path=path)
+    body = wire.response_document(
+        "1", wire.imethod_response("EnumerateInstances", [wire.named_instance_element(inst)])
+    )
+    assert b"/>" not in body.replace(b"a/&gt;b", b"")
+    assert b'<PROPERTY NAME="Empty" TYPE="string"></PROPERTY>' in body
+    assert body.count(b"a/&gt;b") == 2  # values are untouched

@@ -4,8 +4,9 @@ In: every REF form a client sends (LOCALINSTANCEPATH, INSTANCEPATH with HOST, IN
 with or without PARAMTYPE) becomes a ``CIMInstanceName`` without host in the served namespace; a value with a
 PARAMTYPE is typed when it parses (else passed as sent, so the object manager answers 32773); untyped values
 stay ``str`` / ``list[str]`` — the object manager types them from the method's declaration.
-Out: ``RETURNVALUE PARAMTYPE=…`` and one ``PARAMVALUE`` per out-parameter, with its declared type; string
-out-parameters declared ``EmbeddedInstance`` (and ``CIMInstance`` values) carry ``EmbeddedObject="instance"``.
+Out: ``RETURNVALUE PARAMTYPE=…`` and one ``PARAMVALUE`` per non-NULL out-parameter, with its declared
+type; string out-parameters declared ``EmbeddedInstance`` (and ``CIMInstance`` values) carry
+``EmbeddedObject="instance"``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ def run(op: Operation, call: ExtrinsicCall) -> Any:
     return wire.method_response(
         call.method,
         wire.return_value_element(return_value, _return_type(return_value, method)),
-        [_out_param(op, namespace, name, value, method) for name, value in out_params.items()],
+        # A NULL out-parameter is left out (as WMI does): pywbemcli cannot print a NULL reference.
+        [
+            _out_param(op, namespace, name, value, method)
+            for name, value in out_params.items()
+            if value is not None
+        ],
     )
 
 

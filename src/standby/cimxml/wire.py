@@ -10,6 +10,7 @@ pywbem is a client library; its request parser and XML element builders are priv
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from standby.cimxml.messages import Call, ExtrinsicCall, IntrinsicCall, ParamVal
 Element = Any
 
 _XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8" ?>\n'
+_EMPTY_ELEMENT = re.compile(r"<([A-Za-z][A-Za-z0-9._]*)((?:\s[^<>]*?)?)/>")
 _PARAM_CHILDREN = frozenset(
     {
         "VALUE",
@@ -190,7 +192,10 @@ def response_document(message_id: str, response: Element) -> bytes:
     """The whole response body: ``CIM/MESSAGE/SIMPLERSP`` around one (I)METHODRESPONSE."""
     doc = cx.CIM(cx.MESSAGE(cx.SIMPLERSP(response), message_id, "1.0"), "2.0", "2.0")
     xml: str = doc.toxml()
-    return _XML_DECLARATION + xml.encode("utf-8")
+    # SBLIM wbemcli's parser cannot read empty-element tags such as <PROPERTY NAME="x" TYPE="string"/>;
+    # the explicit start/end pair means the same to every XML reader. Attribute values and text are escaped
+    # by minidom, so '<' and '>' only delimit tags here.
+    return _XML_DECLARATION + _EMPTY_ELEMENT.sub(r"<\1\2></\1>", xml).encode("utf-8")
 
 
 def imethod_response(name: str, values: Element | list[Element] | None) -> Element:
