@@ -279,3 +279,22 @@ def test_po_reader_rejects_malformed_files_with_a_line_number(text: str, problem
     with pytest.raises(PoSyntaxError, match=problem) as caught:
         parse(text, "bad.po")
     assert "bad.po:" in str(caught.value)
+
+
+def test_every_message_id_of_the_store_and_jobs_is_in_the_catalog() -> None:
+    import re
+    from pathlib import Path
+
+    import standby
+
+    root = Path(standby.__file__).parent
+    sources = [*sorted((root / "store").rglob("*.py")), root / "engine" / "jobs.py"]
+    found = set()
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        found |= set(re.findall(r'message_id="([A-Za-z0-9_.]+)"', text))
+        found |= set(re.findall(r'translate\("([A-Za-z0-9_.]+)"', text))
+        found |= set(re.findall(r'"(Job[A-Z][A-Za-z]+)"', text)) - {"JobHandle"}
+    assert {"StaleWrite", "JobInterruptedByRestart", "JobKilled", "StoreTooNew"} <= found
+    missing = found - set(i18n.catalog("en"))
+    assert not missing

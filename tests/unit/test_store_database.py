@@ -15,7 +15,7 @@ from standby.domain.enums import JobState, JobType, RelationshipIndex, Replicati
 from standby.domain.errors import InvalidParameter, Unavailable
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
-from standby.store.sqlite.connection import migrations
+from standby.store.sqlite.connection import migrations, translate
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -206,3 +206,29 @@ def test_two_connections_to_one_file_see_each_others_commits(tmp_path: Path) -> 
         second.vms.update(stored)
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "code"),
+    [
+        (sqlite3.IntegrityError("FOREIGN KEY constraint failed"), "ReferenceMissing", 32773),
+        (sqlite3.IntegrityError("CHECK constraint failed: id = 1"), "ConstraintViolated", 32773),
+        (sqlite3.OperationalError("database is locked"), "StoreBusy", 32774),
+        (sqlite3.OperationalError("database or disk is full"), "StoreFull", 32778),
+        (sqlite3.OperationalError("disk I/O error"), "StoreFailed", 32777),
+        (sqlite3.DatabaseError("file is not a database"), "StoreFailed", 32777),
+        (sqlite3.InterfaceError("bad parameter"), "StoreFailed", 32768),
+    ],
+)
+def test_sqlite_errors_become_domain_errors(error: sqlite3.Error, expected: str, code: int) -> None:
+    translated = translate(error)
+    assert translated.message_id == expected
+    assert translated.code == code
+    assert str(error) in str(translated)
+
+
+def test_a_real_check_constraint_error_is_translated() -> None:
+    db = Database.memory()
+    with pytest.raises(InvalidParameter) as caught:
+        db._conn.execute("INSERT INTO service_settings VALUES (2, 0, 0, '', 80, 443, '09:00:00', 60)")
+    assert caught.value.message_id == "ConstraintViolated"
