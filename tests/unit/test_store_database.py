@@ -232,3 +232,10 @@ def test_a_real_check_constraint_error_is_translated() -> None:
     with pytest.raises(InvalidParameter) as caught:
         db._conn.execute("INSERT INTO service_settings VALUES (2, 0, 0, '', 80, 443, '09:00:00', 60)")
     assert caught.value.message_id == "ConstraintViolated"
+
+
+def test_file_database_commits_durably(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "d.db") as db:
+        assert db._conn.query("PRAGMA synchronous")[0][0] == 2  # FULL
+        assert db._conn.query("PRAGMA foreign_keys")[0][0] == 1
+        assert db._conn.query("PRAGMA busy_timeout")[0][0] == 5000

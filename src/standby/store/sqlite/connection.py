@@ -81,7 +81,8 @@ class Connection:
                 mode = raw.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError(f"journal_mode WAL refused (got {mode})")
-                raw.execute("PRAGMA synchronous = NORMAL")
+                # FULL: a commit survives power loss, so an acknowledged log or recovery point is never lost.
+                raw.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise Unavailable(
                 f"cannot open the state database {target}: {exc}", message_id="StoreOpenFailed", path=target
