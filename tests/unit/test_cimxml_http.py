@@ -592,3 +592,34 @@ def test_typed_parameter_that_does_not_parse_is_passed_as_sent(
     )
     assert ET.fromstring(response.content).findtext(".//RETURNVALUE/VALUE") == "32773"
     assert om.calls[-1].params == {"RequestedState": "lots"}
+
+
+def test_user_authenticated_by_the_daemon_gate_is_trusted(om: MockObjectManager) -> None:
+    import asyncio
+
+    app = create_app(om, lambda user, password: False, host_name=HOST)
+    body = methodcall("GetSystemCertificates")
+    sent: list[dict[str, object]] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/cimom",
+        "headers": [
+            (k.lower().encode(), v.encode())
+            for k, v in cim_headers(
+                "GetSystemCertificates", "root/virtualization/v2:Msvm_ReplicationService"
+            ).items()
+            if k != "Authorization"
+        ],
+        "state": {"user": "operator"},
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200
+    assert om.calls[-1].ctx.user == "operator"
