@@ -14,20 +14,12 @@ from typing import Any, Protocol
 
 from standby.cim.schema import Schema
 from standby.domain.entities import Host, Job
-from standby.domain.enums import StateChangeCode
 from standby.engine.collections import CollectionUseCases
+from standby.engine.jobs import JobManager
 from standby.engine.replication import ReplicationUseCases
 from standby.store.sqlite import Database
 
 Clock = Callable[[], datetime]
-
-
-class JobControl(Protocol):
-    """The part of ``engine.jobs.JobManager`` the CIM layer calls."""
-
-    def cancel(self, job_id: str, kill: bool) -> StateChangeCode:
-        """Terminate (kill=False) or kill a job; the CIM RequestStateChange code."""
-        ...
 
 
 class ConnectionTester(Protocol):
@@ -48,6 +40,6 @@ class CimRuntime:
     schema: Schema
     replication: ReplicationUseCases
     collections: CollectionUseCases
-    jobs: JobControl | None = None
+    jobs: JobManager | None = None
     connection_tester: ConnectionTester | None = None
     services: Any = None

@@ -121,7 +121,8 @@ def _datetime(name: str, value: Any) -> CIMDateTime:
             return CIMDateTime(value.strip())
         except ValueError:
             pass
-    raise _bad(name, value, "a CIM datetime (yyyymmddHHMMSS.mmmmmmsUUU) or interval (ddddddddHHMMSS.mmmmmm:000)")
+    expected = "a CIM datetime (yyyymmddHHMMSS.mmmmmmsUUU) or interval (ddddddddHHMMSS.mmmmmm:000)"
+    raise _bad(name, value, expected)
 
 
 def _real(name: str, cim_type: str, value: Any) -> Any:

@@ -24,7 +24,7 @@ instances are parsed ``CIMInstance`` objects of the declared class). Return ``Me
 out-values in plain Python (``CIMInstanceName`` for REFs, ``CIMInstance`` for embedded instances — the
 dispatcher serializes them), or raise a ``standby.domain.errors.StandbyError``: the dispatcher maps its
 ``code`` to the method's return value (standard codes, or the CIM RequestStateChange codes where the method
-uses those). Registering the same method twice is an error (``DuplicateHandler``), so two owners notice.
+uses those). Registering the same method twice is an error (``DuplicateHandlerError``), so two owners notice.
 
 An instance provider has ``classname``, ``namespaces`` (None = every namespace that has the class) and
 ``instances(namespace, ctx) -> Iterable[CIMInstance]`` returning full instances with ``path`` set (build them
@@ -107,7 +107,7 @@ class InstanceProvider(Protocol):
         ...
 
 
-class DuplicateHandler(ValueError):
+class DuplicateHandlerError(ValueError):
     """Two modules registered a handler for the same class method."""
 
 
@@ -139,7 +139,7 @@ class ProviderRegistry:
         entries = self._methods.setdefault(key, [])
         for existing, _ in entries:
             if existing is None or namespaces is None or existing & namespaces:
-                raise DuplicateHandler(f"{classname}.{method} already has a handler")
+                raise DuplicateHandlerError(f"{classname}.{method} already has a handler")
         entries.append((namespaces, handler))
 
     def providers(self, namespace: str, classname: str) -> list[InstanceProvider]:
@@ -147,7 +147,7 @@ class ProviderRegistry:
         return [p for p in self._providers.get(classname.lower(), []) if _serves(p.namespaces, namespace)]
 
     def method_handler(self, namespace: str, class_chain: Iterable[str], method: str) -> MethodHandler | None:
-        """The handler for ``method`` on the first class of ``class_chain`` (class, then ancestors) having one."""
+        """The handler of ``method`` on the first class of ``class_chain`` (class, ancestors) with one."""
         for classname in class_chain:
             for namespaces, handler in self._methods.get((classname.lower(), method.lower()), []):
                 if _serves(namespaces, namespace):
@@ -166,7 +166,7 @@ def build_registry(runtime: CimRuntime, *, package: str = "standby.cim.providers
     """A registry with every provider module of ``package`` installed (alphabetical module order).
 
     A module that fails to import or install is logged and skipped, so one broken provider does not take
-    the whole CIM surface down; ``DuplicateHandler`` is not swallowed (two owners claim one method).
+    the whole CIM surface down; ``DuplicateHandlerError`` is not swallowed (two owners claim one method).
     """
     registry = ProviderRegistry()
     root = importlib.import_module(package)
@@ -183,7 +183,7 @@ def build_registry(runtime: CimRuntime, *, package: str = "standby.cim.providers
             continue
         try:
             install(registry, runtime)
-        except DuplicateHandler:
+        except DuplicateHandlerError:
             raise
         except Exception:
             log.exception("cim provider module %s failed to install", info.name)
