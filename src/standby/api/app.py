@@ -87,7 +87,7 @@ def mount_cimom(app: FastAPI, services: Services) -> bool:
     if factory is None:
         log.info("CIM-XML not mounted: standby.cimxml.create_app does not exist yet")
         return False
-    served = factory(services.object_manager, services.verifier)
+    served = factory(services.object_manager, services.verifier, host_name=services.config.host.fqdn)
     if isinstance(served, APIRouter):
         app.include_router(served)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 from standby.cim.backend import ObjectManager
 from standby.daemon.config import Config
 from standby.daemon.passwords import PasswordVerifier
+from standby.domain.entities import Host
 from standby.engine.connection import ReplicationConnectionTester
 from standby.engine.jobs import JobManager
 from standby.store.sqlite import Database
@@ -32,6 +34,8 @@ log = logging.getLogger("standby.daemon")
 
 Clock = Callable[[], datetime]
 RecoveryHook = Callable[["Services"], Awaitable[None] | None]
+#: Holds this host's GUID inside the data directory.
+HOST_ID_FILE = "host-id"
 
 
 def utc_now() -> datetime:
@@ -50,9 +54,10 @@ class Services:
     verifier: PasswordVerifier
     connection_tester: ReplicationConnectionTester
     started_at: datetime
-    #: Seam for helper D's QEMU driver (``hypervisor.port.Hypervisor``); None until it is wired in.
+    host: Host
+    #: Helper D's QEMU driver (``hypervisor.port.Hypervisor``); None while it is not importable.
     hypervisor: Any | None = None
-    #: Seam for helper C's ``cim.object_manager``; None until it is wired in (then ``/cimom`` is served).
+    #: Helper C's ``cim.object_manager``; None while it is not importable (then ``/cimom`` is not served).
     object_manager: ObjectManager | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -104,6 +109,7 @@ def build_services(
                 ca_file=config.replication.ca_file,
             ),
             started_at=clock(),
+            host=local_host(config, database),
         )
         services.hypervisor = _build_hypervisor(services)
         services.object_manager = _build_object_manager(services)
@@ -113,11 +119,59 @@ def build_services(
     return services
 
 
+def local_host(config: Config, db: Database) -> Host:
+    """This host's identity: a GUID kept in ``<data-dir>/host-id`` and its row in ``db.hosts``."""
+    id_file = config.data_dir / HOST_ID_FILE
+    try:
+        host_id = id_file.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        host_id = ""
+    if not host_id:
+        host_id = str(uuid.uuid4()).upper()
+        id_file.write_text(host_id + "\n", encoding="ascii")
+    host = Host(host_id=host_id, name=config.host.name, fqdn=config.host.fqdn)
+    stored = db.hosts.find(host_id)
+    if stored is None:
+        db.hosts.insert(host)
+    elif stored != host:
+        db.hosts.update(host)  # renamed host: keep the identity, take the new names
+    return host
+
+
 def _build_hypervisor(services: Services) -> Any | None:
-    """Seam: helper D's QEMU driver, built from ``config.hypervisor`` once ``hypervisor/qemu`` provides it."""
-    return None
+    """Helper D's QEMU driver (None while ``hypervisor.qemu.driver`` is not there)."""
+    try:
+        from standby.hypervisor.qemu.driver import QemuHypervisor
+    except ModuleNotFoundError as exc:
+        log.info("no hypervisor driver yet", extra={"fields": {"missing": exc.name}})
+        return None
+    config = services.config
+    return QemuHypervisor(config.data_dir / "run", accel=config.hypervisor.accel,
+                          binary=config.hypervisor.qemu_binary)
 
 
 def _build_object_manager(services: Services) -> ObjectManager | None:
-    """Seam: helper C's ``cim.object_manager``, built from the services once it exists."""
-    return None
+    """Helper C's CIM object model over these services (None while ``cim.object_manager`` is not there)."""
+    try:
+        from standby.cim.object_manager import build_object_manager
+        from standby.cim.runtime import CimRuntime
+        from standby.cim.schema import load_schema
+        from standby.engine.collections import CollectionUseCases
+        from standby.engine.replication import ReplicationUseCases
+    except ModuleNotFoundError as exc:
+        log.info("no CIM object model yet", extra={"fields": {"missing": exc.name}})
+        return None
+    db, clock = services.db, services.clock
+    runtime = CimRuntime(
+        db=db,
+        clock=clock,
+        host=services.host,
+        schema=load_schema(),
+        replication=ReplicationUseCases(db, clock,
+                                        certificate_path=services.config.listeners.https.cert_file),
+        collections=CollectionUseCases(db, clock),
+        jobs=services.jobs,
+        connection_tester=services.connection_tester,
+        services=services,
+    )
+    return build_object_manager(runtime)
