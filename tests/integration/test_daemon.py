@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import stat
@@ -233,3 +234,24 @@ def test_sigterm_is_graceful(own_daemon: DaemonProcess, silent_peer: int) -> Non
         after = client.get(f"/api/v1/jobs/{job['id']}").json()
     # The cancellable probe was killed when the grace period ran out, not left running.
     assert after["state_name"] in ("Killed", "Terminated"), after
+
+
+def test_json_log_lines() -> None:
+    folder = _short_dir()
+    process = DaemonProcess.start(folder / "data", extra_config='[log]\nformat = "json"\nlevel = "debug"\n')
+    try:
+        with process.control() as client:
+            assert client.get("/healthz").status_code == 200
+    finally:
+        assert process.stop() == 0
+    try:
+        records = [json.loads(line) for line in process.log().splitlines() if line.strip()]
+        messages = [r["msg"] for r in records]
+        assert "daemon started" in messages
+        assert "daemon stopped" in messages
+        started = next(r for r in records if r["msg"] == "daemon started")
+        assert started["logger"] == "standby.daemon"
+        assert started["level"] == "info"
+        assert "control=" in started["listeners"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

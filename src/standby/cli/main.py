@@ -119,7 +119,8 @@ def _register_subapps() -> None:
             if exc.name != module_name:
                 raise
             continue
-        app.add_typer(module.app, name=module.NAME)
+        # NAME defaults to the module's own name (cli/vm.py → "standby vm").
+        app.add_typer(module.app, name=getattr(module, "NAME", module_name.rsplit(".", 1)[-1]))
 
 
 _register_subapps()
