@@ -11,6 +11,7 @@ pywbem is a client library; its request parser and XML element builders are priv
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,11 @@ from standby.cimxml.messages import Call, ExtrinsicCall, IntrinsicCall, ParamVal
 
 #: An element of pywbem's builders (an ``xml.dom.minidom.Element``); opaque outside this module.
 Element = Any
+
+# pywbem's parser warns about things a *server* sent (it was written for clients); here the sender is a client
+# and the request is judged on its own, so those warnings would only flood the daemon log.
+warnings.filterwarnings("ignore", category=pywbem.ToleratedServerIssueWarning)
+warnings.filterwarnings("ignore", category=pywbem.MissingKeybindingsWarning)
 
 _XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8" ?>\n'
 _EMPTY_ELEMENT = re.compile(r"<([A-Za-z][A-Za-z0-9._]*)((?:\s[^<>]*?)?)/>")
