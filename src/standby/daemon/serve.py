@@ -63,7 +63,7 @@ def run(config: Config) -> int:
 
 async def serve(config: Config) -> int:
     """The daemon's main coroutine (see the module docstring)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_data_dir(config.data_dir)
     with PidLock(config.lock_path):
         _prepare_tls(config)
         listeners = bind_listeners(config)
@@ -167,6 +167,18 @@ def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier
         ssl_keyfile=str(https.key_file) if listener.tls else None,
     )
     return _Server(uv_config)
+
+
+def _make_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise Unavailable(f"cannot use the data directory {path}: {reason}", message_id="DataDirUnusable",
+                          path=str(path), reason=reason) from None
 
 
 def _prepare_tls(config: Config) -> None:
