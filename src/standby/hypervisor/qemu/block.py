@@ -1,0 +1,201 @@
+"""Thin one-call wrappers of the QMP block commands the engine uses (dirty bitmaps, transactions, fleecing,
+NBD export), and waiting on jobs and exports through events.
+
+Each wrapper is one QMP command with Pythonic arguments; errors come from ``qmp.QmpChannel`` already
+translated. Waits register their event listener first and then look at the current state, so an event that
+fires between the command and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from standby.domain.errors import StandbyError
+from standby.hypervisor.qemu.qmp import QmpChannel, require_text
+
+#: A job's final statuses (``JOB_STATUS_CHANGE``): concluded waits for dismissal, null is gone.
+FINAL_JOB_STATUSES = ("concluded", "null")
+
+
+def bitmap_action(kind: str, node: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A ``transaction`` action on a dirty bitmap (``block-dirty-bitmap-add``/``-disable``/…)."""
+    return {"type": f"block-dirty-bitmap-{kind}", "data": {"node": node, "name": name, **extra}}
+
+
+def backup_action(
+    job_id: str, device: str, target: str, *, sync: str = "none", **extra: Any
+) -> dict[str, Any]:
+    """A ``blockdev-backup`` transaction action (``sync=none`` is the fleecing copy-before-write job)."""
+    return {
+        "type": "blockdev-backup",
+        "data": {"job-id": job_id, "device": device, "target": target, "sync": sync, **extra},
+    }
+
+
+class QemuBlockOps:
+    """The block operations of one running VM."""
+
+    def __init__(self, channel: QmpChannel) -> None:
+        self._qmp = channel
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        return await self._qmp.execute(command, arguments)
+
+    async def hmp(self, command_line: str) -> str:
+        """A human-monitor command (e.g. ``qemu-io -d /machine/peripheral/disk-d0/virtio-backend "…"``)."""
+        return await self._qmp.hmp(command_line)
+
+    async def guest_write(self, disk_id: str, offset: int, length: int, pattern: int = 0xAB) -> str:
+        """Write ``length`` bytes of ``pattern`` at ``offset`` through the device, as the guest would."""
+        qio = f"write -P {pattern} {offset} {length}"
+        out = await self.hmp(f'qemu-io -d /machine/peripheral/disk-{disk_id}/virtio-backend "{qio}"')
+        if "error" in out.lower() or "failed" in out.lower():
+            raise StandbyError(f"qemu-io write on disk {disk_id} failed: {out.strip()}")
+        return out
+
+    # dirty bitmaps -----------------------------------------------------------------------------------------
+    async def bitmap_add(
+        self,
+        node: str,
+        name: str,
+        *,
+        persistent: bool = True,
+        granularity: int | None = None,
+        disabled: bool = False,
+    ) -> None:
+        """``block-dirty-bitmap-add`` on a format node (``fmt-<disk>``)."""
+        args: dict[str, Any] = {
+            "node": require_text(node, "node"),
+            "name": require_text(name, "bitmap name"),
+            "persistent": persistent,
+            "disabled": disabled,
+        }
+        if granularity is not None:
+            args["granularity"] = granularity
+        await self._qmp.execute("block-dirty-bitmap-add", args)
+
+    async def bitmap_remove(self, node: str, name: str) -> None:
+        """``block-dirty-bitmap-remove``."""
+        await self._qmp.execute("block-dirty-bitmap-remove", {"node": node, "name": name})
+
+    async def bitmap_disable(self, node: str, name: str) -> None:
+        """``block-dirty-bitmap-disable``: the bitmap stops recording writes."""
+        await self._qmp.execute("block-dirty-bitmap-disable", {"node": node, "name": name})
+
+    async def bitmap_merge(self, node: str, target: str, sources: Sequence[str]) -> None:
+        """``block-dirty-bitmap-merge`` of ``sources`` (bitmaps on the same node) into ``target``."""
+        await self._qmp.execute(
+            "block-dirty-bitmap-merge", {"node": node, "target": target, "bitmaps": list(sources)}
+        )
+
+    async def bitmaps(self, node: str) -> list[dict[str, Any]]:
+        """The dirty bitmaps of a node (``query-named-block-nodes``): name, count, recording, persistent…"""
+        nodes = await self._qmp.execute("query-named-block-nodes", {"flat": True})
+        for entry in nodes:
+            if entry.get("node-name") == node:
+                return list(entry.get("dirty-bitmaps", []))
+        raise StandbyError(f"no block node {node}")
+
+    async def transaction(self, actions: Sequence[Mapping[str, Any]]) -> None:
+        """``transaction``: every action or none (``bitmap_action``, ``backup_action``)."""
+        await self._qmp.execute("transaction", {"actions": [dict(a) for a in actions]})
+
+    # nodes and jobs ----------------------------------------------------------------------------------------
+    async def blockdev_add(self, options: Mapping[str, Any]) -> None:
+        """``blockdev-add`` with the node's options (must carry ``node-name``)."""
+        await self._qmp.execute("blockdev-add", dict(options))
+
+    async def blockdev_del(self, node: str) -> None:
+        """``blockdev-del``."""
+        await self._qmp.execute("blockdev-del", {"node-name": node})
+
+    async def blockdev_backup(
+        self, job_id: str, device: str, target: str, *, sync: str = "none", **extra: Any
+    ) -> None:
+        """``blockdev-backup`` (``sync=none``: copy-before-write into ``target``, the fleecing job)."""
+        await self._qmp.execute(
+            "blockdev-backup", backup_action(job_id, device, target, sync=sync, **extra)["data"]
+        )
+
+    async def query_block_jobs(self) -> list[dict[str, Any]]:
+        """``query-block-jobs``."""
+        return list(await self._qmp.execute("query-block-jobs"))
+
+    async def query_jobs(self) -> list[dict[str, Any]]:
+        """``query-jobs`` (every job with its status)."""
+        return list(await self._qmp.execute("query-jobs"))
+
+    async def job_cancel(self, job_id: str) -> None:
+        """``job-cancel``."""
+        await self._qmp.execute("job-cancel", {"id": job_id})
+
+    async def job_dismiss(self, job_id: str) -> None:
+        """``job-dismiss`` of a concluded job."""
+        await self._qmp.execute("job-dismiss", {"id": job_id})
+
+    async def wait_job(
+        self, job_id: str, *, statuses: Sequence[str] = FINAL_JOB_STATUSES, timeout: float = 60.0
+    ) -> str:
+        """Wait until job ``job_id`` reaches one of ``statuses`` (``JOB_STATUS_CHANGE``); its status."""
+        async with self._qmp.listen("JOB_STATUS_CHANGE") as events:
+            current = {j["id"]: j["status"] for j in await self.query_jobs()}
+            status = current.get(job_id, "null")
+            while status not in statuses:
+                event = await events.wait_for("JOB_STATUS_CHANGE", timeout=timeout, id=job_id)
+                status = event["data"]["status"]
+            return str(status)
+
+    # NBD export --------------------------------------------------------------------------------------------
+    async def nbd_server_start(self, socket_path: Path) -> None:
+        """``nbd-server-start`` on a unix socket."""
+        addr = {"type": "unix", "path": str(socket_path)}
+        await self._qmp.execute("nbd-server-start", {"addr": addr})
+
+    async def nbd_server_stop(self) -> None:
+        """``nbd-server-stop``."""
+        await self._qmp.execute("nbd-server-stop")
+
+    async def block_export_add(
+        self,
+        export_id: str,
+        node: str,
+        *,
+        name: str | None = None,
+        bitmaps: Sequence[str] = (),
+        allocation_depth: bool = False,
+        writable: bool = False,
+    ) -> None:
+        """``block-export-add`` of ``node`` over the running NBD server (export name defaults to the id)."""
+        args: dict[str, Any] = {
+            "type": "nbd",
+            "id": export_id,
+            "node-name": node,
+            "name": name or export_id,
+            "writable": writable,
+            "allocation-depth": allocation_depth,
+        }
+        if bitmaps:
+            args["bitmaps"] = list(bitmaps)
+        await self._qmp.execute("block-export-add", args)
+
+    async def block_export_del(self, export_id: str, *, wait: bool = True, timeout: float = 30.0) -> None:
+        """``block-export-del``; with ``wait`` returns once ``BLOCK_EXPORT_DELETED`` says it is gone."""
+        async with self._qmp.listen("BLOCK_EXPORT_DELETED") as events:
+            await self._qmp.execute("block-export-del", {"id": export_id})
+            if wait and any(e.get("id") == export_id for e in await self.query_exports()):
+                await events.wait_for("BLOCK_EXPORT_DELETED", timeout=timeout, id=export_id)
+
+    async def query_exports(self) -> list[dict[str, Any]]:
+        """``query-block-exports``."""
+        return list(await self._qmp.execute("query-block-exports"))
+
+    async def wait_block_job_completed(self, job_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for ``BLOCK_JOB_COMPLETED`` of ``job_id``; its data (``error`` is set when it failed)."""
+        async with self._qmp.listen("BLOCK_JOB_COMPLETED") as events:
+            if not any(j.get("device") == job_id for j in await self.query_block_jobs()):
+                raise StandbyError(f"no block job {job_id} is running")
+            event = await events.wait_for("BLOCK_JOB_COMPLETED", timeout=timeout, device=job_id)
+            return dict(event["data"])

@@ -1,0 +1,288 @@
+"""The QEMU implementation of the hypervisor port: one supervised ``qemu-system-x86_64`` per running VM.
+
+Start: build the command line, spawn QEMU paused in its own process group, connect QMP, listen to its events,
+then ``cont``. A watcher task awaits the process exit (reaping it) and reports why it ended: a stop we asked
+for, the guest powering itself off, or a crash (any other exit). Subscribers get every ``VmEvent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from standby.domain.entities import VirtualMachine
+from standby.domain.enums import EnabledState
+from standby.domain.errors import FileNotFound, InvalidState, StandbyError, Unavailable
+from standby.hypervisor.port import VmEvent, VmEventCallback, VmEventKind
+from standby.hypervisor.qemu.accel import HostFacts, choose_accel, probe_host
+from standby.hypervisor.qemu.agent import GuestAgent
+from standby.hypervisor.qemu.block import QemuBlockOps
+from standby.hypervisor.qemu.cmdline import QEMU_BINARY, RunPaths, build_command, check_vm
+from standby.hypervisor.qemu.process import QemuProcess
+from standby.hypervisor.qemu.qmp import QmpChannel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Running:
+    vm: VirtualMachine
+    process: QemuProcess
+    paths: RunPaths
+    qmp: QmpChannel
+    state: EnabledState = EnabledState.STARTING
+    stop_requested: bool = False
+    guest_shutdown: bool = False
+    shutdown_reason: str = ""
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class QemuHypervisor:
+    """Runs VMs as QEMU processes; per-VM files live in ``run_root/<vm_id>/``."""
+
+    def __init__(
+        self,
+        run_root: Path,
+        *,
+        accel: str = "auto",
+        binary: str = QEMU_BINARY,
+        facts: HostFacts | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.run_root = run_root
+        self.accel = choose_accel(accel, facts or probe_host())
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self._vms: dict[str, _Running] = {}
+        self._subscribers: list[VmEventCallback] = []
+
+    # port ------------------------------------------------------------------------------------------------
+    async def start(self, vm: VirtualMachine) -> None:
+        """Start ``vm``; returns once its vCPUs run."""
+        if vm.vm_id in self._vms:
+            raise InvalidState(f"VM {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name)
+        check_vm(vm)
+        for path in [d.path for d in vm.disks] + [p for p in (vm.kernel, vm.initrd) if p]:
+            if not Path(path).is_file():
+                raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=path)
+        paths = RunPaths(self.run_root / vm.vm_id)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        for stale in (paths.qmp, paths.agent):
+            stale.unlink(missing_ok=True)
+        process = QemuProcess(build_command(vm, paths, self.accel, self.binary), paths.root / "qemu.log")
+        run = _Running(vm, process, paths, QmpChannel(vm.name))
+        self._vms[vm.vm_id] = run
+        try:
+            await process.spawn()
+            run.tasks.append(asyncio.create_task(self._watch_exit(run), name=f"qemu-exit-{vm.vm_id}"))
+            await self._connect(run)
+            run.tasks.append(asyncio.create_task(self._watch_events(run), name=f"qemu-events-{vm.vm_id}"))
+            await run.qmp.execute("cont")
+        except BaseException:
+            run.stop_requested = True
+            process.signal_group(signal.SIGKILL)
+            await self._await_exit(run)
+            raise
+        run.state = EnabledState.ENABLED
+        self._emit(run, VmEventKind.STARTED, f"pid {process.pid}, accel {self.accel}")
+
+    async def stop(self, vm_id: str, *, graceful: bool = True, timeout: float = 60.0) -> None:
+        """Ask the guest to power off (agent, else ACPI) for up to ``timeout`` s, then quit QEMU hard."""
+        run = self._running(vm_id)
+        run.stop_requested = True
+        if graceful:
+            run.state = EnabledState.SHUTTING_DOWN
+            await self._ask_guest_to_power_off(run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.exited.wait(), timeout)
+        if not run.exited.is_set():
+            await self._power_off(run)
+
+    async def kill(self, vm_id: str) -> None:
+        """SIGKILL QEMU's process group and wait until it is reaped."""
+        run = self._running(vm_id)
+        run.stop_requested = True
+        run.process.signal_group(signal.SIGKILL)
+        await self._await_exit(run)
+
+    async def pause(self, vm_id: str) -> None:
+        """``stop``: the vCPUs halt, the devices keep their state."""
+        run = self._running(vm_id)
+        await run.qmp.execute("stop")
+        self._paused(run)
+
+    async def resume(self, vm_id: str) -> None:
+        """``cont``."""
+        run = self._running(vm_id)
+        await run.qmp.execute("cont")
+        self._resumed(run)
+
+    async def reset(self, vm_id: str) -> None:
+        """``system_reset``."""
+        await self._running(vm_id).qmp.execute("system_reset")
+
+    def state(self, vm_id: str) -> EnabledState:
+        """``DISABLED`` unless a process runs for the VM."""
+        run = self._vms.get(vm_id)
+        return run.state if run else EnabledState.DISABLED
+
+    def running(self) -> Sequence[str]:
+        """The ids of VMs with a live process."""
+        return list(self._vms)
+
+    def subscribe(self, callback: VmEventCallback) -> None:
+        """Deliver every ``VmEvent`` to ``callback`` (called on the event loop; exceptions are logged)."""
+        self._subscribers.append(callback)
+
+    def qmp(self, vm_id: str) -> QemuBlockOps:
+        """Block-operation wrappers of a running VM."""
+        return QemuBlockOps(self._running(vm_id).qmp)
+
+    # extras for tests and the engine --------------------------------------------------------------------
+    def run_paths(self, vm_id: str) -> RunPaths:
+        """Where the VM's sockets and logs are (also after it stopped)."""
+        return RunPaths(self.run_root / vm_id)
+
+    def pid(self, vm_id: str) -> int:
+        """The QEMU process id of a running VM."""
+        return self._running(vm_id).process.pid
+
+    async def agent(self, vm_id: str, timeout: float = 5.0) -> GuestAgent:
+        """A connected guest agent (``Unavailable`` when the guest runs none); close it after use."""
+        run = self._running(vm_id)
+        agent = GuestAgent(run.paths.agent, run.vm.name)
+        await agent.connect(timeout)
+        return agent
+
+    async def close(self) -> None:
+        """Power off every VM still running (test teardown, daemon exit with ``stop_vms``)."""
+        for vm_id in list(self._vms):
+            with contextlib.suppress(StandbyError):
+                await self.kill(vm_id)
+
+    # internals --------------------------------------------------------------------------------------------
+    def _running(self, vm_id: str) -> _Running:
+        run = self._vms.get(vm_id)
+        if run is None or run.exited.is_set():
+            raise InvalidState("the VM is not running", message_id="VmNotRunning", vm=vm_id)
+        return run
+
+    async def _connect(self, run: _Running) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while not run.paths.qmp.exists():
+            if run.exited.is_set() or run.process.returncode is not None:
+                raise StandbyError(
+                    f"QEMU did not start: {run.process.log_tail()}", message_id="QemuStartFailed"
+                )
+            if loop.time() > deadline:
+                raise Unavailable("QEMU did not open its monitor in time", message_id="QemuStartFailed")
+            await asyncio.sleep(0.02)
+        await run.qmp.connect(run.paths.qmp, timeout=max(1.0, deadline - loop.time()))
+
+    async def _ask_guest_to_power_off(self, run: _Running) -> None:
+        try:
+            agent = GuestAgent(run.paths.agent, run.vm.name)
+            await agent.connect(timeout=2.0)
+        except StandbyError:
+            with contextlib.suppress(StandbyError):
+                await run.qmp.execute("system_powerdown")
+            return
+        try:
+            await agent.shutdown()
+        finally:
+            await agent.close()
+
+    async def _power_off(self, run: _Running) -> None:
+        # QMP quit is a clean QEMU exit: qcow2 metadata and persistent bitmaps are written.
+        try:
+            await run.qmp.execute("quit", timeout=10.0)
+            await asyncio.wait_for(run.exited.wait(), 10.0)
+        except (StandbyError, TimeoutError):
+            run.process.signal_group(signal.SIGKILL)
+        await self._await_exit(run)
+
+    async def _await_exit(self, run: _Running) -> None:
+        if run.tasks:  # the exit watcher reaps the process and cleans up
+            await run.exited.wait()
+            return
+        self._vms.pop(run.vm.vm_id, None)  # spawn failed: there is no process
+        run.exited.set()
+
+    async def _watch_exit(self, run: _Running) -> None:
+        code = await run.process.wait()
+        run.state = EnabledState.DISABLED
+        self._vms.pop(run.vm.vm_id, None)
+        for task in run.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await run.qmp.close()
+        for sock in (run.paths.qmp, run.paths.agent):
+            sock.unlink(missing_ok=True)
+        kind, detail = self._exit_reason(run, code)
+        run.exited.set()
+        self._emit(run, kind, detail, exit_code=code if code >= 0 else None, sig=-code if code < 0 else None)
+
+    @staticmethod
+    def _exit_reason(run: _Running, code: int) -> tuple[VmEventKind, str]:
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        if run.stop_requested:
+            return VmEventKind.STOPPED, how
+        if run.guest_shutdown:
+            return VmEventKind.GUEST_SHUTDOWN, f"the guest powered off ({run.shutdown_reason})"
+        reason = f", {run.shutdown_reason}" if run.shutdown_reason else ""
+        return VmEventKind.CRASHED, f"QEMU ended unexpectedly: {how}{reason}"
+
+    async def _watch_events(self, run: _Running) -> None:
+        async with run.qmp.listen() as events:
+            while True:
+                try:
+                    event = await events.get()
+                except StandbyError:
+                    return
+                self._on_event(run, event.get("event", ""), event.get("data", {}))
+
+    def _on_event(self, run: _Running, name: str, data: dict[str, object]) -> None:
+        if name == "SHUTDOWN":
+            run.guest_shutdown = bool(data.get("guest"))
+            run.shutdown_reason = str(data.get("reason", ""))
+        elif name == "STOP" and not run.stop_requested:
+            self._paused(run)
+        elif name == "RESUME":
+            self._resumed(run)
+        elif name == "RESET":
+            self._emit(run, VmEventKind.RESET, "guest" if data.get("guest") else "host")
+
+    def _paused(self, run: _Running) -> None:
+        # The STOP event and the command's return race; whichever comes first reports the change.
+        if run.state is EnabledState.ENABLED:
+            run.state = EnabledState.QUIESCE
+            self._emit(run, VmEventKind.PAUSED)
+
+    def _resumed(self, run: _Running) -> None:
+        if run.state is EnabledState.QUIESCE:
+            run.state = EnabledState.ENABLED
+            self._emit(run, VmEventKind.RESUMED)
+
+    def _emit(
+        self,
+        run: _Running,
+        kind: VmEventKind,
+        detail: str = "",
+        *,
+        exit_code: int | None = None,
+        sig: int | None = None,
+    ) -> None:
+        event = VmEvent(run.vm.vm_id, kind, run.state, detail, exit_code, sig)
+        log.info("VM %s (%s): %s %s", run.vm.name, run.vm.vm_id, kind.value, detail)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a subscriber's bug must not stop supervision
+                log.exception("VM event subscriber failed on %s", event)
