@@ -1,4 +1,4 @@
-"""The QEMU driver with the real test guest under TCG: boot, write, stop, verify, restart, kill, pause, reset."""
+"""The QEMU driver with the real test guest (TCG): boot, write, stop, verify, restart, kill, pause, reset."""
 
 from __future__ import annotations
 

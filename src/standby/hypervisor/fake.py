@@ -112,7 +112,9 @@ class FakeHypervisor:
         """Simulate QEMU dying on its own."""
         self._require(vm_id)
         self.states[vm_id] = EnabledState.DISABLED
-        event = VmEvent(vm_id, VmEventKind.CRASHED, EnabledState.DISABLED, f"killed by signal {signal}", None, signal)
+        event = VmEvent(
+            vm_id, VmEventKind.CRASHED, EnabledState.DISABLED, f"killed by signal {signal}", None, signal
+        )
         for callback in self._subscribers:
             callback(event)
 
