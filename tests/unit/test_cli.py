@@ -182,3 +182,10 @@ def test_empty_password_is_refused() -> None:
     result = run_cli("users", "hash-password", "--stdin", stdin="\n")
     assert result.returncode == 2
     assert result.stderr.strip() == "standby: the password must not be empty"
+
+
+def test_unusable_data_dir_is_one_line_and_exit_1() -> None:
+    result = run_cli("serve", "--data-dir", "/proc/standby-test")
+    assert result.returncode == 1
+    assert result.stderr.startswith("standby: cannot use the data directory /proc/standby-test: ")
+    assert len(result.stderr.strip().splitlines()) == 1
