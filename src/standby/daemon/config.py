@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from standby.daemon.passwords import PasswordHashError, parse_hash
-from standby.domain.errors import InvalidParameter
+from standby.daemon.toml_table import ConfigError, TomlTable
 
 DEFAULT_DATA_DIR = Path("/var/lib/standby")
 #: Looked for inside the data directory when ``--config`` is not given.
@@ -25,10 +25,6 @@ CONFIG_FILE_NAME = "standby.toml"
 ACCEL_CHOICES = ("auto", "kvm", "tcg")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("keyvalue", "json")
-
-
-class ConfigError(InvalidParameter):
-    """The configuration cannot be used; the message names the file and key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +159,7 @@ def parse_config(
     raw: Mapping[str, object], *, data_dir: Path | None = None, source: Path | None = None
 ) -> Config:
     """Build a ``Config`` from an already parsed TOML document."""
-    top = _Table(raw, "")
+    top = TomlTable(raw, "")
     file_dir = top.path("data_dir", None)
     chosen = (data_dir or file_dir or DEFAULT_DATA_DIR).absolute()
     config = Config(
@@ -194,7 +190,7 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _host(table: _Table) -> HostConfig:
+def _host(table: TomlTable) -> HostConfig:
     name = table.string("name", None) or socket.gethostname()
     fqdn = table.string("fqdn", None) or _fqdn(name)
     table.finish()
@@ -207,7 +203,7 @@ def _fqdn(name: str) -> str:
     return name if fqdn.startswith("localhost") else fqdn
 
 
-def _listeners(table: _Table, data_dir: Path) -> Listeners:
+def _listeners(table: TomlTable, data_dir: Path) -> Listeners:
     control_t, https_t, http_t = table.table("control"), table.table("https"), table.table("http")
     table.finish()
     control = ControlListener(
@@ -249,7 +245,7 @@ def _check_ports(listeners: Listeners) -> None:
         raise ConfigError(f"listeners.http.port and listeners.https.port are both {http.port}")
 
 
-def _users(table: _Table) -> tuple[tuple[str, str], ...]:
+def _users(table: TomlTable) -> tuple[tuple[str, str], ...]:
     users: list[tuple[str, str]] = []
     for name in sorted(table.keys()):
         encoded = table.string(name, None)
@@ -265,7 +261,7 @@ def _users(table: _Table) -> tuple[tuple[str, str], ...]:
     return tuple(users)
 
 
-def _hypervisor(table: _Table) -> HypervisorConfig:
+def _hypervisor(table: TomlTable) -> HypervisorConfig:
     result = HypervisorConfig(
         accel=table.choice("accel", "auto", ACCEL_CHOICES),
         qemu_binary=table.string("qemu_binary", None) or "qemu-system-x86_64",
@@ -274,7 +270,7 @@ def _hypervisor(table: _Table) -> HypervisorConfig:
     return result
 
 
-def _log(table: _Table) -> LogConfig:
+def _log(table: TomlTable) -> LogConfig:
     result = LogConfig(
         level=table.choice("level", "info", LOG_LEVELS),
         format=table.choice("format", "keyvalue", LOG_FORMATS),
@@ -284,7 +280,7 @@ def _log(table: _Table) -> LogConfig:
     return result
 
 
-def _jobs(table: _Table) -> JobsConfig:
+def _jobs(table: TomlTable) -> JobsConfig:
     result = JobsConfig(
         purge_interval_seconds=table.number("purge_interval_seconds", 60.0, low=1.0),
         shutdown_grace_seconds=table.number("shutdown_grace_seconds", 10.0, low=0.0),
@@ -293,110 +289,13 @@ def _jobs(table: _Table) -> JobsConfig:
     return result
 
 
-def _replication(table: _Table) -> ReplicationConfig:
+def _replication(table: TomlTable) -> ReplicationConfig:
     result = ReplicationConfig(
         connection_timeout_seconds=table.number("connection_timeout_seconds", 30.0, low=0.1),
         ca_file=table.path("ca_file", None),
     )
     table.finish()
     return result
-
-
-class _Table:
-    """Typed reads from one TOML table; ``finish`` rejects keys nobody read (catches typos)."""
-
-    def __init__(self, data: Mapping[str, object], where: str) -> None:
-        self._data = data
-        self._where = where
-        self._seen: set[str] = set()
-
-    def keys(self) -> list[str]:
-        return list(self._data)
-
-    def _name(self, key: str) -> str:
-        return f"{self._where}.{key}" if self._where else key
-
-    def _get(self, key: str) -> object:
-        self._seen.add(key)
-        return self._data.get(key)
-
-    def table(self, key: str) -> _Table:
-        value = self._get(key)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self._name(key)}: expected a table ([{self._name(key)}])")
-        return _Table(value, self._name(key))
-
-    def string(self, key: str, default: str | None) -> str | None:
-        value = self._get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise ConfigError(f"{self._name(key)}: expected a string, got {_show(value)}")
-        return value
-
-    def path(self, key: str, default: Path | None) -> Path | None:
-        value = self.string(key, None)
-        if value is None:
-            return default
-        if not value:
-            raise ConfigError(f"{self._name(key)}: empty path")
-        return Path(value).expanduser().absolute()
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self._name(key)}: expected true or false, got {_show(value)}")
-        return value
-
-    def number(self, key: str, default: float, *, low: float) -> float:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self._name(key)}: expected a number, got {_show(value)}")
-        if value < low:
-            raise ConfigError(f"{self._name(key)}: must be at least {low:g}, got {value}")
-        return float(value)
-
-    def port(self, key: str, default: int) -> int:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise ConfigError(f"{self._name(key)}: expected a port number 1-65535, got {_show(value)}")
-        return value
-
-    def address(self, key: str, default: str) -> str:
-        value = self.string(key, None)
-        if value is None:
-            return default
-        if value != "localhost":
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ConfigError(f"{self._name(key)}: not an IP address: {value!r}") from None
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(key, None)
-        if value is None:
-            return default
-        if value not in choices:
-            raise ConfigError(f"{self._name(key)}: expected one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self._data) - self._seen)
-        if unknown:
-            raise ConfigError(f"unknown key {self._name(unknown[0])!r}")
-
-
-def _show(value: object) -> str:
-    return json.dumps(value, default=str)
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
