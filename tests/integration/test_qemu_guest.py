@@ -9,8 +9,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ from standby.guest.verify import verify_image
 from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.hypervisor.qemu import QemuHypervisor
 
+T = TypeVar("T")
 BOOT_TIMEOUT = 120.0
 
 
@@ -37,6 +39,18 @@ def workdir() -> Iterator[Path]:
     # Short paths: unix socket names must fit in 108 bytes.
     with tempfile.TemporaryDirectory(prefix="sbq-", dir="/tmp") as tmp:
         yield Path(tmp)
+
+
+def run(hv: QemuHypervisor, scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run a scenario; whatever happens, no QEMU outlives it."""
+
+    async def guarded() -> T:
+        try:
+            return await scenario()
+        finally:
+            await hv.close()
+
+    return asyncio.run(guarded())
 
 
 def make_disk(path: Path, size: str = "64M") -> Path:
@@ -90,7 +104,7 @@ def test_boot_write_stop_verify_and_continue(guest: GuestImage, workdir: Path) -
         await hv.stop(vm.vm_id, graceful=True, timeout=60)
         return boot, first[-1], console.writer_stops(console.read(log))[-1]
 
-    boot, first_count, second_count = asyncio.run(scenario())
+    boot, first_count, second_count = run(hv, scenario)
     print(f"\ntest guest boot to ready marker under {hv.accel}: {boot:.2f} s")
     text = console.read(log)
     assert console.writer_starts(text) == [0, first_count]
@@ -130,7 +144,7 @@ def test_sigkill_is_noticed_reaped_and_disk_is_a_prefix(guest: GuestImage, workd
             await asyncio.sleep(0.05)
         return pid
 
-    pid = asyncio.run(scenario())
+    pid = run(hv, scenario)
     crashed = [e for e in events if e.kind is VmEventKind.CRASHED]
     assert len(crashed) == 1
     assert crashed[0].signal == signal.SIGKILL
@@ -167,7 +181,7 @@ def test_pause_resume_reset_and_hard_stop(guest: GuestImage, workdir: Path) -> N
         await hv.stop(vm.vm_id, graceful=False)
         assert not is_zombie_or_alive(pid)
 
-    asyncio.run(scenario())
+    run(hv, scenario)
     print([(e.kind, e.detail) for e in events])
     # the firmware may reset the machine once more while it reboots: fold repeated resets
     kinds = [e.kind for i, e in enumerate(events) if i == 0 or e.kind is not events[i - 1].kind]
@@ -198,7 +212,7 @@ def test_acpi_power_button_powers_the_guest_off(guest: GuestImage, workdir: Path
         while hv.state(vm.vm_id) is not EnabledState.DISABLED:
             await asyncio.sleep(0.05)
 
-    asyncio.run(scenario())
+    run(hv, scenario)
     assert events[-1].kind is VmEventKind.GUEST_SHUTDOWN
     stops = console.writer_stops(console.read(log))
     report = verify_image(disk)
@@ -217,7 +231,7 @@ def test_bad_input_is_refused_before_anything_runs(guest: GuestImage, workdir: P
         with pytest.raises(InvalidState):
             hv.qmp(missing.vm_id)
 
-    asyncio.run(scenario())
+    run(hv, scenario)
     assert hv.running() == []
     assert not (workdir / "run" / missing.vm_id / "qmp.sock").exists()
 
@@ -233,6 +247,6 @@ def test_qemu_refusing_to_start_is_a_clear_error(workdir: Path) -> None:
             await hv.start(vm)
         return str(info.value)
 
-    message = asyncio.run(scenario())
+    message = run(hv, scenario)
     assert "QEMU did not start" in message
     assert hv.running() == []

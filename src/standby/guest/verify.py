@@ -115,7 +115,9 @@ class _Scanner:
         if len(self.problems) >= _MAX_PROBLEMS:
             return
         detail = f"holds writer {rec.writer} seq {rec.seq}" if rec else ""
-        self.problems.append(Problem(self.position, str(status.value), detail))
+        # A good record after the prefix ended is a stray: the cut lost something before it.
+        label = "stray" if status is RecordStatus.VALID else str(status.value)
+        self.problems.append(Problem(self.position, label, detail))
 
     def finish(self) -> VerifyReport:
         if self.tail.strip(b"\0"):

@@ -151,7 +151,7 @@ class QemuBlockOps:
     # NBD export --------------------------------------------------------------------------------------------
     async def nbd_server_start(self, socket_path: Path) -> None:
         """``nbd-server-start`` on a unix socket."""
-        addr = {"type": "unix", "path": str(socket_path)}
+        addr = {"type": "unix", "data": {"path": str(socket_path)}}  # SocketAddressLegacy
         await self._qmp.execute("nbd-server-start", {"addr": addr})
 
     async def nbd_server_stop(self) -> None:
