@@ -53,24 +53,24 @@ def key_names(cls: CIMClass) -> list[str]:
 
 def make_instance(schema: Schema, namespace: str, classname: str, values: Mapping[str, Any]) -> CIMInstance:
     """A full instance of ``classname`` with its path; unknown property names are a programming error."""
-    cls = schema.get_class(namespace, classname)
-    unknown = [name for name in values if name not in cls.properties]
+    specs = schema.property_specs(namespace, classname)
+    given = {name.lower(): value for name, value in values.items()}
+    known = {spec.name.lower() for spec in specs}
+    unknown = [name for name in values if name.lower() not in known]
     if unknown:
         raise KeyError(f"{classname} has no properties {unknown}")
-    given = {name.lower(): value for name, value in values.items()}
-    instance = CIMInstance(cls.classname)
-    for prop in cls.properties.values():
-        value = cim_value(prop.type, given.get(prop.name.lower()))
-        instance.properties[prop.name] = CIMProperty(
-            prop.name,
-            value,
-            type=prop.type,
-            is_array=prop.is_array,
-            reference_class=prop.reference_class,
-            embedded_object=prop.embedded_object,
+    real_name = schema.get_class(namespace, classname).classname
+    instance = CIMInstance(real_name)
+    keys: dict[str, Any] = {}
+    for spec in specs:
+        value = cim_value(spec.type, given.get(spec.name.lower()))
+        instance.properties[spec.name] = CIMProperty(
+            spec.name, value, type=spec.type, is_array=spec.is_array,
+            reference_class=spec.reference_class, embedded_object=spec.embedded_object,
         )
-    keys = {name: instance.properties[name].value for name in key_names(cls)}
-    instance.path = CIMInstanceName(cls.classname, keybindings=keys, namespace=namespace)
+        if spec.is_key:
+            keys[spec.name] = value
+    instance.path = CIMInstanceName(real_name, keybindings=keys, namespace=namespace)
     return instance
 
 

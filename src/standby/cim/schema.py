@@ -50,6 +50,18 @@ class SchemaError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class PropertySpec:
+    """What building an instance needs to know about one property."""
+
+    name: str
+    type: str
+    is_array: bool
+    reference_class: str | None
+    embedded_object: str | None
+    is_key: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Namespace:
     name: str
     classes: dict[str, CIMClass]  # lower-case class name -> resolved class
@@ -63,6 +75,9 @@ class Schema:
             name.lower(): _Namespace(name, {cn.lower(): cls for cn, cls in classes.items()})
             for name, classes in namespaces.items()
         }
+        # The schema never changes after compilation, so derived lookups are memoized.
+        self._subclass_cache: dict[tuple[str, str | None, bool], tuple[CIMClass, ...]] = {}
+        self._spec_cache: dict[tuple[str, str], tuple[PropertySpec, ...]] = {}
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -100,6 +115,12 @@ class Schema:
 
     def subclasses(self, namespace: str, classname: str | None, *, deep: bool = True) -> list[CIMClass]:
         """Subclasses of ``classname`` (deep: all descendants), or the top classes when it is None."""
+        key = (namespace.lower(), classname.lower() if classname else None, deep)
+        if key not in self._subclass_cache:
+            self._subclass_cache[key] = tuple(self._subclasses(namespace, classname, deep))
+        return list(self._subclass_cache[key])
+
+    def _subclasses(self, namespace: str, classname: str | None, deep: bool) -> list[CIMClass]:
         ns = self._ns(namespace)
         if classname is None:
             tops = [c for c in ns.classes.values() if not c.superclass]
@@ -134,6 +155,18 @@ class Schema:
             chain.append(cls.classname)
             cls = ns.classes.get(cls.superclass.lower()) if cls.superclass else None
         return chain
+
+    def property_specs(self, namespace: str, classname: str) -> tuple[PropertySpec, ...]:
+        """Name, type and flags of every property of the class, keys marked (memoized)."""
+        key = (namespace.lower(), classname.lower())
+        if key not in self._spec_cache:
+            cls = self.get_class(namespace, classname)
+            self._spec_cache[key] = tuple(
+                PropertySpec(p.name, p.type, p.is_array, p.reference_class, p.embedded_object,
+                             bool(p.qualifiers.get("Key") and p.qualifiers["Key"].value))
+                for p in cls.properties.values()
+            )
+        return self._spec_cache[key]
 
     def is_association(self, namespace: str, classname: str) -> bool:
         """Whether the class carries the Association qualifier."""
