@@ -96,6 +96,10 @@ class DaemonClient:
         """POST (JSON body) and decode JSON."""
         return self._request("POST", path, json=body, params=params)
 
+    def delete(self, path: str) -> Any:
+        """DELETE and decode JSON."""
+        return self._request("DELETE", path)
+
     def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
         extra: dict[str, Any] = {}
         if timeout is not None:

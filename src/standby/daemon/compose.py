@@ -57,6 +57,8 @@ class Services:
     host: Host
     #: Helper D's QEMU driver (``hypervisor.port.Hypervisor``); None while it is not importable.
     hypervisor: Any | None = None
+    #: Helper D's VM life-cycle use cases (``engine.vms.VmUseCases``); None without a hypervisor.
+    vms: Any | None = None
     #: Helper C's ``cim.object_manager``; None while it is not importable (then ``/cimom`` is not served).
     object_manager: ObjectManager | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
@@ -112,6 +114,7 @@ def build_services(
             host=local_host(config, database),
         )
         services.hypervisor = _build_hypervisor(services)
+        services.vms = _build_vms(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -148,6 +151,24 @@ def _build_hypervisor(services: Services) -> Any | None:
     config = services.config
     return QemuHypervisor(config.data_dir / "run", accel=config.hypervisor.accel,
                           binary=config.hypervisor.qemu_binary)
+
+
+def _build_vms(services: Services) -> Any | None:
+    """Helper D's VM use cases over the hypervisor; they mark VMs lost while the daemon was down."""
+    if services.hypervisor is None:
+        return None
+    from standby.engine.vms import VmUseCases
+    from standby.hypervisor.qemu.images import QemuImages
+
+    vms = VmUseCases(services.db, services.hypervisor, services.clock,
+                     vm_dir=services.config.data_dir / "vms", images=QemuImages(), jobs=services.jobs)
+    services.add_recovery_hook("vms", _recover_vms)
+    return vms
+
+
+def _recover_vms(services: Services) -> None:
+    if services.vms is not None:
+        services.vms.recover()
 
 
 def _build_object_manager(services: Services) -> ObjectManager | None:

@@ -14,6 +14,7 @@ from standby.domain.entities import VirtualMachine
 from standby.domain.enums import EnabledState
 from standby.domain.errors import FileNotFound, InvalidState
 from standby.hypervisor.port import VmEvent, VmEventCallback, VmEventKind
+from standby.hypervisor.qemu.cmdline import check_vm
 
 
 class FakeBlockOps:
@@ -54,6 +55,10 @@ class FakeHypervisor:
         self.started: dict[str, VirtualMachine] = {}
         self.block = FakeBlockOps()
         self._subscribers: list[VmEventCallback] = []
+
+    def check(self, vm: VirtualMachine) -> None:
+        """The QEMU driver's definition rules (pure)."""
+        check_vm(vm)
 
     async def start(self, vm: VirtualMachine) -> None:
         """Mark ``vm`` running."""

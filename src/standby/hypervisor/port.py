@@ -72,6 +72,10 @@ class BlockOps(Protocol):
 class Hypervisor(Protocol):
     """The VM operations the engine needs."""
 
+    def check(self, vm: VirtualMachine) -> None:
+        """Raise ``InvalidParameter`` if ``vm`` could not run (ids, sizes, networks), without side effects."""
+        ...
+
     async def start(self, vm: VirtualMachine) -> None:
         """Start ``vm`` (its disk images exist); returns when the guest runs. ``InvalidState`` if running."""
         ...

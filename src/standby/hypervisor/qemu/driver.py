@@ -63,6 +63,10 @@ class QemuHypervisor:
         self._subscribers: list[VmEventCallback] = []
 
     # port ------------------------------------------------------------------------------------------------
+    def check(self, vm: VirtualMachine) -> None:
+        """Raise ``InvalidParameter`` for a definition QEMU could not run."""
+        check_vm(vm)
+
     async def start(self, vm: VirtualMachine) -> None:
         """Start ``vm``; returns once its vCPUs run."""
         if vm.vm_id in self._vms:

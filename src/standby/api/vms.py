@@ -1,0 +1,152 @@
+"""``/api/v1/vms``: define, import, list, show, delete VMs and change their power state.
+
+State changes (start, stop, shutdown, kill, pause, resume, reset) run as jobs like the CIM
+``RequestStateChange``: 202 with the job and its URL. Definitions and deletions are immediate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from standby.api.deps import LanguageDep, ServicesDep
+from standby.api.jobs import job_json, job_url
+from standby.domain.entities import VirtualMachine
+from standby.domain.enums import RequestedVmState
+from standby.domain.errors import NotSupported
+from standby.engine.vms import DiskRequest, VmRequest, VmUseCases, parse_memory_mib, parse_size
+
+if TYPE_CHECKING:
+    from standby.daemon.compose import Services
+
+router = APIRouter(prefix="/api/v1/vms", tags=["vms"])
+
+#: Actions and the RequestStateChange value each one is.
+ACTIONS: dict[str, int] = {
+    "start": int(RequestedVmState.ENABLED),
+    "resume": int(RequestedVmState.ENABLED),
+    "stop": int(RequestedVmState.DISABLED),
+    "kill": int(RequestedVmState.DISABLED),
+    "shutdown": int(RequestedVmState.SHUT_DOWN),
+    "pause": int(RequestedVmState.QUIESCE),
+    "reset": int(RequestedVmState.RESET),
+}
+
+
+class DiskBody(BaseModel):
+    """A new disk (``size``, e.g. ``4G``) or an existing qcow2 image (``path``)."""
+
+    size: str | None = Field(default=None, max_length=32, examples=["4G"])
+    path: str | None = Field(default=None, max_length=4096)
+
+
+class VmBody(BaseModel):
+    """A VM definition."""
+
+    name: str = Field(min_length=1, max_length=100)
+    memory: str = Field(default="256M", max_length=32, description="e.g. 256M, 1G (a bare number is MiB)")
+    cpus: int = Field(default=1, ge=1, le=64)
+    disks: list[DiskBody] = Field(default_factory=list, max_length=16)
+    networks: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="user, none, bridge:<name> or isolated:<name>, one per NIC",
+    )
+    kernel: str | None = Field(default=None, max_length=4096)
+    initrd: str | None = Field(default=None, max_length=4096)
+    append: str | None = Field(default=None, max_length=4096)
+
+
+def vm_json(vm: VirtualMachine) -> dict[str, Any]:
+    """A VM as JSON."""
+    return {
+        "id": vm.vm_id,
+        "name": vm.name,
+        "memory_mib": vm.memory_mib,
+        "cpus": vm.cpus,
+        "enabled_state": int(vm.enabled_state),
+        "state_name": vm.enabled_state.name.title().replace("_", ""),
+        "replication_mode": int(vm.replication_mode),
+        "disks": [{"id": d.disk_id, "path": d.path, "size_bytes": d.size_bytes} for d in vm.disks],
+        "nics": [{"id": n.nic_id, "mac": n.mac, "network": n.network} for n in vm.nics],
+        "kernel": vm.kernel,
+        "initrd": vm.initrd,
+        "append": vm.append,
+        "created_at": vm.created_at.isoformat() if vm.created_at else None,
+    }
+
+
+def _vms(services: Services) -> VmUseCases:
+    vms = services.vms
+    if not isinstance(vms, VmUseCases):
+        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
+    return vms
+
+
+@router.get("", summary="List VMs")
+def list_vms(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every VM, by name."""
+    return [vm_json(vm) for vm in _vms(services).list()]
+
+
+@router.post("", status_code=201, summary="Define a VM (DefineSystem)")
+def define_vm(body: VmBody, services: ServicesDep) -> JSONResponse:
+    """Create the VM's new disks and store it; 201 with the VM."""
+    disks = tuple(
+        DiskRequest(path=d.path)
+        if d.path
+        else DiskRequest(size_bytes=parse_size(d.size or "", what="disk size"))
+        for d in body.disks
+    )
+    request = VmRequest(
+        name=body.name,
+        memory_mib=parse_memory_mib(body.memory),
+        cpus=body.cpus,
+        disks=disks,
+        networks=tuple(body.networks),
+        kernel=body.kernel,
+        initrd=body.initrd,
+        append=body.append,
+    )
+    vm = _vms(services).define(request)
+    return JSONResponse(vm_json(vm), status_code=201, headers={"location": f"/api/v1/vms/{vm.vm_id}"})
+
+
+@router.get("/{ref}", summary="Show a VM")
+def show_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
+    """One VM by GUID or name."""
+    return vm_json(_vms(services).get(ref))
+
+
+@router.delete("/{ref}", summary="Delete a stopped VM (DestroySystem)")
+def delete_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
+    """Remove the VM and the disks standby created for it."""
+    return vm_json(_vms(services).delete(ref))
+
+
+@router.post("/{ref}/{action}", status_code=202, summary="Change the power state (RequestStateChange)")
+def change_state(
+    ref: str,
+    action: str,
+    services: ServicesDep,
+    language: LanguageDep,
+    timeout: Annotated[float, Query(ge=1, le=3600, description="shutdown: seconds before a hard stop")] = 60,
+) -> JSONResponse:
+    """start, stop (hard), kill, shutdown (graceful), pause, resume, reset: 202 with the job."""
+    if action not in ACTIONS:
+        raise NotSupported(
+            f"unknown action {action!r}: one of {', '.join(ACTIONS)}", message_id="BadVmAction"
+        )
+    vms = _vms(services)
+    if action == "kill":
+        job = vms.submit_kill(ref)
+    else:
+        job = vms.submit_state_change(ref, ACTIONS[action], timeout=timeout)
+    return JSONResponse(
+        job_json(job, language, services.clock(), services.jobs.describe(job, language)),
+        status_code=202,
+        headers={"location": job_url(job.job_id)},
+    )
