@@ -103,6 +103,8 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     purger.cancel()
     stopper.cancel()
     await _drain_jobs(services, config.jobs.shutdown_grace_seconds, forced=any(s.force_exit for s in servers))
+    if services.hypervisor is not None:
+        await services.hypervisor.close()  # the daemon cannot re-attach to QEMU yet: leave no orphan VM
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     if failed and not stop.is_set():

@@ -165,10 +165,10 @@ class QemuHypervisor:
         return agent
 
     async def close(self) -> None:
-        """Power off every VM still running (test teardown, daemon exit with ``stop_vms``)."""
+        """Power off every running VM (QMP ``quit``, else SIGKILL): at daemon exit and test teardown."""
         for vm_id in list(self._vms):
             with contextlib.suppress(StandbyError):
-                await self.kill(vm_id)
+                await self.stop(vm_id, graceful=False)
 
     # internals --------------------------------------------------------------------------------------------
     def _running(self, vm_id: str) -> _Running:
