@@ -12,6 +12,7 @@ Build one with ``build_object_manager(runtime)``; it installs every provider mod
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -75,7 +76,7 @@ class CimObjectManager:
     ) -> list[CIMClass]:
         """Subclasses of ``classname`` (or the top classes when None); CIM_ERR_INVALID_CLASS if unknown."""
         classes = self._schema.subclasses(self._namespace(namespace), classname, deep=deep_inheritance)
-        return [cls.copy() for cls in classes]
+        return [copy.deepcopy(cls) for cls in classes]
 
     # -- instances ------------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ def _shaped(
     include_class_origin: bool,
     property_list: Sequence[str] | None,
 ) -> CIMClass:
-    result = cls.copy()
+    result = copy.deepcopy(cls)  # the schema's classes are shared; never change them in place
     wanted = None if property_list is None else {name.lower() for name in property_list}
     for members in (result.properties, result.methods):
         for name in list(members):
