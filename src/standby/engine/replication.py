@@ -36,6 +36,7 @@ from standby.domain.entities import (
 from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationHealth, ReplicationMode
 from standby.domain.errors import FileNotFound, InvalidParameter, NotFound
 from standby.domain.preconditions import Operation, PreconditionFacts, operation_for_requested_state, require
+from standby.domain.settings import validate_service_settings
 from standby.engine.operations import IMPLEMENTED_OPERATIONS, UseCase, not_implemented
 from standby.store.sqlite import Database
 
@@ -293,7 +294,7 @@ class ReplicationUseCases:
 
     def modify_service_settings(self, settings: ServiceSettings) -> ServiceSettings:
         """Validate and store new service settings (spec §5.2)."""
-        _validate_service_settings(settings)
+        validate_service_settings(settings)
         return self._db.service_settings.put(settings)
 
     def authorization_entries(self) -> list[AuthorizationEntry]:
@@ -378,17 +379,6 @@ def _validate_entry(entry: AuthorizationEntry) -> None:
     if not entry.storage_location.strip():
         raise InvalidParameter("ReplicaStorageLocation must name a folder",
                                message_id="StorageLocationMissing")
-
-
-def _validate_service_settings(settings: ServiceSettings) -> None:
-    for name, port in (("HttpPort", settings.http_port), ("HttpsPort", settings.https_port)):
-        if not 1 <= port <= 65535:
-            raise InvalidParameter(f"{name} must be between 1 and 65535; got {port}",
-                                   message_id="InvalidPort", property=name, value=port)
-    if not 3600 <= settings.monitoring_interval_seconds <= 604800:
-        seconds = settings.monitoring_interval_seconds
-        raise InvalidParameter(f"MonitoringInterval must be between 3600 and 604800 seconds; got {seconds}",
-                               message_id="InvalidMonitoringInterval", value=seconds)
 
 
 def _base64_der(body: str, path: Path) -> str:
