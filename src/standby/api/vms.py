@@ -121,6 +121,18 @@ def show_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
     return vm_json(_vms(services).get(ref))
 
 
+@router.get("/{ref}/events", summary="The VM's event log")
+def vm_events(
+    ref: str, services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[Any]:
+    """Starts, stops, crashes … of the VM, oldest first (``message_id`` + ``args`` for the catalog)."""
+    vm = _vms(services).get(ref)
+    return [
+        {"time": e.time.isoformat(), "kind": e.kind, "message_id": e.message_id, "args": dict(e.args)}
+        for e in services.db.events.list(element_id=vm.vm_id, limit=limit)
+    ]
+
+
 @router.delete("/{ref}", summary="Delete a stopped VM (DestroySystem)")
 def delete_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
     """Remove the VM and the disks standby created for it."""
