@@ -243,6 +243,9 @@ def _bind_tcp(address: str, port: int) -> socket.socket:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise Unavailable(f"cannot listen on {address}:{port}: {reason}", message_id="ListenFailed",
                           where=f"{address}:{port}", reason=reason) from None
+    # asyncio only sets TCP_NODELAY when sock.proto == IPPROTO_TCP, and create_server leaves proto 0; accepted
+    # sockets inherit it from the listener (without it every response waits ~40 ms for a delayed ACK).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
 
