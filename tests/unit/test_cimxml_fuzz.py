@@ -35,7 +35,6 @@ CIM_ERRORS = {
     "unsupported-dtd-version",
     "unsupported-protocol-version",
     "multiple-requests-unsupported",
-    "header-mismatch",
 }
 
 ELEMENTS = [
@@ -129,7 +128,7 @@ text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
 
 def _check(body: bytes) -> None:
     try:
-        reply = SERVER.handle(body, CTX)
+        reply = SERVER.handle(body, CTX, verify_headers=False)
     except ProtocolError as exc:
         assert exc.status in (400, 501)
         assert exc.cim_error in CIM_ERRORS

@@ -36,6 +36,7 @@ VIRT = "root/virtualization/v2"
 CLUSTER = "root/HyperVCluster/v2"
 INTEROP = "interop"
 HOST = "testhost.example"
+HTTP_IMPL = "h11"
 
 QUALIFIERS = """
 Qualifier Association : boolean = false, Scope(association), Flavor(DisableOverride, ToSubclass);
@@ -418,7 +419,7 @@ def free_port() -> int:
 def serve_in_thread(app: Any) -> Iterator[str]:
     """Run an ASGI app under a real uvicorn on a loopback port; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http="h11")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=HTTP_IMPL)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pywbem import CIM_ERR_INVALID_NAMESPACE, CIMClassName, CIMError, CIMInstanceName
+from pywbem import CIM_ERR_INVALID_NAMESPACE, CIMClassName, CIMError, CIMInstanceName, CIMMethod
 
 from standby.cim.backend import INTEROP_NAMESPACE, ObjectManager, RequestContext
 
@@ -23,6 +23,8 @@ class Operation:
     om: ObjectManager
     ctx: RequestContext
     host: str
+    #: Method declarations by (namespace, class, method), lower-case; shared by the server's requests.
+    declarations: dict[tuple[str, str, str], CIMMethod | None] = field(default_factory=dict)
 
     def find_namespace(self, namespace: str) -> str | None:
         """The served spelling of ``namespace`` (any case, slashes trimmed, Interop aliases), or None."""

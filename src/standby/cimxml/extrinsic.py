@@ -96,12 +96,20 @@ def _typed(value: str, param_type: str | None) -> Any:
 
 
 def _method_declaration(op: Operation, namespace: str, classname: str, method: str) -> CIMMethod | None:
-    """The method as the class declares it, for the out-parameters' types; None when it cannot be read."""
+    """The method as the class declares it, for the out-parameters' types; None when it cannot be read.
+
+    Classes do not change while the server runs, and GetClass copies the whole class, so declarations
+    are remembered per server (``op.declarations``).
+    """
+    key = (namespace.lower(), classname.lower(), method.lower())
+    if key in op.declarations:
+        return op.declarations[key]
     try:
         cls = op.om.get_class(namespace, classname, local_only=False, include_qualifiers=True)
     except CIMError:
         return None
     found: CIMMethod | None = cls.methods.get(method)
+    op.declarations[key] = found
     return found
 
 

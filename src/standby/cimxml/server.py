@@ -19,6 +19,7 @@ from pywbem import (
     CIM_ERR_NOT_FOUND,
     CIM_ERR_NOT_SUPPORTED,
     CIMError,
+    CIMMethod,
 )
 
 from standby.cim.backend import ObjectManager, RequestContext
@@ -45,6 +46,7 @@ class CimServer:
     def __init__(self, object_manager: ObjectManager, host: str) -> None:
         self.om = object_manager
         self.host = host
+        self._declarations: dict[tuple[str, str, str], CIMMethod | None] = {}
 
     def handle(
         self,
@@ -53,11 +55,16 @@ class CimServer:
         *,
         cim_method: str | None = None,
         cim_object: str | None = None,
+        verify_headers: bool = True,
     ) -> Reply:
-        """Answer one request body; raises :class:`ProtocolError` for HTTP-level errors."""
+        """Answer one request body; raises :class:`ProtocolError` for HTTP-level errors.
+
+        ``verify_headers=False`` skips the CIMMethod/CIMObject check (for callers without HTTP headers).
+        """
         call = wire.parse_request(body)
-        check_headers(call, cim_method, cim_object)
-        op = Operation(self.om, ctx, self.host)
+        if verify_headers:
+            check_headers(call, cim_method, cim_object)
+        op = Operation(self.om, ctx, self.host, self._declarations)
         intrinsic_call = isinstance(call, IntrinsicCall)
         try:
             if isinstance(call, IntrinsicCall):
