@@ -36,7 +36,9 @@ start_writer() {
     raw) target=$dev ;;
     ext4)
       mnt=/mnt/${dev##*/}; mkdir -p "$mnt"
-      if ! blkid "$dev" | grep -q 'TYPE="ext4"'; then mke2fs -q -F -t ext4 "$dev"; fi
+      # The ext2/3/4 superblock magic 0xEF53 sits at byte 1080; only a disk without it is formatted.
+      magic=$(dd if="$dev" bs=2 skip=540 count=1 2>/dev/null | od -An -tx1 | tr -d ' ')
+      [ "$magic" = 53ef ] || /sbin/mke2fs -q -F -t ext4 "$dev"
       mount -t ext4 "$dev" "$mnt" || { echo "STANDBY-GUEST-ERROR cannot mount $dev"; return; }
       target=$mnt/records.bin; mode=file ;;
     *) echo "STANDBY-GUEST-ERROR unknown writer mode $mode"; return ;;
