@@ -31,8 +31,10 @@ def _measure(name: str, call: Callable[[], object], count: int) -> None:
         call()
         samples.append((time.perf_counter() - start) * 1000)
     samples.sort()
-    print(f"{name:40s} median {statistics.median(samples):6.2f} ms   p90 {samples[int(count * 0.9)]:6.2f} ms"
-          f"   p99 {samples[int(count * 0.99)]:6.2f} ms   (n={count})")
+    print(
+        f"{name:40s} median {statistics.median(samples):6.2f} ms   p90 {samples[int(count * 0.9)]:6.2f} ms"
+        f"   p99 {samples[int(count * 0.99)]:6.2f} ms   (n={count})"
+    )
 
 
 def main() -> None:
@@ -50,10 +52,16 @@ def main() -> None:
         conn = connect(f"http://127.0.0.1:{daemon.http_port}")
         vm, service = vm_path(conn, PRIMARY_VM), service_path(conn)
         _measure("GetInstance Msvm_ComputerSystem", lambda: conn.GetInstance(vm), count)
-        _measure("InvokeMethod InitiateFailover (32775)",
-                 lambda: conn.InvokeMethod("InitiateFailover", service, ComputerSystem=vm), count)
-        _measure("InvokeMethod GetSystemCertificates", lambda: conn.InvokeMethod("GetSystemCertificates", service),
-                 count)
+        _measure(
+            "InvokeMethod InitiateFailover (32775)",
+            lambda: conn.InvokeMethod("InitiateFailover", service, ComputerSystem=vm),
+            count,
+        )
+        _measure(
+            "InvokeMethod GetSystemCertificates",
+            lambda: conn.InvokeMethod("GetSystemCertificates", service),
+            count,
+        )
     finally:
         daemon.stop()
         shutil.rmtree(folder, ignore_errors=True)

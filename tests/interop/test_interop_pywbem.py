@@ -239,3 +239,33 @@ def test_pywbem_over_https(daemon: DaemonProcess, monkeypatch: pytest.MonkeyPatc
         "InitiateFailover", service_path(conn), ComputerSystem=vm_path(conn, PRIMARY_VM)
     )
     assert rv == 32775
+
+
+def test_summary_description_and_content_language(daemon: DaemonProcess, url: str) -> None:
+    english = wait_for_job(connect(url), _connection_test_job(connect(url)))
+    german = connect(url, language="de").GetInstance(english.path)
+    assert (
+        german["ErrorSummaryDescription"]
+        and german["ErrorSummaryDescription"] != english["ErrorSummaryDescription"]
+    )
+    body = (
+        '<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" DTDVERSION="2.0">'
+        '<MESSAGE ID="7" PROTOCOLVERSION="1.0"><SIMPLEREQ><IMETHODCALL NAME="GetInstance">'
+        '<LOCALNAMESPACEPATH><NAMESPACE NAME="root"/><NAMESPACE NAME="virtualization"/><NAMESPACE NAME="v2"/>'
+        '</LOCALNAMESPACEPATH><IPARAMVALUE NAME="InstanceName"><INSTANCENAME CLASSNAME="Msvm_ConcreteJob">'
+        '<KEYBINDING NAME="InstanceID">'
+        f"<KEYVALUE>{english['InstanceID']}</KEYVALUE></KEYBINDING></INSTANCENAME></IPARAMVALUE>"
+        "</IMETHODCALL></SIMPLEREQ></MESSAGE></CIM>"
+    ).encode()
+    headers = {
+        "Content-Type": "application/xml",
+        "CIMOperation": "MethodCall",
+        "CIMMethod": "GetInstance",
+        "CIMObject": "root/virtualization/v2",
+        "Accept-Language": "de-DE, en;q=0.5",
+    }
+    with daemon.http(user="admin", password="s3cret-pw") as client:
+        response = client.post("/cimom", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-language"] == "de"
+    assert "abgelehnt" in response.text
