@@ -182,7 +182,6 @@ def test_pause_resume_reset_and_hard_stop(guest: GuestImage, workdir: Path) -> N
         assert not is_zombie_or_alive(pid)
 
     run(hv, scenario)
-    print([(e.kind, e.detail) for e in events])
     # the firmware may reset the machine once more while it reboots: fold repeated resets
     kinds = [e.kind for i, e in enumerate(events) if i == 0 or e.kind is not events[i - 1].kind]
     assert kinds == [

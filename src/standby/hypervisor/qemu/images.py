@@ -55,7 +55,9 @@ def _run(args: list[str], path: Path) -> str:
         if "No space left" in reason:
             raise OutOfMemory(f"no space for {path}: {reason}")
         if "Could not open" in reason or "Image is not in qcow2 format" in reason:
-            raise InvalidParameter(f"{path} is not a usable disk image: {reason}", message_id="BadImage")
+            raise InvalidParameter(
+                f"{path} is not a usable disk image: {reason}", message_id="BadImage", path=str(path)
+            )
         raise StandbyError(f"qemu-img {args[0]} {path} failed: {reason}")
     return proc.stdout
 
