@@ -419,7 +419,9 @@ def free_port() -> int:
 def serve_in_thread(app: Any) -> Iterator[str]:
     """Run an ASGI app under a real uvicorn on a loopback port; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=HTTP_IMPL)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=HTTP_IMPL
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
