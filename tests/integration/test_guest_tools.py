@@ -72,3 +72,24 @@ def test_cpio_archive_unpacks_with_cpio(tmp_path: Path) -> None:
     assert (out / "bin/sh").readlink() == Path("busybox")
     assert (out / "etc/x").read_text() == "abc"
     assert parents("/usr/lib/x/y.so") == ["usr", "usr/lib", "usr/lib/x"]
+
+
+def test_verify_image_follows_a_qcow2_chain(tmp_path: Path) -> None:
+    # base holds records 0..9; an overlay on top adds 10..14 at their slots, as a recovery-point chain would
+    raw = tmp_path / "base.raw"
+    raw.write_bytes(stream(*(encode(3, i) for i in range(10))) + bytes(1 << 20))
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(base)], check=True)
+    top = tmp_path / "top.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)], check=True
+    )
+    more = tmp_path / "more.bin"
+    more.write_bytes(stream(*(encode(3, i) for i in range(10, 15))))
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -s {more} 5120 2560", str(top)],
+        check=True,
+        capture_output=True,
+    )
+    assert (verify_image(base).records, verify_image(top).records) == (10, 15)
+    assert verify_image(top).exact_prefix

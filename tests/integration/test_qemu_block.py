@@ -53,6 +53,8 @@ def test_bitmaps_transaction_fleecing_and_nbd_export(workdir: Path) -> None:
     scratch = workdir / "fleece.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(scratch), "16M"], check=True)
     nbd_sock = workdir / "nbd.sock"
+    copy = workdir / "copy.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(copy), "16M"], check=True)
     # No kernel: the firmware finds nothing to boot and waits, which is all block operations need.
     vm = VirtualMachine(str(uuid.uuid4()).upper(), "blk", 64, 1, disks=(Disk("d0", str(disk), 16 * MIB),))
     hv = QemuHypervisor(workdir / "run", accel="tcg")
@@ -121,16 +123,30 @@ def test_bitmaps_transaction_fleecing_and_nbd_export(workdir: Path) -> None:
         await ops.bitmap_remove("fmt-d0", "rep-0")
         await ops.nbd_server_stop()
         after = {b["name"]: b["count"] for b in await ops.bitmaps("fmt-d0")}
+
+        # A full backup job, waited for through its completion event, then dismissed.
+        await ops.blockdev_add(
+            {"driver": "qcow2", "node-name": "copy0", "file": {"driver": "file", "filename": str(copy)}}
+        )
+        await ops.blockdev_backup("copy-job", "fmt-d0", "copy0", sync="full", **{"auto-dismiss": False})
+        completed = await ops.wait_block_job_completed("copy-job")
+        await ops.job_dismiss("copy-job")
+        await ops.blockdev_del("copy0")
+        assert await ops.query_jobs() == []
         with pytest.raises(StandbyError, match="block-dirty-bitmap-remove failed"):
             await ops.bitmap_remove("fmt-d0", "rep-0")
         await hv.stop(vm.vm_id, graceful=False)  # QMP quit: a clean exit stores persistent bitmaps
-        return {"read": read, "dirty": dirty, "after": after}
+        return {"read": read, "dirty": dirty, "after": after, "completed": completed}
 
     out = run(hv, scenario)
     assert "Pattern verification failed" not in str(out["read"])
     assert str(out["read"]).count("read 65536/65536 bytes") == 3
     assert out["dirty"] == [(K64, K64)]
     assert out["after"] == {"rep-1": 2 * K64}  # the 0x33 write plus the merged 0x22 write
+    assert out["completed"]["device"] == "copy-job" and "error" not in out["completed"]
+    compare = ["qemu-img", "compare", "-U", str(disk), str(copy)]
+    same = subprocess.run(compare, capture_output=True, text=True, check=False)
+    assert same.returncode == 0, same.stdout + same.stderr
     info = json.loads(
         subprocess.run(
             ["qemu-img", "info", "--output=json", str(disk)], capture_output=True, text=True, check=True

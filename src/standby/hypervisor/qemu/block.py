@@ -193,9 +193,19 @@ class QemuBlockOps:
         return list(await self._qmp.execute("query-block-exports"))
 
     async def wait_block_job_completed(self, job_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait for ``BLOCK_JOB_COMPLETED`` of ``job_id``; its data (``error`` is set when it failed)."""
+        """Wait until block job ``job_id`` completes (``BLOCK_JOB_COMPLETED``); ``{"device", "error"?}``.
+
+        Start the job with ``auto-dismiss: false`` so a job that finished before this call is still listed as
+        concluded (with its error, if any); then ``job_dismiss`` it.
+        """
         async with self._qmp.listen("BLOCK_JOB_COMPLETED") as events:
-            if not any(j.get("device") == job_id for j in await self.query_block_jobs()):
-                raise StandbyError(f"no block job {job_id} is running")
+            job = next((j for j in await self.query_jobs() if j.get("id") == job_id), None)
+            if job is None:
+                raise StandbyError(
+                    f"no block job {job_id}", message_id="QmpCommandFailed", command="query-jobs"
+                )
+            if job.get("status") in FINAL_JOB_STATUSES:
+                done = {"device": job_id}
+                return done | ({"error": job["error"]} if job.get("error") else {})
             event = await events.wait_for("BLOCK_JOB_COMPLETED", timeout=timeout, device=job_id)
             return dict(event["data"])
