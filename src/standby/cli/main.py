@@ -92,7 +92,8 @@ def serve(
                                               "as TOML and exit.")] = False,
 ) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
-    from standby.daemon.config import ConfigError, load_config, to_toml
+    from standby.daemon.config import load_config, to_toml
+    from standby.daemon.toml_table import ConfigError
 
     chosen = data_dir or cli_state(ctx).target.data_dir
     try:

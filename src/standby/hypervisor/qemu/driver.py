@@ -88,6 +88,17 @@ class QemuHypervisor:
             await self._connect(run)
             run.tasks.append(asyncio.create_task(self._watch_events(run), name=f"qemu-events-{vm.vm_id}"))
             await run.qmp.execute("cont")
+        except Exception as exc:
+            run.stop_requested = True
+            process.signal_group(signal.SIGKILL)
+            await self._await_exit(run)
+            exited_by_itself = process.returncode not in (None, -signal.SIGKILL)
+            if exited_by_itself and getattr(exc, "message_id", None) != "QemuStartFailed":
+                # QEMU died while we were connecting: its log says why, the socket error does not.
+                raise StandbyError(
+                    f"QEMU did not start: {process.log_tail()}", message_id="QemuStartFailed"
+                ) from exc
+            raise
         except BaseException:
             run.stop_requested = True
             process.signal_group(signal.SIGKILL)
