@@ -2,7 +2,7 @@
 
 Start-up: take the pid lock of the data directory, bind every listener (so a busy port fails before any
 state changes), build the services, recover interrupted work, then serve. The control socket is created
-with mode 0600; TCP sockets get TCP_NODELAY from asyncio.
+with mode 0600; TCP listening sockets get TCP_NODELAY set explicitly (accepted sockets inherit it).
 
 Shutdown on SIGTERM/SIGINT: stop accepting, let requests and running jobs finish for
 ``[jobs] shutdown_grace_seconds``, kill the cancellable jobs still running (the others are marked by
