@@ -8,6 +8,7 @@ from pathlib import Path
 
 from standby.domain.errors import Unavailable
 from standby.store.sqlite.connection import Connection
+from standby.store.sqlite.repos_cycles import CycleRepository, DiskStampRepository
 from standby.store.sqlite.repos_jobs import JobRepository
 from standby.store.sqlite.repos_points import (
     CollectionPointRepository,
@@ -39,6 +40,8 @@ class Database:
         self.auth_entries = AuthEntryRepository(conn)
         self.service_settings = ServiceSettingsRepository(conn)
         self.events = EventRepository(conn)
+        self.cycles = CycleRepository(conn)
+        self.disk_stamps = DiskStampRepository(conn)
 
     @classmethod
     def open(cls, path: Path | str, *, migrate_upto: int | None = None) -> Database:
