@@ -1,0 +1,244 @@
+"""Pure rules of the replica side (issue 4): who may replicate in, which logs apply, names on disk.
+
+- Authorization (spec §5.3, §9.2): a caller (the host name in its certificate) is admitted when the
+  replication service accepts inbound replication and an authorization entry's ``AllowedPrimaryHostSystem``
+  matches it: exactly (case-insensitive), as ``*.domain`` (any host below ``domain``, at any depth, not
+  ``domain`` itself) or as ``*`` (anyone). The most specific matching entry wins: exact, then the longest
+  wildcard suffix, then ``*``. For an existing replica the caller must be its recorded primary host or
+  match an entry of the same ``TrustGroup`` (a VM may move among primaries sharing the tag).
+- Log acceptance (DESIGN §7): a log with ``sequence`` ≤ head is a repeat (answer the head); otherwise it
+  applies when its ``parent_sequence`` is the head or an ancestor still in the replica's lineage
+  (``base`` ≤ parent ≤ head) — a lost acknowledgement is harmless because the primary's next log then
+  carries every block changed since that older parent. Anything else is out of sequence (409, resync).
+- Names: ``<VMName>_<VMGUID>`` folders and ``rp-<seq:010d>.qcow2`` files (docs/replication.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from standby.domain.entities import AuthorizationEntry, ServiceSettings
+from standby.domain.enums import ReplicationState
+from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState
+
+POINT_PREFIX = "rp-"
+POINT_SUFFIX = ".qcow2"
+PARTIAL_SUFFIX = ".partial"
+_POINT_FILE = re.compile(r"^rp-(?P<seq>\d{10})\.qcow2(?P<partial>\.partial)?$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_UNSAFE_NAME_CHARS = re.compile(r"[/\\\x00-\x1f]")
+#: Replication states in which the replica is failed over: logs are kept aside, not applied.
+FAILED_OVER_STATES = frozenset(
+    {ReplicationState.RECOVERED, ReplicationState.COMMITTED, ReplicationState.FAILOVER_IN_PROGRESS}
+)
+#: States in which a log may be applied.
+APPLYING_STATES = frozenset(
+    {
+        ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
+        ReplicationState.REPLICATING,
+        ReplicationState.RESYNCHRONIZING,
+        ReplicationState.WAITING_TO_START_RESYNCHRONIZATION,
+        ReplicationState.CRITICAL,
+    }
+)
+
+
+# -- authorization ------------------------------------------------------------------------------------------
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether ``host`` matches an ``AllowedPrimaryHostSystem`` pattern (see the module docstring)."""
+    pattern, host = pattern.strip().lower().rstrip("."), host.strip().lower().rstrip(".")
+    if not pattern or not host:
+        return False
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        suffix = pattern[1:]  # ".domain"
+        return "*" not in suffix and host.endswith(suffix) and len(host) > len(suffix)
+    if "*" in pattern:
+        return False  # only a leading "*." or a lone "*" is a wildcard
+    return pattern == host
+
+
+def _specificity(pattern: str) -> tuple[int, int]:
+    pattern = pattern.strip().lower()
+    if pattern == "*":
+        return (0, 0)
+    if pattern.startswith("*."):
+        return (1, len(pattern))
+    return (2, len(pattern))
+
+
+def matching_entry(entries: Iterable[AuthorizationEntry], host: str) -> AuthorizationEntry | None:
+    """The most specific entry whose pattern matches ``host``, or None."""
+    matches = [entry for entry in entries if host_matches(entry.allowed_primary_host, host)]
+    if not matches:
+        return None
+    return max(matches, key=lambda entry: _specificity(entry.allowed_primary_host))
+
+
+def authorize_caller(
+    settings: ServiceSettings, entries: Iterable[AuthorizationEntry], caller: str
+) -> AuthorizationEntry:
+    """The entry that admits ``caller`` to replicate into this host; ``AccessDenied`` otherwise."""
+    if not settings.recovery_server_enabled:
+        raise AccessDenied(
+            "this host does not accept inbound replication (RecoveryServerEnabled is false)",
+            message_id="RecoveryServerDisabled",
+        )
+    entry = matching_entry(entries, caller)
+    if entry is None:
+        raise AccessDenied(
+            f"no authorization entry allows primary server {caller!r}",
+            message_id="PrimaryNotAuthorized",
+            host=caller,
+        )
+    return entry
+
+
+def authorize_for_replica(
+    settings: ServiceSettings,
+    entries: Iterable[AuthorizationEntry],
+    caller: str,
+    *,
+    recorded_primary: str,
+    recorded_trust_group: str,
+) -> AuthorizationEntry:
+    """Admit ``caller`` for an existing replica: its recorded primary, or a host of the same trust group."""
+    entry = authorize_caller(settings, entries, caller)
+    if caller.strip().lower() == recorded_primary.strip().lower():
+        return entry
+    if entry.trust_group and entry.trust_group.lower() == recorded_trust_group.lower():
+        return entry
+    raise AccessDenied(
+        f"{caller!r} is not the primary server of this replica ({recorded_primary!r}) and shares no trust"
+        f" group with it",
+        message_id="PrimaryNotOwner",
+        host=caller,
+        primary=recorded_primary,
+    )
+
+
+# -- log acceptance -----------------------------------------------------------------------------------------
+
+
+class LogVerdict(StrEnum):
+    """What to do with an arriving log."""
+
+    APPLY = "apply"
+    #: ``sequence`` ≤ head: already applied (a retried request); answer with the head.
+    REPEAT = "repeat"
+    OUT_OF_SEQUENCE = "out_of_sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """A verdict and, when refused, why (a sentence for the 409 answer)."""
+
+    verdict: LogVerdict
+    reason: str = ""
+
+
+def judge_log(
+    *, head: int | None, base: int | None, sequence: int, parent: int, initial: bool, resync: bool = False
+) -> Judgement:
+    """Decide whether a log applies (see the module docstring).
+
+    ``head`` is the newest point's sequence (None: no point yet), ``base`` the oldest sequence of the
+    current lineage (the initial or resync point). An initial log applies only to an empty replica; a
+    resync log only on the head itself (its blocks were compared against the head).
+    """
+    if sequence < 1 or parent < 0:
+        return Judgement(LogVerdict.OUT_OF_SEQUENCE, f"sequence {sequence} / parent {parent} are invalid")
+    if head is not None and sequence <= head:
+        return Judgement(LogVerdict.REPEAT)
+    if head is None:
+        if initial or resync:
+            return Judgement(LogVerdict.APPLY)
+        return Judgement(LogVerdict.OUT_OF_SEQUENCE, "the replica has no recovery point yet: initial "
+                                                     "replication must come first")
+    if initial:
+        return Judgement(LogVerdict.OUT_OF_SEQUENCE, f"the replica already holds point {head}; an initial "
+                                                     "log cannot apply over it")
+    if resync:
+        if parent == head:
+            return Judgement(LogVerdict.APPLY)
+        return Judgement(LogVerdict.OUT_OF_SEQUENCE, f"resync log compared against {parent}, head is {head}")
+    lowest = head if base is None else base
+    if lowest <= parent <= head:
+        return Judgement(LogVerdict.APPLY)
+    return Judgement(
+        LogVerdict.OUT_OF_SEQUENCE,
+        f"parent {parent} is neither the head {head} nor an ancestor of it (lineage starts at {lowest})",
+    )
+
+
+# -- state mirror -------------------------------------------------------------------------------------------
+
+
+def mirrored_state(current: ReplicationState, requested: int, *, has_points: bool) -> ReplicationState:
+    """The replica relationship's new state when the primary mirrors a state change to it.
+
+    3 resume, 7 suspend, 1 cancel initial replication, 9 cancel resync (the replica goes back to 3),
+    10 resynchronizing. Failed-over replicas take no mirrored change (32775).
+    """
+    if current in FAILED_OVER_STATES:
+        raise InvalidState(f"the replica is failed over (state {int(current)})",
+                           message_id="ReplicaFailedOver", state=str(int(current)))
+    waiting = ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION
+    settled = ReplicationState.REPLICATING if has_points else waiting
+    table: dict[int, ReplicationState] = {
+        int(ReplicationState.REPLICATING): settled,
+        int(ReplicationState.SUSPENDED): ReplicationState.SUSPENDED,
+        int(ReplicationState.READY_FOR_REPLICATION): waiting,
+        int(ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION): waiting,
+        int(ReplicationState.WAITING_TO_START_RESYNCHRONIZATION): settled,
+        int(ReplicationState.RESYNCHRONIZING): ReplicationState.RESYNCHRONIZING,
+    }
+    if requested not in table:
+        raise InvalidParameter(f"requested state {requested} cannot be mirrored to a replica",
+                               message_id="MirrorStateUnsupported", state=str(requested))
+    if requested == int(ReplicationState.READY_FOR_REPLICATION) and has_points:
+        raise InvalidState("initial replication already completed on the replica",
+                           message_id="InitialReplicationDone")
+    return table[requested]
+
+
+# -- names --------------------------------------------------------------------------------------------------
+
+
+def check_disk_id(disk_id: str) -> str:
+    """A disk id usable as one path component (letters, digits, ``_.-``; not ``.``/``..``)."""
+    if not _SAFE_ID.match(disk_id) or disk_id in (".", ".."):
+        raise InvalidParameter(f"disk id {disk_id!r} is not a safe file name",
+                               message_id="UnsafeDiskId", disk=disk_id)
+    return disk_id
+
+
+def replica_folder_name(vm_name: str, vm_id: str) -> str:
+    """``<VMName>_<VMGUID>``; refuses names that are not one plain path component (``/``, ``..``)."""
+    if not vm_name or _UNSAFE_NAME_CHARS.search(vm_name) or vm_name in (".", ".."):
+        raise AccessDenied(f"virtual machine name {vm_name!r} cannot name a folder inside the replica "
+                           "storage location", message_id="StorageLocationEscape", path=vm_name)
+    check_disk_id(vm_id)
+    return f"{vm_name}_{vm_id}"
+
+
+def point_file_name(sequence: int, *, partial: bool = False) -> str:
+    """``rp-<seq:010d>.qcow2`` (with ``.partial`` while a log is being applied)."""
+    if sequence < 0 or sequence >= 10**10:
+        raise InvalidParameter(f"sequence {sequence} is out of range", message_id="SequenceOutOfRange")
+    name = f"{POINT_PREFIX}{sequence:010d}{POINT_SUFFIX}"
+    return name + PARTIAL_SUFFIX if partial else name
+
+
+def parse_point_file(name: str) -> tuple[int, bool] | None:
+    """``(sequence, partial)`` of a point file name, or None for any other name."""
+    match = _POINT_FILE.match(name)
+    if match is None:
+        return None
+    return int(match["seq"]), match["partial"] is not None
