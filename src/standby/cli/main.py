@@ -29,6 +29,7 @@ SUBAPPS: tuple[str, ...] = (
     "standby.cli.users",
     "standby.cli.vm",
     "standby.cli.guest",
+    "standby.cli.certs",
 )
 
 app = typer.Typer(
