@@ -181,10 +181,18 @@ class QemuBlockOps:
             args["bitmaps"] = list(bitmaps)
         await self._qmp.execute("block-export-add", args)
 
-    async def block_export_del(self, export_id: str, *, wait: bool = True, timeout: float = 30.0) -> None:
-        """``block-export-del``; with ``wait`` returns once ``BLOCK_EXPORT_DELETED`` says it is gone."""
+    async def block_export_del(
+        self, export_id: str, *, wait: bool = True, timeout: float = 30.0, mode: str | None = None
+    ) -> None:
+        """``block-export-del``; with ``wait`` returns once ``BLOCK_EXPORT_DELETED`` says it is gone.
+
+        ``mode="hard"`` drops clients still connected (QEMU's default ``safe`` refuses while any is).
+        """
+        args: dict[str, Any] = {"id": export_id}
+        if mode is not None:
+            args["mode"] = mode
         async with self._qmp.listen("BLOCK_EXPORT_DELETED") as events:
-            await self._qmp.execute("block-export-del", {"id": export_id})
+            await self._qmp.execute("block-export-del", args)
             if wait and any(e.get("id") == export_id for e in await self.query_exports()):
                 await events.wait_for("BLOCK_EXPORT_DELETED", timeout=timeout, id=export_id)
 

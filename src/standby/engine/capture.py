@@ -1,0 +1,569 @@
+"""Capture on the primary: consistent cuts of a VM's disks and reading what changed (DESIGN §4, §7).
+
+A cut N of a running VM is one QMP ``transaction`` over every included disk: add the persistent bitmap
+``rep-N`` (it records the writes after the cut), disable the previous one ``rep-P``, and start a
+``blockdev-backup sync=none`` (copy-before-write) job into a scratch qcow2 fleecing node
+``fleece-N-<disk>`` whose backing is the disk. The fleecing nodes are exported read-only over QEMU's NBD
+server (``<run>/nbd.sock``) with ``rep-P``, so the reader sees the disks exactly as they were at the cut while
+the guest keeps writing.
+
+``commit`` drops ``rep-P`` (the replica has the data); ``abort`` merges ``rep-P`` into ``rep-N`` so the next
+cycle ships those blocks again — nothing is lost. Both tear the cut down in DESIGN §7's order and both are
+idempotent: after a daemon restart they settle whatever a half-done cycle left in QEMU.
+
+A VM that is off is cut with ``qemu-img bitmap`` on its images and read through ``qemu-nbd -B rep-P``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import xxhash
+
+from standby.domain.cycles import bitmap_name, bitmap_sequence
+from standby.domain.entities import Disk, VirtualMachine
+from standby.domain.enums import EnabledState
+from standby.domain.errors import InvalidParameter, InvalidState, NotFound, StandbyError
+from standby.hypervisor.qemu import offline
+from standby.hypervisor.qemu.block import backup_action, bitmap_action
+from standby.hypervisor.qemu.images import create_qcow2
+from standby.storage.logformat import MAX_FRAME, is_zero
+from standby.storage.nbd import STATE_DIRTY, STATE_ZERO, NbdClient, dirty_ranges
+
+log = logging.getLogger(__name__)
+
+#: Dirty-bitmap granularity (QEMU's default; DESIGN §7).
+GRANULARITY = 64 * 1024
+#: Reads are split at this size (one log frame each).
+READ_CHUNK = MAX_FRAME
+#: Default block size of the resync hash compare.
+HASH_BLOCK = 256 * 1024
+#: NBD requests kept in flight while reading.
+READ_DEPTH = 16
+ZERO_HASH = bytes(16)
+#: One item of what a cut reads: (disk index, offset, data or None for zeros, length).
+Block = tuple[int, int, bytes | None, int]
+
+
+class TrackingLost(InvalidState):
+    """The dirty bitmaps cannot be trusted (QEMU was killed, a bitmap is missing): resync required."""
+
+
+class ReadMode(StrEnum):
+    """What a reader reads of a cut."""
+
+    DELTA = "delta"  # the extents dirty in the previous bitmap
+    FULL = "full"  # every allocated, non-zero extent (initial replication, thin-aware)
+    RANGES = "ranges"  # given ranges (resync: the blocks whose hashes differ)
+
+
+class AgentPort(Protocol):
+    """The guest-agent calls a cut needs (``hypervisor.qemu.agent.GuestAgent``)."""
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                      timeout: float = 30.0) -> Any:
+        """Run one agent command."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect."""
+        ...
+
+
+class CaptureHypervisor(Protocol):
+    """What capture needs of the hypervisor (``hypervisor.qemu.QemuHypervisor``)."""
+
+    def state(self, vm_id: str) -> EnabledState:
+        """The VM's current state."""
+        ...
+
+    def qmp(self, vm_id: str) -> Any:
+        """QMP block wrappers (``QemuBlockOps``) of a running VM."""
+        ...
+
+    async def agent(self, vm_id: str, timeout: float = 5.0) -> AgentPort:
+        """A connected guest agent, or ``Unavailable``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """One consistent cut: ``sequence`` is N; ``previous`` is P, the bitmap a DELTA read uses."""
+
+    vm_id: str
+    sequence: int
+    previous: int | None
+    disks: tuple[Disk, ...]
+    at: datetime
+    online: bool
+    run_dir: Path
+    app_consistent: bool = False
+    app_consistent_failed: bool = False
+
+    @property
+    def socket(self) -> Path:
+        """QEMU's NBD server socket of the VM."""
+        return self.run_dir / "nbd.sock"
+
+    def node(self, disk_id: str) -> str:
+        """The fleecing node (and export) of a disk in this cut."""
+        return f"fleece-{self.sequence}-{disk_id}"
+
+    def job(self, disk_id: str) -> str:
+        """The copy-before-write job of a disk in this cut."""
+        return f"cbw-{self.sequence}-{disk_id}"
+
+    def scratch(self, disk_id: str) -> Path:
+        """The scratch image behind the fleecing node of a disk."""
+        return self.run_dir / f"fleece-{self.sequence}-{disk_id}.qcow2"
+
+    def offline_socket(self, disk_id: str) -> Path:
+        """The qemu-nbd socket of a disk of an off VM."""
+        return self.run_dir / f"off-{self.sequence}-{disk_id}.sock"
+
+
+def included_disks(vm: VirtualMachine, wanted: Sequence[str]) -> tuple[Disk, ...]:
+    """The VM's disks that replicate (all when ``wanted`` is empty); an unknown disk id is refused."""
+    if not wanted:
+        return vm.disks
+    known = {disk.disk_id: disk for disk in vm.disks}
+    missing = [disk_id for disk_id in wanted if disk_id not in known]
+    if missing:
+        raise InvalidParameter(f"virtual machine {vm.name} has no disk {missing[0]!r}",
+                               message_id="DiskNotOfVm", vm=vm.name, disk=missing[0])
+    return tuple(disk for disk in vm.disks if disk.disk_id in wanted)
+
+
+class Capture:
+    """Cuts, reads, commits and aborts over one hypervisor; per-VM files live in ``run_root/<vm_id>``."""
+
+    def __init__(self, hypervisor: CaptureHypervisor, run_root: Path) -> None:
+        self._hv = hypervisor
+        self._run_root = run_root
+
+    def running(self, vm_id: str) -> bool:
+        """Whether the VM's QEMU runs (then cuts go through QMP)."""
+        return self._hv.state(vm_id) is not EnabledState.DISABLED
+
+    # -- cut ---------------------------------------------------------------------------------------
+
+    async def cut(self, vm_id: str, disks: Sequence[Disk], sequence: int, *, previous: int | None,
+                  now: datetime, app_consistent: bool = False) -> Cut:
+        """Cut N=``sequence``: ``previous`` None starts tracking afresh (initial replication, resync)."""
+        if not disks:
+            raise InvalidParameter("a cut needs at least one disk", message_id="NoDiskToReplicate")
+        run_dir = self._run_root / vm_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.running(vm_id):
+            cut = Cut(vm_id, sequence, previous, tuple(disks), now, True, run_dir)
+            return await self._cut_online(cut, app_consistent)
+        cut = Cut(vm_id, sequence, previous, tuple(disks), now, False, run_dir)
+        await asyncio.to_thread(self._cut_offline, cut)
+        return cut
+
+    async def _cut_online(self, cut: Cut, app_consistent: bool) -> Cut:
+        ops = self._hv.qmp(cut.vm_id)
+        for disk in cut.disks:
+            await self._check_bitmaps(ops, disk, cut)
+        try:
+            for disk in cut.disks:
+                scratch = cut.scratch(disk.disk_id)
+                scratch.unlink(missing_ok=True)
+                await asyncio.to_thread(create_qcow2, scratch, disk.size_bytes or await _node_size(ops, disk))
+                await ops.blockdev_add({
+                    "driver": "qcow2", "node-name": cut.node(disk.disk_id), "discard": "unmap",
+                    "file": {"driver": "file", "filename": str(scratch)}, "backing": _fmt(disk)})
+            frozen, failed = await self._transaction(ops, cut, app_consistent)
+            await self._export(ops, cut)
+        except BaseException:
+            with contextlib.suppress(StandbyError):
+                await self._teardown_online(cut)
+            raise
+        return Cut(cut.vm_id, cut.sequence, cut.previous, cut.disks, cut.at, True, cut.run_dir,
+                   frozen, failed)
+
+    async def _check_bitmaps(self, ops: Any, disk: Disk, cut: Cut) -> None:
+        listed = await ops.bitmaps(_fmt(disk))
+        # A backup job adds an anonymous bitmap of its own: only our named ones count.
+        names = [b.get("name", "") for b in listed if bitmap_sequence(b.get("name", "")) is not None]
+        _check_names(disk, cut, names, [b.get("name", "") for b in listed if b.get("inconsistent")])
+        if cut.previous is None:
+            for name in names:  # left over from an earlier relationship: meaningless for a fresh start
+                await ops.bitmap_remove(_fmt(disk), name)
+
+    async def tracking(self, vm_id: str, disks: Sequence[Disk]) -> int | None:
+        """The sequence of the bitmap recording writes now (an unfinished cut is aborted first), None when
+        nothing tracks; ``TrackingLost`` when a bitmap is inconsistent or the disks disagree."""
+        found = await self._bitmap_sets(vm_id, disks)
+        newest = max((max(seqs) for seqs in found.values() if seqs), default=None)
+        if newest is not None and any(len(seqs) > 1 for seqs in found.values()):
+            await self.abort(vm_id, disks, newest)
+            found = await self._bitmap_sets(vm_id, disks)
+        sets = {frozenset(seqs) for seqs in found.values()}
+        if len(sets) > 1 or any(len(s) > 1 for s in sets):
+            raise TrackingLost(f"the disks of {vm_id} track changes differently; a resynchronization is "
+                               "required", message_id="TrackingLost", disk=",".join(found))
+        only = next(iter(sets), frozenset())
+        return next(iter(only), None)
+
+    async def _bitmap_sets(self, vm_id: str, disks: Sequence[Disk]) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for disk in disks:
+            if self.running(vm_id):
+                listed = [(b.get("name", ""), bool(b.get("inconsistent")))
+                          for b in await self._hv.qmp(vm_id).bitmaps(_fmt(disk))]
+            else:
+                listed = [(b.name, b.inconsistent)
+                          for b in await asyncio.to_thread(offline.image_bitmaps, Path(disk.path))]
+            if any(bad for name, bad in listed if bitmap_sequence(name) is not None):
+                raise TrackingLost(f"the change tracking of disk {disk.disk_id} is inconsistent (QEMU "
+                                   "stopped uncleanly); a resynchronization is required",
+                                   message_id="TrackingLost", disk=disk.disk_id)
+            found[disk.disk_id] = sorted(s for s in (bitmap_sequence(n) for n, _ in listed) if s is not None)
+        return found
+
+    async def _transaction(self, ops: Any, cut: Cut, app_consistent: bool) -> tuple[bool, bool]:
+        actions: list[dict[str, Any]] = []
+        for disk in cut.disks:
+            actions.append(bitmap_action("add", _fmt(disk), bitmap_name(cut.sequence), persistent=True,
+                                         granularity=GRANULARITY))
+            if cut.previous is not None:
+                actions.append(bitmap_action("disable", _fmt(disk), bitmap_name(cut.previous)))
+            actions.append(backup_action(cut.job(disk.disk_id), _fmt(disk), cut.node(disk.disk_id),
+                                         sync="none", **{"auto-dismiss": False}))
+        agent = await self._freeze(cut.vm_id) if app_consistent else None
+        try:
+            await ops.transaction(actions)
+        finally:
+            if agent is not None:
+                await _thaw(agent, cut.vm_id)
+        return agent is not None, app_consistent and agent is None
+
+    async def _freeze(self, vm_id: str) -> AgentPort | None:
+        """Freeze the guest's file systems; None (crash-consistent cut) when the agent does not answer."""
+        try:
+            agent = await self._hv.agent(vm_id, timeout=2.0)
+        except StandbyError as exc:
+            log.info("no guest agent for an app-consistent cut of %s: %s", vm_id, exc)
+            return None
+        try:
+            await agent.execute("guest-fsfreeze-freeze", timeout=10.0)
+        except StandbyError as exc:
+            log.info("guest-fsfreeze-freeze failed on %s: %s", vm_id, exc)
+            await _thaw(agent, vm_id)
+            return None
+        return agent
+
+    async def _export(self, ops: Any, cut: Cut) -> None:
+        try:
+            await ops.nbd_server_start(cut.socket)
+        except StandbyError as exc:
+            if "already" not in str(exc).lower():  # started by an earlier cut of this QEMU process
+                raise
+        for disk in cut.disks:
+            node = cut.node(disk.disk_id)
+            bitmaps = [bitmap_name(cut.previous)] if cut.previous is not None else []
+            await ops.block_export_add(node, node, bitmaps=bitmaps, allocation_depth=True)
+
+    def _cut_offline(self, cut: Cut) -> None:
+        for disk in cut.disks:
+            path = Path(disk.path)
+            listed = offline.image_bitmaps(path)
+            names = [b.name for b in listed if bitmap_sequence(b.name) is not None]
+            _check_names(disk, cut, names, [b.name for b in listed if b.inconsistent])
+            if cut.previous is None:
+                for name in names:
+                    offline.bitmap_remove(path, name)
+            offline.bitmap_add(path, bitmap_name(cut.sequence), GRANULARITY)
+            if cut.previous is not None:
+                offline.bitmap_disable(path, bitmap_name(cut.previous))
+
+    # -- commit / abort ----------------------------------------------------------------------------
+
+    async def commit(self, vm_id: str, disks: Sequence[Disk], sequence: int) -> None:
+        """The replica holds cut N: tear it down and drop every older bitmap. Idempotent."""
+        await self._settle(vm_id, tuple(disks), sequence, merge=False)
+
+    async def abort(self, vm_id: str, disks: Sequence[Disk], sequence: int) -> None:
+        """Cut N failed: tear it down and merge every older bitmap into ``rep-N``. Idempotent."""
+        await self._settle(vm_id, tuple(disks), sequence, merge=True)
+
+    async def _settle(self, vm_id: str, disks: tuple[Disk, ...], sequence: int, *, merge: bool) -> None:
+        cut = Cut(vm_id, sequence, None, disks, datetime.min, self.running(vm_id), self._run_root / vm_id)
+        if cut.online:
+            await self._teardown_online(cut)
+            await self._settle_bitmaps_online(cut, merge)
+        else:
+            await asyncio.to_thread(_settle_offline, cut, merge)
+        for disk in disks:
+            cut.scratch(disk.disk_id).unlink(missing_ok=True)
+
+    async def _teardown_online(self, cut: Cut) -> None:
+        """Export, job, node — in DESIGN §7's order; whatever is not there is skipped."""
+        ops = self._hv.qmp(cut.vm_id)
+        exports = {e.get("id") for e in await ops.query_exports()}
+        for disk in cut.disks:
+            if cut.node(disk.disk_id) in exports:
+                await ops.block_export_del(cut.node(disk.disk_id), mode="hard")
+        jobs = {j.get("id"): j.get("status") for j in await ops.query_jobs()}
+        for disk in cut.disks:
+            job = cut.job(disk.disk_id)
+            if job not in jobs:
+                continue
+            if jobs[job] not in ("concluded", "null"):
+                with contextlib.suppress(StandbyError):
+                    await ops.job_cancel(job)
+                await ops.wait_job(job)
+            with contextlib.suppress(StandbyError):
+                await ops.job_dismiss(job)
+        nodes = {n.get("node-name") for n in await ops.execute("query-named-block-nodes", {"flat": True})}
+        for disk in cut.disks:
+            if cut.node(disk.disk_id) in nodes:
+                await ops.blockdev_del(cut.node(disk.disk_id))
+            cut.scratch(disk.disk_id).unlink(missing_ok=True)
+
+    async def _settle_bitmaps_online(self, cut: Cut, merge: bool) -> None:
+        ops = self._hv.qmp(cut.vm_id)
+        actions: list[dict[str, Any]] = []
+        current = bitmap_name(cut.sequence)
+        for disk in cut.disks:
+            names = [b.get("name", "") for b in await ops.bitmaps(_fmt(disk))]
+            older = [n for n in names if (bitmap_sequence(n) or cut.sequence) < cut.sequence]
+            if current not in names:
+                # The cut never happened: the older bitmap still records; leave it as it is.
+                continue
+            if merge and older:
+                actions.append({"type": "block-dirty-bitmap-merge",
+                                "data": {"node": _fmt(disk), "target": current, "bitmaps": older}})
+            actions.extend(bitmap_action("remove", _fmt(disk), name) for name in older)
+        if actions:
+            await ops.transaction(actions)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def reader(self, cut: Cut) -> AsyncIterator[CutReader]:
+        """A blocking reader of the cut (use it from a worker thread); serves an off VM's images meanwhile."""
+        if cut.online:
+            yield CutReader(cut, {d.disk_id: (cut.socket, cut.node(d.disk_id)) for d in cut.disks})
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            where: dict[str, tuple[Path, str]] = {}
+            for disk in cut.disks:
+                bitmap = bitmap_name(cut.previous) if cut.previous is not None else None
+                export = offline.QemuNbdExport(Path(disk.path), cut.offline_socket(disk.disk_id),
+                                               disk.disk_id, bitmap=bitmap)
+                await stack.enter_async_context(export)
+                where[disk.disk_id] = (export.socket_path, export.export)
+            yield CutReader(cut, where)
+
+
+@dataclass
+class CutReader:
+    """Blocking NBD reads of one cut: ``blocks`` for a log, ``hashes`` for a resync compare."""
+
+    cut: Cut
+    where: dict[str, tuple[Path, str]]
+    depth: int = READ_DEPTH
+    bytes_read: int = field(default=0)
+
+    def _connect(self, disk: Disk, context: str) -> NbdClient:
+        sock, export = self.where[disk.disk_id]
+        return NbdClient.connect_unix(str(sock), export, meta_contexts=[context])
+
+    def blocks(self, mode: ReadMode = ReadMode.DELTA,
+               ranges: dict[str, list[tuple[int, int]]] | None = None) -> Iterator[Block]:
+        """Every block the mode selects, disk after disk, in offset order."""
+        for index, disk in enumerate(self.cut.disks):
+            yield from self._disk_blocks(index, disk, mode, (ranges or {}).get(disk.disk_id, []))
+
+    def _disk_blocks(self, index: int, disk: Disk, mode: ReadMode,
+                     wanted: list[tuple[int, int]]) -> Iterator[Block]:
+        if mode is ReadMode.DELTA:
+            if self.cut.previous is None:
+                raise InvalidState("a delta read needs a previous cut", message_id="NoPreviousCut")
+            context = f"qemu:dirty-bitmap:{bitmap_name(self.cut.previous)}"
+        else:
+            context = "base:allocation"
+        with self._connect(disk, context) as client:
+            if mode is ReadMode.DELTA:
+                todo = dirty_ranges(client.block_status(context), STATE_DIRTY, READ_CHUNK)
+            elif mode is ReadMode.FULL:
+                extents = client.block_status(context)
+                todo = _split([(e.offset, e.length) for e in extents if not e.flags & STATE_ZERO], READ_CHUNK)
+            else:
+                todo = _split(wanted, READ_CHUNK)
+            for offset, data in client.read_many(todo, self.depth):
+                self.bytes_read += len(data)
+                if mode is ReadMode.FULL and is_zero(data):
+                    continue  # the replica's first image is empty: zeros need not travel at all
+                yield index, offset, data, len(data)
+
+    def hashes(self, disk: Disk, block_size: int = HASH_BLOCK) -> bytes:
+        """xxh3-128 of every ``block_size`` block of the disk at the cut; all-zero blocks hash as zeros."""
+        if block_size <= 0 or block_size % 512:
+            raise InvalidParameter(f"block size {block_size} must be a positive multiple of 512")
+        with self._connect(disk, "base:allocation") as client:
+            size = client.size
+            count = -(-size // block_size)
+            digests = [ZERO_HASH] * count
+            zero = [(e.offset, e.end) for e in client.block_status("base:allocation") if e.flags & STATE_ZERO]
+            todo = [(i * block_size, min(block_size, size - i * block_size)) for i in range(count)
+                    if not _covered(zero, i * block_size, min(size, (i + 1) * block_size))]
+            for offset, data in client.read_many(todo, self.depth):
+                self.bytes_read += len(data)
+                if not is_zero(data):
+                    digests[offset // block_size] = xxhash.xxh3_128_digest(data)
+        return b"".join(digests)
+
+
+def differing_ranges(ours: bytes, theirs: bytes, block_size: int, size: int) -> list[tuple[int, int]]:
+    """The byte ranges whose block hashes differ (a shorter list on either side differs past its end)."""
+    count = -(-size // block_size)
+    ranges: list[tuple[int, int]] = []
+    for i in range(count):
+        mine, other = ours[i * 16:(i + 1) * 16], theirs[i * 16:(i + 1) * 16]
+        if mine != other or len(other) < 16:
+            start = i * block_size
+            length = min(block_size, size - start)
+            if ranges and ranges[-1][0] + ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
+            else:
+                ranges.append((start, length))
+    return ranges
+
+
+def _check_names(disk: Disk, cut: Cut, names: list[str], inconsistent: list[str]) -> None:
+    """A delta cut needs exactly the previous bitmap, consistent; a fresh cut tolerates anything."""
+    if cut.previous is None:
+        return
+    if inconsistent or names != [bitmap_name(cut.previous)]:
+        raise TrackingLost(f"disk {disk.disk_id} does not track changes since cut {cut.previous} (found "
+                           f"{names or 'none'}{', inconsistent' if inconsistent else ''}); a "
+                           "resynchronization is required", message_id="TrackingLost", disk=disk.disk_id)
+
+
+def _covered(zero: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(z_start <= start and end <= z_end for z_start, z_end in zero)
+
+
+def _split(ranges: list[tuple[int, int]], chunk: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for offset, length in sorted(ranges):
+        position, end = offset, offset + length
+        while position < end:
+            step = min(chunk, end - position)
+            out.append((position, step))
+            position += step
+    return out
+
+
+def _fmt(disk: Disk) -> str:
+    return f"fmt-{disk.disk_id}"
+
+
+async def _node_size(ops: Any, disk: Disk) -> int:
+    for node in await ops.execute("query-named-block-nodes", {"flat": True}):
+        if node.get("node-name") == _fmt(disk):
+            return int(node["image"]["virtual-size"])
+    raise NotFound(f"no block node for disk {disk.disk_id}", message_id="ObjectNotFound", kind="disk",
+                   key=disk.disk_id)
+
+
+async def _thaw(agent: AgentPort, vm_id: str) -> None:
+    try:
+        await agent.execute("guest-fsfreeze-thaw", timeout=10.0)
+    except StandbyError as exc:  # the guest stays frozen only as long as the agent is stuck
+        log.warning("guest-fsfreeze-thaw failed on %s: %s", vm_id, exc)
+    finally:
+        await agent.close()
+
+
+def _settle_offline(cut: Cut, merge: bool) -> None:
+    current = bitmap_name(cut.sequence)
+    for disk in cut.disks:
+        path = Path(disk.path)
+        names = [b.name for b in offline.image_bitmaps(path)]
+        if current not in names:
+            continue
+        older = [n for n in names if (bitmap_sequence(n) or cut.sequence) < cut.sequence]
+        for name in older:
+            if merge:
+                offline.bitmap_merge(path, name, current)
+            offline.bitmap_remove(path, name)
+    for disk in cut.disks:
+        cut.offline_socket(disk.disk_id).unlink(missing_ok=True)
+
+
+def stream_in_thread(factory: Callable[[], Iterator[bytes]], *, batch: int = 1 << 20,
+                     depth: int = 8) -> AsyncIterator[bytes]:
+    """Run a blocking byte producer in a worker thread; yield its output joined into ~``batch`` chunks.
+
+    A bounded queue keeps the producer at most ``depth`` batches ahead (back-pressure from the network);
+    closing the iterator early stops the producer.
+    """
+    return _ThreadStream(factory, batch, depth).__aiter__()
+
+
+class _ThreadStream:
+    _DONE = object()
+
+    def __init__(self, factory: Callable[[], Iterator[bytes]], batch: int, depth: int) -> None:
+        import queue
+        import threading
+        self._factory = factory
+        self._batch = batch
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="capture-read", daemon=True)
+
+    def _put(self, item: object) -> bool:
+        import queue
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        pending: list[bytes] = []
+        size = 0
+        try:
+            for piece in self._factory():
+                pending.append(piece)
+                size += len(piece)
+                if size >= self._batch:
+                    if not self._put(b"".join(pending)):
+                        return
+                    pending, size = [], 0
+            if pending:
+                self._put(b"".join(pending))
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._thread.start()
+        try:
+            while True:
+                item = await asyncio.to_thread(self._queue.get)
+                if item is self._DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, bytes)
+                yield item
+        finally:
+            self._stop.set()
+            # The producer holds an NBD connection: it must be gone before the export can be deleted.
+            await asyncio.to_thread(self._thread.join, 60.0)
