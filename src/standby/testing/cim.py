@@ -135,7 +135,7 @@ def _sequence(notes: Any) -> int | None:
 
 def embedded(classname: str, **props: Any) -> str:
     """An embedded instance as the CIM-XML string WMI scripts pass (``GetText_(2)``)."""
-    return CIMInstance(classname, properties=props).tocimxmlstr()
+    return str(CIMInstance(classname, properties=props).tocimxmlstr())
 
 
 def service_settings(https_port: int) -> str:

@@ -41,7 +41,8 @@ class HostDaemon(DaemonProcess):
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             # ``ip netns exec`` execs the command, so the pid is the daemon's own.
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env,
+                                            stdin=subprocess.DEVNULL)
         if wait:
             self.wait_ready()
 
@@ -127,7 +128,8 @@ class TestHost:
         import pywbem
 
         conn = pywbem.WBEMConnection(f"https://{self.address}:{self.port}", (USER, PASSWORD),
-                                     default_namespace=namespace, ca_certs=str(self.ca.cert_file), timeout=300)
+                                     default_namespace=namespace, ca_certs=str(self.ca.cert_file),
+                                     timeout=300)
         # requests prefers REQUESTS_CA_BUNDLE from the environment over the session's CA file.
         conn.session.trust_env = False
         return conn

@@ -79,8 +79,8 @@ class TestNetwork:
             net._ip("addr", "add", f"{gateway}/24", "dev", bridge)
             net._ip("link", "set", bridge, "up")
             for i, name in enumerate(names):
-                net.hosts.append(net._add_host(tag, chr(ord("a") + i), name, str(subnet.network_address + i + 1),
-                                               bridge))
+                address = str(subnet.network_address + i + 1)
+                net.hosts.append(net._add_host(tag, chr(ord("a") + i), name, address, bridge))
             net._write_hosts_files()
         except (subprocess.CalledProcessError, OSError) as exc:
             net.close()
@@ -130,10 +130,11 @@ class TestNetwork:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A 10.213.X.0/24 that no interface of the root namespace uses yet."""
-    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False).stdout
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout
     start = os.getpid() % 250
     for step in range(250):
-        candidate = ipaddress.ip_network(f"10.213.{(start + step) % 250}.0/24")
+        candidate = ipaddress.IPv4Network(f"10.213.{(start + step) % 250}.0/24")
         first_three = str(candidate.network_address).rsplit(".", 1)[0]
         if f"inet {first_three}." not in shown:
             return candidate
