@@ -1,0 +1,293 @@
+"""qcow2 recovery-point chains with real ``qemu-img`` and ``qemu-nbd`` (DESIGN §4, §7).
+
+* ``create_image`` / ``create_overlay``: a standalone image of a size, or an overlay ``-b prev -F qcow2``
+  (backing named relative to the overlay's folder, so renames inside the folder keep chains intact);
+* ``merge(older, newer)``: drop the point of ``older`` — commit ``newer``'s delta into ``older`` (its
+  backing), then rename ``older`` over ``newer``; whoever read ``newer`` reads the same bytes afterwards;
+* ``NbdServer``: ``qemu-nbd`` serving one image on a unix socket (writable or read-only);
+* block hashes (xxh3-128 per block, all-zero blocks as 16 zero bytes, holes skipped through
+  ``base:allocation``) and a full-image digest built from them.
+
+Everything here is synchronous; the engine calls it through ``asyncio.to_thread``. ``qemu-img`` and
+``qemu-nbd`` failures become ``domain.errors`` here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import xxhash
+
+from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
+from standby.storage.nbd import STATE_ZERO, Extent, NbdClient
+
+QEMU_IMG = "qemu-img"
+QEMU_NBD = "qemu-nbd"
+EXPORT = "disk"
+BASE_ALLOCATION = "base:allocation"
+ZERO_HASH = bytes(16)
+#: Block size of the full-image digest (``image_digest``, the log header's ``extra["digests"]``).
+DIGEST_BLOCK = 1024 * 1024
+_START_TIMEOUT = 20.0
+_READ_CHUNK = 8 * 1024 * 1024
+
+
+class ChainError(StandbyError):
+    """``qemu-img`` or ``qemu-nbd`` failed on a recovery-point image."""
+
+
+# -- qemu-img -----------------------------------------------------------------------------------------------
+
+
+def _run(args: list[str], path: Path) -> str:
+    if shutil.which(QEMU_IMG) is None:
+        raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
+    proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        if "No space left" in reason:
+            raise OutOfMemory(f"no space for {path}: {reason}", message_id="NoSpace", path=str(path))
+        raise ChainError(f"qemu-img {args[0]} {path} failed: {reason}", message_id="ImageOperationFailed",
+                         path=str(path), reason=reason)
+    return proc.stdout
+
+
+def create_image(path: Path, size: int) -> None:
+    """A new standalone qcow2 image of ``size`` bytes (``path`` must not exist)."""
+    if size <= 0:
+        raise InvalidParameter(f"disk size {size} is not positive", message_id="InvalidDiskSize")
+    _refuse_existing(path)
+    _run(["create", "-q", "-f", "qcow2", str(path), str(size)], path)
+
+
+def create_overlay(path: Path, backing: Path) -> None:
+    """A new qcow2 overlay on ``backing``; named relative when both share a folder."""
+    _refuse_existing(path)
+    if not backing.is_file():
+        raise FileNotFound(f"backing image {backing} does not exist", message_id="DiskFileMissing",
+                           path=str(backing))
+    name = backing.name if backing.parent.resolve() == path.parent.resolve() else str(backing.resolve())
+    _run(["create", "-q", "-f", "qcow2", "-b", name, "-F", "qcow2", str(path)], path)
+
+
+def image_info(path: Path) -> dict[str, object]:
+    """``qemu-img info`` of one image (``-U``: readable while QEMU holds it)."""
+    if not path.is_file():
+        raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
+    info: dict[str, object] = json.loads(_run(["info", "-U", "--output=json", str(path)], path))
+    return info
+
+
+def virtual_size(path: Path) -> int:
+    """The image's virtual size in bytes."""
+    return int(str(image_info(path)["virtual-size"]))
+
+
+def backing_file(path: Path) -> Path | None:
+    """The absolute path of the image's backing file, or None for a standalone image."""
+    info = image_info(path)
+    name = info.get("full-backing-filename") or info.get("backing-filename")
+    if not name:
+        return None
+    backing = Path(str(name))
+    return backing if backing.is_absolute() else (path.parent / backing)
+
+
+def chain_of(path: Path) -> list[Path]:
+    """The image and its backing files, top first."""
+    chain = [path]
+    seen = {path.resolve()}
+    while (backing := backing_file(chain[-1])) is not None:
+        if backing.resolve() in seen:
+            raise ChainError(f"backing chain of {path} loops", message_id="ChainLoop", path=str(path))
+        seen.add(backing.resolve())
+        chain.append(backing)
+    return chain
+
+
+def merge(older: Path, newer: Path) -> None:
+    """Drop ``older``'s point: commit ``newer`` into it, then rename it over ``newer`` (DESIGN §7).
+
+    Safe to repeat after a crash: while ``older`` still exists the commit is redone (it writes the same
+    bytes); once the rename happened there is nothing left to do.
+    """
+    if not older.exists():
+        if newer.exists():
+            return  # the rename already happened
+        raise FileNotFound(f"neither {older} nor {newer} exists", message_id="DiskFileMissing",
+                           path=str(newer))
+    backing = backing_file(newer)
+    if backing is None or backing.resolve() != older.resolve():
+        raise ChainError(f"{newer} is not an overlay of {older}", message_id="ChainMismatch", path=str(newer))
+    _run(["commit", "-q", "-d", "-f", "qcow2", str(newer)], newer)
+    fsync_file(older)
+    os.replace(older, newer)
+    fsync_dir(newer.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a file's content durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and creations in a folder durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists() or path.is_symlink():
+        raise InvalidParameter(f"{path} already exists", message_id="AlreadyExists", kind="image",
+                               key=str(path))
+
+
+# -- qemu-nbd -----------------------------------------------------------------------------------------------
+
+
+class NbdServer:
+    """``qemu-nbd`` serving one qcow2 image (with its backing chain) on a private unix socket."""
+
+    def __init__(self, image: Path, *, writable: bool) -> None:
+        if shutil.which(QEMU_NBD) is None:
+            raise Unavailable("qemu-nbd is not installed", message_id="ToolMissing", tool=QEMU_NBD)
+        self.image = image
+        self._dir = Path(tempfile.mkdtemp(prefix="standby-nbd-"))
+        self.socket = self._dir / "nbd.sock"
+        args = [QEMU_NBD, "-f", "qcow2", "-k", str(self.socket), "-x", EXPORT, "--persistent",
+                "--cache=writeback"]
+        args += [] if writable else ["--read-only"]
+        self._proc = subprocess.Popen([*args, str(image)], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self.socket.exists():
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+                raise ChainError(f"qemu-nbd could not serve {self.image}: {err or self._proc.returncode}",
+                                 message_id="ImageOperationFailed", path=str(self.image), reason=err)
+            if time.monotonic() > deadline:
+                raise Unavailable(f"qemu-nbd did not start for {self.image}", message_id="NbdStartTimeout",
+                                  path=str(self.image))
+            time.sleep(0.005)
+
+    def connect(self, meta_contexts: Iterable[str] = ()) -> NbdClient:
+        """A client on this server's export."""
+        return NbdClient.connect_unix(str(self.socket), EXPORT, meta_contexts)
+
+    def close(self) -> None:
+        """Stop qemu-nbd (it flushes on SIGTERM) and remove the socket folder."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> NbdServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+# -- hashes -------------------------------------------------------------------------------------------------
+
+
+def block_hash(data: bytes) -> bytes:
+    """xxh3-128 of one block; an all-zero block hashes as 16 zero bytes (the peer protocol's rule)."""
+    if not data or (data[0] == 0 and data.count(0) == len(data)):
+        return ZERO_HASH
+    return xxhash.xxh3_128_digest(data)
+
+
+def _zero_blocks(extents: Iterable[Extent], block_size: int, size: int) -> set[int]:
+    """Indexes of the blocks that lie entirely in extents reading as zeros."""
+    zero: set[int] = set()
+    for extent in extents:
+        if not extent.flags & STATE_ZERO:
+            continue
+        first = -(-extent.offset // block_size)
+        end = extent.end if extent.end < size else size
+        last = end // block_size if end < size else -(-size // block_size)
+        zero.update(range(first, last))
+    return zero
+
+
+def nbd_block_hashes(client: NbdClient, block_size: int, *, depth: int = 8) -> Iterator[bytes]:
+    """One 16-byte hash per ``block_size`` block of the export, in order (holes are never read)."""
+    if block_size < 512 or block_size > 32 * 1024 * 1024:
+        raise InvalidParameter(f"block size {block_size} is outside 512 B .. 32 MiB",
+                               message_id="InvalidBlockSize", size=str(block_size))
+    size = client.size
+    count = -(-size // block_size)
+    zero = _zero_blocks(client.block_status(BASE_ALLOCATION), block_size, size) if (
+        BASE_ALLOCATION in client.contexts) else set()
+    wanted = [(i * block_size, min(block_size, size - i * block_size)) for i in range(count) if i not in zero]
+    reads = client.read_many(wanted, depth=depth)
+    next_read = next(reads, None)
+    for index in range(count):
+        if index in zero:
+            yield ZERO_HASH
+            continue
+        assert next_read is not None and next_read[0] == index * block_size
+        yield block_hash(next_read[1])
+        next_read = next(reads, None)
+
+
+def image_block_hashes(path: Path, block_size: int) -> bytes:
+    """The block hashes of an image with its backing chain (through a read-only qemu-nbd)."""
+    with NbdServer(path, writable=False) as server, server.connect([BASE_ALLOCATION]) as client:
+        return b"".join(nbd_block_hashes(client, block_size))
+
+
+def digest_of_hashes(hashes: Iterable[bytes]) -> str:
+    """The full-image digest: xxh3-128 (hex) over the ``DIGEST_BLOCK`` block hashes in order."""
+    digest = xxhash.xxh3_128()
+    for item in hashes:
+        digest.update(item)
+    return digest.hexdigest()
+
+
+def nbd_digest(client: NbdClient) -> str:
+    """``image_digest`` of an NBD export (the primary computes it over its fleecing export)."""
+    return digest_of_hashes(nbd_block_hashes(client, DIGEST_BLOCK))
+
+
+def image_digest(path: Path) -> str:
+    """The full-image digest of an image with its backing chain."""
+    with NbdServer(path, writable=False) as server, server.connect([BASE_ALLOCATION]) as client:
+        return nbd_digest(client)
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a file if it exists (cleanup paths must not raise)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

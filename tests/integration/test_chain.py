@@ -1,0 +1,124 @@
+"""Recovery-point chains with real qemu-img / qemu-nbd: overlays, merges, block hashes, digests."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
+from standby.storage import chain
+
+MiB = 1024 * 1024
+SIZE = 16 * MiB
+
+
+def _io(path: Path, *commands: str) -> None:
+    args = ["qemu-io", "-f", "qcow2"]
+    for command in commands:
+        args += ["-c", command]
+    subprocess.run([*args, str(path)], check=True, capture_output=True)
+
+
+def _raw(path: Path, tmp: Path) -> bytes:
+    out = tmp / (path.name + ".raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(out)], check=True)
+    data = out.read_bytes()
+    out.unlink()
+    return data
+
+
+def _manual_hashes(data: bytes, block: int) -> bytes:
+    out = []
+    for offset in range(0, len(data), block):
+        piece = data[offset:offset + block]
+        out.append(bytes(16) if piece.count(0) == len(piece) else xxhash.xxh3_128_digest(piece))
+    return b"".join(out)
+
+
+@pytest.fixture()
+def points(tmp_path: Path) -> list[Path]:
+    """rp-1 (standalone) <- rp-2 <- rp-3 <- rp-4, each writing something different."""
+    folder = tmp_path / "disks" / "d0"
+    folder.mkdir(parents=True)
+    paths = [folder / f"rp-{n:010d}.qcow2" for n in range(1, 5)]
+    chain.create_image(paths[0], SIZE)
+    _io(paths[0], "write -P 0x11 0 1M", "write -P 0x12 8M 64k")
+    for previous, path in itertools.pairwise(paths):
+        chain.create_overlay(path, previous)
+    _io(paths[1], "write -P 0x21 512k 1M", "write -z 8M 64k")  # overwrite, and zero what rp-1 wrote
+    _io(paths[2], "write -P 0x31 3M 100k", "write -P 0x32 15M 1M")
+    _io(paths[3], "write -P 0x41 0 4k")
+    return paths
+
+
+def test_overlays_name_their_backing_relative(points: list[Path]) -> None:
+    info = chain.image_info(points[2])
+    assert info["backing-filename"] == points[1].name
+    assert chain.backing_file(points[0]) is None
+    assert chain.chain_of(points[3]) == [points[3], points[2], points[1], points[0]]
+    assert chain.virtual_size(points[3]) == SIZE
+
+
+def test_block_hashes_match_the_raw_content(points: list[Path], tmp_path: Path) -> None:
+    for block in (64 * 1024, 1 * MiB, 3 * MiB):  # 3 MiB: the last block is partial
+        for path in points:
+            assert chain.image_block_hashes(path, block) == _manual_hashes(_raw(path, tmp_path), block)
+    hashes = chain.image_block_hashes(points[1], 1 * MiB)
+    assert hashes[8 * 16:9 * 16] == bytes(16)  # zeroed in rp-2 over rp-1's data
+    assert hashes[10 * 16:11 * 16] == bytes(16)  # never written: a hole, not read
+
+
+def test_merge_keeps_every_remaining_point(points: list[Path], tmp_path: Path) -> None:
+    before = [chain.image_digest(path) for path in points]
+    raw_before = [_raw(path, tmp_path) for path in points]
+    assert len(set(before)) == 4
+    chain.merge(points[1], points[2])  # drop point 2
+    assert not points[1].exists()
+    after = {path: chain.image_digest(path) for path in (points[0], points[2], points[3])}
+    assert after == {points[0]: before[0], points[2]: before[2], points[3]: before[3]}
+    assert _raw(points[2], tmp_path) == raw_before[2]
+    assert _raw(points[3], tmp_path) == raw_before[3]
+    assert chain.chain_of(points[3]) == [points[3], points[2], points[0]]
+    subprocess.run(["qemu-img", "check", "-q", str(points[2])], check=True)
+    # Dropping the oldest point: rp-1 absorbs rp-3 and becomes the standalone base.
+    chain.merge(points[0], points[2])
+    assert chain.backing_file(points[2]) is None
+    assert chain.image_digest(points[3]) == before[3]
+    assert chain.image_digest(points[2]) == before[2]
+
+
+def test_merge_after_crash_and_mismatch(points: list[Path]) -> None:
+    chain.merge(points[1], points[2])
+    chain.merge(points[1], points[2])  # the rename happened already: nothing to do
+    with pytest.raises(StandbyError):
+        chain.merge(points[0], points[3])  # rp-4 is not an overlay of rp-1
+    with pytest.raises(FileNotFound):
+        chain.merge(points[1].with_name("nope-a"), points[1].with_name("nope-b"))
+
+
+def test_refusals(points: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameter):
+        chain.create_overlay(points[3], points[2])  # exists
+    with pytest.raises(FileNotFound):
+        chain.create_overlay(tmp_path / "x.qcow2", tmp_path / "missing.qcow2")
+    with pytest.raises(InvalidParameter):
+        chain.create_image(tmp_path / "y.qcow2", 0)
+    (tmp_path / "junk.qcow2").write_bytes(b"not an image")
+    with pytest.raises(StandbyError):
+        chain.image_digest(tmp_path / "junk.qcow2")
+
+
+def test_nbd_writes_zeroes_as_zero_clusters_over_a_backing(points: list[Path], tmp_path: Path) -> None:
+    top = points[3].with_name("rp-0000000005.qcow2.partial")
+    chain.create_overlay(top, points[3])
+    with chain.NbdServer(top, writable=True) as server, server.connect() as client:
+        client.write_many([(0, None, 1 * MiB), (2 * MiB, b"\x55" * 4096, 4096)])
+        client.flush()
+    data = _raw(top, tmp_path)
+    assert data[: 1 * MiB] == bytes(1 * MiB)  # reads zero, not through to rp-4's 0x41 / rp-1's 0x11
+    assert data[2 * MiB: 2 * MiB + 4096] == b"\x55" * 4096
+    assert data[3 * MiB: 3 * MiB + 100 * 1024] == b"\x31" * 100 * 1024  # from the backing chain
