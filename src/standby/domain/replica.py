@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from standby.domain.entities import AuthorizationEntry, ServiceSettings
@@ -242,3 +243,16 @@ def parse_point_file(name: str) -> tuple[int, bool] | None:
     if match is None:
         return None
     return int(match["seq"]), match["partial"] is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSite:
+    """Where a replica VM lives on this host and whom it belongs to (``db.replicas``)."""
+
+    vm_id: str
+    primary_host: str
+    trust_group: str
+    storage_root: str
+    created_at: datetime
+    base_sequence: int | None = None
+    version: int = 0

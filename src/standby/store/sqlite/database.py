@@ -16,6 +16,7 @@ from standby.store.sqlite.repos_points import (
     RecoveryPointRepository,
     RedundancySetRepository,
 )
+from standby.store.sqlite.repos_replica import ReplicaRepository
 from standby.store.sqlite.repos_service import AuthEntryRepository, EventRepository, ServiceSettingsRepository
 from standby.store.sqlite.repos_vms import HostRepository, RelationshipRepository, VmRepository
 
@@ -42,6 +43,7 @@ class Database:
         self.events = EventRepository(conn)
         self.cycles = CycleRepository(conn)
         self.disk_stamps = DiskStampRepository(conn)
+        self.replicas = ReplicaRepository(conn)
 
     @classmethod
     def open(cls, path: Path | str, *, migrate_upto: int | None = None) -> Database:
