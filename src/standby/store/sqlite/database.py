@@ -9,6 +9,11 @@ from pathlib import Path
 from standby.domain.errors import Unavailable
 from standby.store.sqlite.connection import Connection
 from standby.store.sqlite.repos_cycles import CycleRepository, DiskStampRepository
+from standby.store.sqlite.repos_failover import (
+    FailoverNetworkRepository,
+    PointHoldRepository,
+    TestFailoverRepository,
+)
 from standby.store.sqlite.repos_jobs import JobRepository
 from standby.store.sqlite.repos_points import (
     CollectionPointRepository,
@@ -44,6 +49,9 @@ class Database:
         self.cycles = CycleRepository(conn)
         self.disk_stamps = DiskStampRepository(conn)
         self.replicas = ReplicaRepository(conn)
+        self.failover_network = FailoverNetworkRepository(conn)
+        self.point_holds = PointHoldRepository(conn)
+        self.test_failovers = TestFailoverRepository(conn)
 
     @classmethod
     def open(cls, path: Path | str, *, migrate_upto: int | None = None) -> Database:

@@ -1,0 +1,69 @@
+"""``qemu-img`` for failover: overlays over a recovery point (constant time, nothing copied) and chains.
+
+A failover disk, a test VM's disk and the seed disk are each a qcow2 overlay whose backing file is a
+recovery point's top image (or the seed ISO): ``qemu-img create -b <backing> -F <format>`` writes only a
+header, whatever the disk's size. Failures become ``standby.domain.errors`` here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
+
+QEMU_IMG = "qemu-img"
+
+
+def create_overlay(path: Path, backing: Path, *, backing_format: str = "qcow2") -> Path:
+    """A new qcow2 at ``path`` over ``backing`` (absolute path recorded); an old file there is replaced."""
+    backing = backing.absolute()
+    if not backing.is_file():
+        raise FileNotFound(f"{backing} does not exist", message_id="DiskFileMissing", path=str(backing))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    _run(["create", "-q", "-f", "qcow2", "-b", str(backing), "-F", backing_format, str(partial)], path)
+    partial.replace(path)
+    return path
+
+
+def backing_chain(path: Path) -> list[Path]:
+    """``path`` and every backing file under it, top first (absolute paths)."""
+    if not path.is_file():
+        raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
+    # -U: a running VM holds the image's lock; reading the headers is still safe.
+    out = _run(["info", "-U", "--backing-chain", "--output=json", str(path)], path)
+    images = json.loads(out)
+    found: list[Path] = []
+    for image in images if isinstance(images, list) else [images]:
+        found.append(Path(str(image["filename"])).absolute())
+    return found
+
+
+def remove(paths: list[Path]) -> None:
+    """Delete these files (missing ones are fine); ``StandbyError`` when one cannot be deleted."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StandbyError(f"cannot delete {path}: {exc.strerror}", message_id="FileDeleteFailed",
+                               path=str(path)) from exc
+
+
+def _run(args: list[str], path: Path) -> str:
+    if shutil.which(QEMU_IMG) is None:
+        raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
+    proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        if "No space left" in reason:
+            raise OutOfMemory(f"no space for {path}: {reason}")
+        if "Could not open" in reason:
+            raise InvalidParameter(f"{path} is not a usable disk image: {reason}", message_id="BadImage",
+                                   path=str(path))
+        raise StandbyError(f"qemu-img {args[0]} {path} failed: {reason}", message_id="QemuImgFailed",
+                           path=str(path), reason=reason)
+    return proc.stdout
