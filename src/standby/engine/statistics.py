@@ -1,0 +1,145 @@
+"""Replication statistics (``Msvm_ReplicationStatistics``, spec §5.5) and health (spec §6.2) of the primary,
+from the cycle records of ``db.cycles``.
+
+The window is the service's monitoring window (MonitoringStartTime + MonitoringInterval) holding ``now``;
+ResetReplicationStatistics starts counting again at the reset time within it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from standby.domain.cycles import CycleOutcome, CycleTotals, totals
+from standby.domain.entities import Relationship, ServiceSettings
+from standby.domain.enums import RelationshipIndex, ReplicationHealth, ReplicationMode, ReplicationState
+from standby.domain.health import HealthInputs, HealthVerdict, Side, evaluate_health
+from standby.store.errors import StaleWrite
+from standby.store.sqlite import Database
+
+
+@dataclass(frozen=True, slots=True)
+class HealthIssue:
+    """One replication health issue (an ``Msvm_Error`` on the CIM surface)."""
+
+    message_id: str
+    message: str
+    severity: int  # CIM PerceivedSeverity: 3 warning, 6 critical
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticsReport:
+    """Replication statistics of one relationship over the current monitoring window (spec §5.5)."""
+
+    vm_id: str
+    index: RelationshipIndex
+    start: datetime
+    end: datetime
+    health: ReplicationHealth
+    success_count: int = 0
+    size_bytes: int = 0
+    max_size_bytes: int = 0
+    latency_seconds: int = 0
+    max_latency_seconds: int = 0
+    miss_count: int = 0
+    network_failure_count: int = 0
+    failure_count: int = 0
+    pending_bytes: int = 0
+    app_consistent_failure_count: int = 0
+    last_test_failover_time: datetime | None = None
+    issues: tuple[HealthIssue, ...] = ()
+    #: Extras Measure-VMReplication shows (averages over the successful cycles, the reasons of the health).
+    average_size_bytes: float | None = None
+    average_latency_seconds: float | None = None
+    initial_size_bytes: int = 0
+    last_replication_time: datetime | None = None
+    reasons: tuple[str, ...] = ()
+
+
+def monitoring_window(settings: ServiceSettings, now: datetime) -> tuple[datetime, datetime]:
+    """The statistics window holding ``now``: it starts at MonitoringStartTime and lasts the interval."""
+    interval = timedelta(seconds=max(settings.monitoring_interval_seconds, 1))
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    anchor = start_of_day + timedelta(hours=settings.monitoring_start_time.hour,
+                                      minutes=settings.monitoring_start_time.minute)
+    if anchor > now:
+        anchor -= timedelta(days=1)
+    start = anchor + interval * ((now - anchor) // interval)
+    return start, start + interval
+
+
+def window_totals(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
+        datetime, datetime, CycleTotals, int]:
+    """(window start, end, the totals since max(start, last reset), pending bytes)."""
+    start, end = monitoring_window(db.service_settings.get(), now)
+    reset = db.cycles.reset_at(vm_id, int(index))
+    since = max(start, reset) if reset is not None else start
+    records = db.cycles.list(vm_id, int(index), since=since)
+    pending = 0
+    for record in records:  # the dirty data of failed attempts since the last success is still to send
+        pending = 0 if record.outcome is CycleOutcome.SUCCESS else max(pending, record.dirty_bytes)
+    return start, end, totals(records), pending
+
+
+def verdict(db: Database, rel: Relationship, now: datetime) -> HealthVerdict:
+    """The health of a relationship at ``now`` (this host's side of it)."""
+    vm = db.vms.get(rel.vm_id)
+    _, _, sums, _ = window_totals(db, rel.vm_id, rel.index, now)
+    primary = vm.replication_mode in (ReplicationMode.PRIMARY, ReplicationMode.NONE)
+    side = Side.PRIMARY if primary else Side.REPLICA
+    last = max((t for t in (rel.last_replication_time, sums.last_success_at) if t is not None), default=None)
+    latency = sums.average_latency_seconds
+    inputs = HealthInputs(
+        state=rel.state, mode=vm.replication_mode, side=side, interval_seconds=rel.settings.interval_seconds,
+        missed_cycles=sums.miss_count, total_cycles=sums.total_cycles, last_transfer_at=last,
+        initial_replication_complete=rel.last_replication_time is not None,
+        send_failing=side is Side.PRIMARY and sums.failures_since_success >= 3,
+        average_latency=None if latency is None else timedelta(seconds=latency))
+    return evaluate_health(inputs, now)
+
+
+def refresh_health(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> ReplicationHealth:
+    """Recompute and store the health of a relationship; returns it."""
+    for _ in range(5):
+        rel = db.relationships.find(vm_id, int(index))
+        if rel is None:
+            return ReplicationHealth.NOT_APPLICABLE
+        health = verdict(db, rel, now).health
+        if health == rel.health:
+            return health
+        try:
+            db.relationships.update(replace(rel, health=health))
+            return health
+        except StaleWrite:
+            continue
+    return health
+
+
+def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
+    """GetReplicationStatistics: every field of spec §5.5 plus Measure-VMReplication's extras."""
+    start, end, sums, pending = window_totals(db, rel.vm_id, rel.index, now)
+    judged = verdict(db, rel, now)
+    return StatisticsReport(
+        rel.vm_id, rel.index, start, end, judged.health,
+        success_count=sums.success_count, size_bytes=sums.size_bytes, max_size_bytes=sums.max_size_bytes,
+        latency_seconds=sums.latency_seconds, max_latency_seconds=sums.max_latency_seconds,
+        miss_count=sums.miss_count, network_failure_count=sums.network_failure_count,
+        failure_count=sums.failure_count, pending_bytes=pending,
+        app_consistent_failure_count=sums.app_consistent_failure_count,
+        issues=health_issues(rel, judged), average_size_bytes=sums.average_size_bytes,
+        average_latency_seconds=sums.average_latency_seconds, initial_size_bytes=sums.initial_size_bytes,
+        last_replication_time=rel.last_replication_time, reasons=judged.reasons)
+
+
+def health_issues(rel: Relationship, judged: HealthVerdict) -> tuple[HealthIssue, ...]:
+    """One summary issue (Warning or Critical) naming the reasons; none when healthy."""
+    reasons = f": {', '.join(judged.reasons)}" if judged.reasons else ""
+    state = ReplicationState(rel.state)
+    if judged.health == ReplicationHealth.CRITICAL:
+        text = f"Replication of {rel.instance_id} is critical (state {int(state)}){reasons}"
+        return (HealthIssue("ReplicationHealthCritical", text, 6),)
+    if judged.health == ReplicationHealth.WARNING:
+        return (HealthIssue("ReplicationHealthWarning",
+                            f"Replication of {rel.instance_id} needs attention (state {int(state)}){reasons}",
+                            3),)
+    return ()

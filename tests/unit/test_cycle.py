@@ -1,0 +1,339 @@
+"""The cycle logic over fakes of capture and peer: outcomes, abort/commit, intent recovery, statistics,
+bandwidth throttling with an injected clock, initial replication, export and resync."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xxhash
+
+from standby.domain.cycles import CycleKind, CycleOutcome, bitmap_name
+from standby.domain.entities import Disk, Relationship, ReplicationSettings, VirtualMachine
+from standby.domain.enums import (
+    RelationshipIndex,
+    ReplicationHealth,
+    ReplicationMode,
+    ReplicationState,
+    ReplicationType,
+)
+from standby.domain.errors import InvalidState, StandbyError, Unavailable
+from standby.engine.capture import Cut, ReadMode, TrackingLost
+from standby.engine.cycle import EXPORT_LOG, EXPORT_MANIFEST, CycleRunner, export_folder
+from standby.engine.statistics import report
+from standby.storage.logformat import LogDecoder, LogKind
+from standby.store.sqlite import Database
+
+VM_ID = "6E0D3C2A-1111-4222-8333-944455556666"
+SIZE = 4 << 20
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+P = RelationshipIndex.PRIMARY
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+        self.mono = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.mono += seconds
+
+
+@dataclass
+class FakeReader:
+    capture: FakeCapture
+    cut: Cut
+
+    def blocks(self, mode: ReadMode = ReadMode.DELTA,
+               ranges: dict[str, list[tuple[int, int]]] | None = None,
+               ) -> Iterator[tuple[int, int, bytes, int]]:
+        data = self.capture.content
+        if mode is ReadMode.DELTA:
+            todo = sorted(self.capture.shipping)
+        elif mode is ReadMode.FULL:
+            todo = [(o, 65536) for o in range(0, SIZE, 65536) if data[o:o + 65536].strip(b"\0")]
+        else:
+            todo = (ranges or {}).get("d0", [])
+        for offset, length in todo:
+            yield 0, offset, bytes(data[offset:offset + length]), length
+
+    def hashes(self, disk: Disk, block_size: int) -> bytes:
+        return block_hashes(bytes(self.capture.content), block_size)
+
+
+@dataclass
+class FakeCapture:
+    """One disk in memory; ``dirty`` ranges since the last cut, ``shipping`` the ranges of the open cut."""
+
+    content: bytearray = field(default_factory=lambda: bytearray(SIZE))
+    dirty: set[tuple[int, int]] = field(default_factory=set)
+    shipping: set[tuple[int, int]] = field(default_factory=set)
+    bitmaps: list[int] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    lost: bool = False
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.content[offset:offset + len(data)] = data
+        self.dirty.add((offset, len(data)))
+
+    async def tracking(self, vm_id: str, disks: Any) -> int | None:
+        if self.lost:
+            raise TrackingLost("lost", message_id="TrackingLost", disk="d0")
+        return max(self.bitmaps) if self.bitmaps else None
+
+    async def cut(self, vm_id: str, disks: Any, sequence: int, *, previous: int | None, now: datetime,
+                  app_consistent: bool = False) -> Cut:
+        self.calls.append(f"cut {sequence} prev {previous}")
+        if previous is None:
+            self.bitmaps, self.lost = [], False
+        self.shipping, self.dirty = self.dirty | self.shipping, set()
+        self.bitmaps.append(sequence)
+        return Cut(vm_id, sequence, previous, tuple(disks), now, True, Path("/nonexistent"), app_consistent)
+
+    @contextlib.asynccontextmanager
+    async def reader(self, cut: Cut) -> AsyncIterator[FakeReader]:
+        yield FakeReader(self, cut)
+
+    async def commit(self, vm_id: str, disks: Any, sequence: int) -> None:
+        self.calls.append(f"commit {sequence}")
+        self.shipping = set()
+        self.bitmaps = [s for s in self.bitmaps if s >= sequence]
+
+    async def abort(self, vm_id: str, disks: Any, sequence: int) -> None:
+        self.calls.append(f"abort {sequence}")
+        # merge back: what was being shipped stays to ship (kept in ``shipping``, unioned at the next cut)
+        self.bitmaps = [s for s in self.bitmaps if s >= sequence] or self.bitmaps
+
+
+@dataclass
+class FakePeer:
+    replica: bytearray = field(default_factory=lambda: bytearray(SIZE))
+    head: int = 0
+    fail: StandbyError | None = None
+    logs: list[tuple[int, int, LogKind, int]] = field(default_factory=list)  # seq, parent, kind, bytes
+    received: int = 0
+
+    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> dict[str, int]:
+        decoder = LogDecoder()
+        writes = []
+        async for chunk in chunks:
+            self.received += len(chunk)
+            writes.extend(decoder.feed(chunk))
+            if self.fail is not None:
+                raise self.fail
+        decoder.finish()
+        assert decoder.header is not None
+        for frame in writes:
+            self.replica[frame.offset:frame.offset + frame.length] = frame.data or bytes(frame.length)
+        self.logs.append((sequence, decoder.header.parent_sequence, decoder.header.kind, len(writes)))
+        self.head = sequence
+        return {"head_sequence": sequence}
+
+    async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
+        return block_hashes(bytes(self.replica), block_size)
+
+
+def block_hashes(data: bytes, block: int) -> bytes:
+    pieces = [data[i:i + block] for i in range(0, len(data), block)]
+    return b"".join(xxhash.xxh3_128_digest(p) if p.strip(b"\0") else bytes(16) for p in pieces)
+
+
+@dataclass
+class World:
+    db: Database
+    clock: Clock
+    capture: FakeCapture
+    peer: FakePeer
+    runner: CycleRunner
+
+    def rel(self) -> Relationship:
+        return self.db.relationships.get(VM_ID, int(P))
+
+    def run(self, kind: CycleKind = CycleKind.DELTA, **kwargs: Any) -> Any:
+        return asyncio.run(self.runner.run(VM_ID, P, kind, **kwargs))
+
+
+def make_world(state: ReplicationState = ReplicationState.REPLICATING, *, sequence: int = 3,
+               settings: ReplicationSettings | None = None, local: time = time(12, 0)) -> World:
+    db = Database.memory()
+    db.vms.insert(VirtualMachine(VM_ID, "web01", 256, 1, disks=(Disk("d0", "/img/d0.qcow2", SIZE),),
+                                 replication_mode=ReplicationMode.PRIMARY, created_at=NOW))
+    db.relationships.insert(Relationship(
+        VM_ID, P, state, settings=settings or ReplicationSettings("replica.example", 8443), sequence=sequence,
+        last_replication_time=NOW - timedelta(minutes=1) if sequence else None))
+    clock = Clock()
+    capture = FakeCapture(bitmaps=[sequence] if sequence else [])
+    peer = FakePeer(head=sequence)
+    runner = CycleRunner(db, capture, lambda settings: peer, clock, monotonic=clock.monotonic,  # type: ignore[arg-type]
+                         sleep=clock.sleep, local_time=lambda: local)
+    return World(db, clock, capture, peer, runner)
+
+
+def test_a_cycle_ships_the_dirty_blocks_and_commits() -> None:
+    world = make_world()
+    world.capture.write(65536, b"\x11" * 65536)
+    world.capture.write(3 * 65536, bytes(65536))  # zeros travel as a zero frame
+    result = world.run()
+    assert result.outcome is CycleOutcome.SUCCESS and result.sequence == 4
+    assert world.capture.calls == ["cut 4 prev 3", "commit 4"]
+    assert world.peer.logs == [(4, 3, LogKind.DELTA, 2)]
+    assert world.peer.replica == world.capture.content
+    rel = world.rel()
+    assert (rel.sequence, rel.intent, rel.last_replication_time) == (4, None, NOW)
+    assert rel.last_replication_type is ReplicationType.REGULAR
+    assert result.dirty_bytes == 2 * 65536 and 0 < result.wire_bytes < 65536  # compressed + a zero frame
+    [record] = world.db.cycles.list(VM_ID, int(P))
+    assert (record.outcome, record.dirty_bytes, record.wire_bytes) == (CycleOutcome.SUCCESS, 2 * 65536,
+                                                                       result.wire_bytes)
+
+
+def test_a_network_failure_aborts_and_the_next_cycle_ships_everything() -> None:
+    world = make_world()
+    world.capture.write(0, b"\x22" * 65536)
+    world.peer.fail = Unavailable("replica down")
+    result = world.run()
+    assert result.outcome is CycleOutcome.NETWORK
+    assert world.capture.calls == ["cut 4 prev 3", "abort 4"]
+    rel = world.rel()
+    assert (rel.sequence, rel.intent, rel.state) == (3, None, ReplicationState.REPLICATING)
+    world.peer.fail = None
+    world.capture.write(8 * 65536, b"\x33" * 65536)
+    result = world.run()
+    assert result.outcome is CycleOutcome.SUCCESS and result.sequence == 5  # sequence 4 is never reused
+    assert world.peer.logs == [(5, 3, LogKind.DELTA, 2)]  # parent: the last acknowledged cut
+    assert world.peer.replica == world.capture.content  # the aborted cut's block arrived too
+    stats = report(world.db, world.rel(), NOW)
+    assert (stats.success_count, stats.network_failure_count, stats.failure_count) == (1, 1, 0)
+
+
+def test_out_of_sequence_and_lost_tracking_require_a_resync() -> None:
+    world = make_world()
+    world.peer.fail = InvalidState("parent 3 is not the head", message_id="LogOutOfSequence")
+    assert world.run().outcome is CycleOutcome.FAILURE
+    assert world.rel().state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
+    assert world.rel().health is ReplicationHealth.CRITICAL
+
+    world = make_world()
+    world.capture.lost = True
+    assert world.run().outcome is CycleOutcome.FAILURE
+    assert world.capture.calls == []  # nothing cut
+    assert world.rel().state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
+
+
+def test_a_half_done_cycle_found_at_start_up_is_aborted() -> None:
+    world = make_world()
+    world.db.relationships.update(replace(world.rel(), intent="cycle:7"))
+    settled = asyncio.run(world.runner.recover())
+    assert settled == [VM_ID]
+    assert world.capture.calls == ["abort 7"]
+    assert world.rel().intent is None and world.rel().state is ReplicationState.REPLICATING
+    # the next cycle never reuses the interrupted sequence
+    world.db.relationships.update(replace(world.rel(), intent="cycle:7"))
+    world.capture.calls.clear()
+    assert world.run().sequence == 8
+
+
+def test_bandwidth_schedule_throttles_with_a_token_bucket() -> None:
+    rate = 1 << 20
+    settings = ReplicationSettings("replica.example", 8443, compression_enabled=False,
+                                   bandwidth_schedule=((time(8, 0), time(18, 0), rate),))
+    world = make_world(settings=settings)
+    noise = bytes((i * 7919) % 251 for i in range(65536))
+    for i in range(48):  # 3 MiB of incompressible-ish data at 1 MiB/s: one second of burst, two of waiting
+        world.capture.write(i * 65536, noise)
+    world.run()
+    assert 1.9 < sum(world.clock.slept) < 2.2
+    # outside the window nothing waits
+    night = make_world(settings=settings, local=time(22, 0))
+    for i in range(48):
+        night.capture.write(i * 65536, noise)
+    night.run()
+    assert night.clock.slept == []
+
+
+def test_initial_replication_is_thin_and_export_writes_a_folder(tmp_path: Path) -> None:
+    world = make_world(ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, sequence=0)
+    world.capture.write(2 * 65536, b"\x44" * 65536)
+    percents: list[int] = []
+    result = world.run(CycleKind.INITIAL, progress=percents.append)
+    assert result.sequence == 1 and world.peer.logs == [(1, 0, LogKind.INITIAL, 1)]
+    assert world.capture.calls == ["cut 1 prev None", "commit 1"]
+    assert world.rel().state is ReplicationState.REPLICATING and percents
+
+    export = make_world(ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, sequence=0)
+    export.capture.write(0, b"\x55" * 65536)
+    export.run(CycleKind.INITIAL, export_dir=tmp_path)
+    folder = export_folder(tmp_path, export.db.vms.get(VM_ID))
+    assert folder.name == f"web01_{VM_ID}"
+    manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+    assert manifest["sequence"] == 1 and manifest["disks"] == [{"disk_id": "d0", "size": SIZE}]
+    decoder = LogDecoder()
+    frames = decoder.feed((folder / EXPORT_LOG).read_bytes())
+    assert decoder.finish().frames == 1 and frames[0].data == b"\x55" * 65536
+    rel = export.rel()  # waits for the replica's import: still state 2, no deltas yet
+    assert rel.state is ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION and rel.intent == "export:1"
+    assert export.peer.logs == []
+
+
+def test_a_failed_initial_replication_goes_back_to_ready() -> None:
+    world = make_world(ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, sequence=0)
+    world.peer.fail = Unavailable("down")
+    with pytest.raises(Unavailable):
+        world.run(CycleKind.INITIAL)
+    assert world.rel().state is ReplicationState.READY_FOR_REPLICATION
+    assert world.capture.calls == ["cut 1 prev None", "abort 1"]
+
+
+def test_resync_sends_only_the_blocks_whose_hashes_differ() -> None:
+    world = make_world(ReplicationState.RESYNCHRONIZING)
+    for i in range(16):
+        world.capture.write(i * 256 * 1024, bytes([i + 1]) * 1000)
+    world.peer.replica[:] = world.capture.content
+    world.peer.replica[5 * 256 * 1024] = 0xFF  # one damaged block on the replica
+    world.capture.write(9 * 256 * 1024 + 7, b"new")  # one change the replica never got
+    result = world.run(CycleKind.RESYNC)
+    assert world.capture.calls[0] == "cut 4 prev None"  # fresh tracking
+    assert result.dirty_bytes == 2 * 256 * 1024
+    assert world.peer.replica == world.capture.content
+    assert world.rel().state is ReplicationState.REPLICATING and world.capture.bitmaps == [4]
+    assert world.peer.logs[-1][2] is LogKind.RESYNC
+
+
+def test_statistics_cover_every_field_and_reset() -> None:
+    world = make_world()
+    for i in range(3):
+        world.capture.write(i * 65536, b"\x66" * 65536)
+        world.run()
+    world.peer.fail = Unavailable("down")
+    world.capture.write(0, b"\x77" * 65536)
+    world.run()
+    world.runner.record_miss(VM_ID, P)
+    stats = report(world.db, world.rel(), NOW)
+    assert stats.success_count == 3 and stats.miss_count == 1 and stats.network_failure_count == 1
+    successes = [r for r in world.db.cycles.list(VM_ID, int(P)) if r.outcome is CycleOutcome.SUCCESS]
+    assert stats.size_bytes == sum(r.wire_bytes for r in successes)
+    assert stats.max_size_bytes > 0 and stats.pending_bytes == 65536
+    assert stats.average_size_bytes == stats.size_bytes / 3
+    assert stats.health in (ReplicationHealth.OK, ReplicationHealth.WARNING)
+    world.db.cycles.reset(VM_ID, int(P), NOW + timedelta(seconds=1))
+    cleared = report(world.db, world.rel(), NOW + timedelta(seconds=2))
+    assert (cleared.success_count, cleared.miss_count, cleared.size_bytes) == (0, 0, 0)
+
+
+def test_bitmap_names_round_trip() -> None:
+    assert bitmap_name(12) == "rep-12"
