@@ -214,6 +214,35 @@ class Capture:
         only = next(iter(sets), frozenset())
         return next(iter(only), None)
 
+    async def drop_tracking(self, vm_id: str, disks: Sequence[Disk]) -> None:
+        """Settle any cut and remove every replication bitmap (the relationship was removed)."""
+        inconsistent = await self._any_inconsistent(vm_id, disks)
+        found = {} if inconsistent else await self._bitmap_sets(vm_id, disks)
+        newest = max((max(seqs) for seqs in found.values() if seqs), default=None)
+        if newest is not None:
+            await self.commit(vm_id, disks, newest)  # drops the older ones
+        for disk in disks:
+            names = await self._names(vm_id, disk)
+            for name in names:
+                if self.running(vm_id):
+                    await self._hv.qmp(vm_id).bitmap_remove(_fmt(disk), name)
+                else:
+                    await asyncio.to_thread(offline.bitmap_remove, Path(disk.path), name)
+
+    async def _names(self, vm_id: str, disk: Disk) -> list[str]:
+        if self.running(vm_id):
+            listed = [b.get("name", "") for b in await self._hv.qmp(vm_id).bitmaps(_fmt(disk))]
+        else:
+            listed = [b.name for b in await asyncio.to_thread(offline.image_bitmaps, Path(disk.path))]
+        return [name for name in listed if bitmap_sequence(name) is not None]
+
+    async def _any_inconsistent(self, vm_id: str, disks: Sequence[Disk]) -> bool:
+        try:
+            await self._bitmap_sets(vm_id, disks)
+        except TrackingLost:
+            return True
+        return False
+
     async def _bitmap_sets(self, vm_id: str, disks: Sequence[Disk]) -> dict[str, list[int]]:
         found: dict[str, list[int]] = {}
         for disk in disks:

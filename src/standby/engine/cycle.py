@@ -80,6 +80,22 @@ class PeerPort(Protocol):
         """16-byte xxh3-128 per block of the replica's head."""
         ...
 
+    async def create_replica(self, request: dict[str, object]) -> Any:
+        """``POST /replicas``: the replica VM and its relationship (idempotent for the same primary)."""
+        ...
+
+    async def replica_status(self, vm_id: str) -> Any:
+        """``GET /replicas/{vm_id}``: state, head_sequence, points."""
+        ...
+
+    async def set_state(self, vm_id: str, requested_state: int) -> Any:
+        """``POST /replicas/{vm_id}/state``: mirror suspend/resume/cancel."""
+        ...
+
+    async def remove_replica(self, vm_id: str) -> None:
+        """``DELETE /replicas/{vm_id}``."""
+        ...
+
 
 PeerFactory = Callable[[ReplicationSettings], PeerPort]
 
@@ -308,6 +324,19 @@ class CycleRunner:
             self._db.cycles.record(CycleRecord(vm_id, int(index), rel.sequence, CycleKind.DELTA,
                                                CycleOutcome.MISS, now, now))
         refresh_health(self._db, vm_id, index, now)
+
+    def update(self, vm_id: str, index: RelationshipIndex, **changes: Any) -> Relationship:
+        """Change fields of a stored relationship (compare-and-swap, retried)."""
+        return self._set(self._db.relationships.get(vm_id, int(index)), **changes)
+
+    async def forget(self, vm: VirtualMachine, rel: Relationship) -> None:
+        """The relationship goes away: settle any cut and drop the change tracking."""
+        disks = included_disks(vm, rel.settings.included_disks)
+        async with self.lock(vm.vm_id):
+            try:
+                await self._capture.drop_tracking(vm.vm_id, disks)
+            except StandbyError as exc:  # a stale bitmap only costs a little space in the image
+                log.warning("dropping the change tracking of %s failed: %s", vm.vm_id, exc)
 
     def _set(self, rel: Relationship, **changes: Any) -> Relationship:
         """Write ``changes`` onto the newest stored relationship (others may have written meanwhile)."""

@@ -18,31 +18,67 @@ Facts derived from the store (choices where the entities carry no explicit flag)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import replace as dc_replace
+from datetime import datetime
 from pathlib import Path
 
+from standby.domain.cycles import CycleKind
 from standby.domain.entities import (
     AuthorizationEntry,
+    Disk,
+    Job,
     Relationship,
     ReplicationSettings,
     ServiceSettings,
     VirtualMachine,
 )
-from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationHealth, ReplicationMode
-from standby.domain.errors import FileNotFound, InvalidParameter, NotFound
+from standby.domain.enums import (
+    EnabledState,
+    InitialReplicationType,
+    JobType,
+    RelationshipIndex,
+    ReplicationHealth,
+    ReplicationMode,
+    ReplicationState,
+)
+from standby.domain.errors import (
+    FileNotFound,
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+    NotSupported,
+    StandbyError,
+    Unavailable,
+)
 from standby.domain.preconditions import Operation, PreconditionFacts, operation_for_requested_state, require
-from standby.domain.settings import validate_service_settings
+from standby.domain.settings import (
+    validate_initial_replication,
+    validate_replication_settings,
+    validate_service_settings,
+    validate_start_time,
+)
+from standby.engine import statistics
+from standby.engine.capture import included_disks
+from standby.engine.cycle import CycleResult, CycleRunner, PeerFactory
+from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.operations import IMPLEMENTED_OPERATIONS, UseCase, not_implemented
+from standby.engine.statistics import HealthIssue, StatisticsReport, monitoring_window
 from standby.store.sqlite import Database
 
-__all__ = ["IMPLEMENTED_OPERATIONS", "ReplicationUseCases", "StatisticsReport", "UseCase"]
+__all__ = ["IMPLEMENTED_OPERATIONS", "HealthIssue", "ReplicationUseCases", "StatisticsReport", "UseCase",
+           "monitoring_window"]
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+log = logging.getLogger(__name__)
 _RELATIONSHIP_ID = re.compile(r"^Microsoft:(?P<vm>[^\\]+)\\HVR(?:\\(?P<index>\d+))?$", re.IGNORECASE)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>.*?)-----END CERTIFICATE-----", re.DOTALL)
 #: Operations that act on the extended relationship when called on a replica VM (spec §9.8).
@@ -50,38 +86,6 @@ _EXTENDED_ON_REPLICA = frozenset(
     {Operation.START_REPLICATION, Operation.RESYNCHRONIZE, Operation.MODIFY_REPLICATION_SETTINGS}
 )
 _WITH_RECOVERY_POINT = frozenset({Operation.INITIATE_FAILOVER, Operation.TEST_REPLICA_SYSTEM})
-
-
-@dataclass(frozen=True, slots=True)
-class HealthIssue:
-    """One replication health issue (an ``Msvm_Error`` on the CIM surface)."""
-
-    message_id: str
-    message: str
-    severity: int  # CIM PerceivedSeverity: 3 warning, 6 critical
-
-
-@dataclass(frozen=True, slots=True)
-class StatisticsReport:
-    """Replication statistics of one relationship over the current monitoring window (spec §5.5)."""
-
-    vm_id: str
-    index: RelationshipIndex
-    start: datetime
-    end: datetime
-    health: ReplicationHealth
-    success_count: int = 0
-    size_bytes: int = 0
-    max_size_bytes: int = 0
-    latency_seconds: int = 0
-    max_latency_seconds: int = 0
-    miss_count: int = 0
-    network_failure_count: int = 0
-    failure_count: int = 0
-    pending_bytes: int = 0
-    app_consistent_failure_count: int = 0
-    last_test_failover_time: datetime | None = None
-    issues: tuple[HealthIssue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +286,7 @@ class ReplicationUseCases:
         if relationship is None:  # the guard admits only existing relationships; keep mypy honest
             raise NotFound(f"virtual machine {vm_id} has no relationship {int(index)}",
                            message_id="ObjectNotFound", kind="Relationship", key=f"{vm_id}/{int(index)}")
-        start, end = monitoring_window(self._db.service_settings.get(), self._clock())
-        return StatisticsReport(vm_id, index, start, end, relationship.health,
-                                issues=_health_issues(relationship))
+        return statistics.report(self._db, relationship, self._clock())
 
     # -- implemented: the replication service -------------------------------------------------------------
 
@@ -348,30 +350,6 @@ class ReplicationUseCases:
         return 0 if requested_state == int(EnabledState.ENABLED) else 1
 
 
-def monitoring_window(settings: ServiceSettings, now: datetime) -> tuple[datetime, datetime]:
-    """The statistics window holding ``now``: it starts at MonitoringStartTime and lasts the interval."""
-    interval = timedelta(seconds=max(settings.monitoring_interval_seconds, 1))
-    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    anchor = start_of_day + timedelta(hours=settings.monitoring_start_time.hour,
-                                      minutes=settings.monitoring_start_time.minute)
-    if anchor > now:
-        anchor -= timedelta(days=1)
-    start = anchor + interval * ((now - anchor) // interval)
-    return start, start + interval
-
-
-def _health_issues(relationship: Relationship) -> tuple[HealthIssue, ...]:
-    if relationship.health == ReplicationHealth.CRITICAL:
-        return (HealthIssue("ReplicationHealthCritical",
-                            f"Replication of {relationship.instance_id} is critical "
-                            f"(state {int(relationship.state)})", 6),)
-    if relationship.health == ReplicationHealth.WARNING:
-        return (HealthIssue("ReplicationHealthWarning",
-                            f"Replication of {relationship.instance_id} needs attention "
-                            f"(state {int(relationship.state)})", 3),)
-    return ()
-
-
 def _validate_entry(entry: AuthorizationEntry) -> None:
     if not entry.allowed_primary_host.strip():
         raise InvalidParameter("AllowedPrimaryHostSystem must not be empty",
@@ -390,3 +368,245 @@ def _base64_der(body: str, path: Path) -> str:
                                message_id="CertificateMalformed", path=str(path)) from exc
     return compact
 
+
+
+# -- the primary side's relationship use cases (issue 4) ---------------------------------------------------
+
+
+class PrimaryReplication:
+    """The relationship use cases that act (spec §3.2, §4, §9): each checks the guard of
+    ``ReplicationUseCases`` first, then runs as a job (``JobManager``) with the spec's JobType.
+
+    ``peers(settings)`` gives the peer client of a relationship's replica host; ``runner`` runs cycles.
+    """
+
+    def __init__(self, guards: ReplicationUseCases, jobs: JobManager, runner: CycleRunner,
+                 peers: PeerFactory, *, db: Database, clock: Clock, sleep: Sleep = asyncio.sleep,
+                 host_name: str = "") -> None:
+        self._guards = guards
+        self._db = db
+        self._clock = clock
+        self._jobs = jobs
+        self._runner = runner
+        self._peers = peers
+        self._sleep = sleep
+        self._host = host_name
+
+    # -- create / modify / remove ------------------------------------------------------------------------
+
+    def submit_create(self, vm_id: str, settings: ReplicationSettings) -> Job:
+        """CreateReplicationRelationship (91): the replica VM on the recovery host, then mode 1, state 1."""
+        target = self._guards.guard(Operation.CREATE_RELATIONSHIP, vm_id)
+        vm = target.vm
+        if not settings.primary_connection_point and self._host:
+            settings = dc_replace(settings, primary_connection_point=self._host)
+        validate_replication_settings(settings)
+        disks = included_disks(vm, settings.included_disks)
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            request = _replica_request(vm, disks, settings, self._host)
+            answer = await self._peers(settings).create_replica(request)
+            with self._db.transaction():
+                self._db.relationships.insert(Relationship(vm.vm_id, RelationshipIndex.PRIMARY,
+                                                           ReplicationState.READY_FOR_REPLICATION,
+                                                           ReplicationHealth.WARNING, settings))
+                self._set_mode(vm.vm_id, ReplicationMode.PRIMARY)
+            return {"ReplicaState": str(_field(answer, "state", ""))}
+
+        return self._submit(JobType.CREATE_REPLICATION_RELATIONSHIP, vm, "Create replication relationship",
+                            work)
+
+    def submit_modify(self, vm_id: str, settings: ReplicationSettings) -> Job:
+        """ModifyReplicationSettings (92): new interval, history, compression, bandwidth… (not the disks)."""
+        target = self._guards.guard(Operation.MODIFY_REPLICATION_SETTINGS, vm_id)
+        rel = _relationship(target)
+        validate_replication_settings(settings)
+        if set(settings.included_disks) != set(rel.settings.included_disks):
+            raise InvalidParameter("the included disks of a relationship cannot change; remove and enable "
+                                   "replication again", message_id="InvalidSettingValue",
+                                   property="included_disks", label="included disks",
+                                   value=settings.included_disks, allowed="the current disks")
+
+        async def work(handle: JobHandle) -> None:
+            self._runner.update(rel.vm_id, rel.index, settings=settings)
+
+        return self._submit(JobType.MODIFY_REPLICATION_RELATIONSHIP_SETTINGS, target.vm,
+                            "Modify replication settings", work)
+
+    def submit_remove(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> Job:
+        """RemoveReplicationRelationship[Ex] (93): both sides (the replica VM stays), tracking dropped."""
+        target = self._guards.guard(Operation.REMOVE_RELATIONSHIP, vm_id, index=index)
+        rel = _relationship(target)
+
+        async def work(handle: JobHandle) -> None:
+            try:
+                await self._peers(rel.settings).remove_replica(vm_id)
+            except (Unavailable, NotFound) as exc:  # each side is removed on its own (spec §3.2)
+                log.warning("the replica side of %s was not removed: %s", vm_id, exc)
+            await self._runner.forget(target.vm, rel)
+            with self._db.transaction():
+                self._db.relationships.delete(vm_id, int(rel.index))
+                self._db.cycles.forget(vm_id, int(rel.index))
+                if rel.index is RelationshipIndex.PRIMARY:
+                    self._set_mode(vm_id, ReplicationMode.NONE)
+
+        return self._submit(JobType.REMOVE_REPLICATION_RELATIONSHIP, target.vm,
+                            "Remove replication relationship", work)
+
+    # -- initial replication and resync ------------------------------------------------------------------
+
+    def submit_start(self, vm_id: str, initial_type: int, export_location: str | None,
+                     start_time: datetime | None) -> Job:
+        """StartReplication: network (94), export to a folder (118), seeded (117); StartTime ≤ 7 days."""
+        target = self._guards.guard(Operation.START_REPLICATION, vm_id)
+        rel = _relationship(target)
+        kind = validate_initial_replication(initial_type, export_location)
+        validate_start_time(start_time, self._clock())
+        folder = Path(export_location) if kind is InitialReplicationType.EXPORT and export_location else None
+        if folder is not None and not folder.is_dir():
+            raise FileNotFound(f"the export folder {folder} does not exist", message_id="ExportFolderMissing",
+                               path=str(folder))
+        job_type, cycle = _START_KINDS[kind]
+        when = None if kind is InitialReplicationType.EXPORT else start_time
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            await self._wait_until(when, handle)
+            waiting = ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION
+            self._runner.update(vm_id, rel.index, state=waiting)
+            result = await self._runner.run(vm_id, rel.index, cycle, progress=handle.progress,
+                                            export_dir=folder)
+            return _result(result)
+
+        return self._submit(job_type, target.vm, "Start initial replication", work, cancellable=True)
+
+    def submit_resynchronize(self, vm_id: str, start_time: datetime | None) -> Job:
+        """Resynchronize (107): block-hash compare with the replica's head; differing blocks only."""
+        target = self._guards.guard(Operation.RESYNCHRONIZE, vm_id)
+        rel = _relationship(target)
+        validate_start_time(start_time, self._clock())
+        return self._submit(JobType.RESYNCHRONIZING, target.vm, "Resynchronize",
+                            self._resync_work(vm_id, rel.index, start_time), cancellable=True)
+
+    def _resync_work(self, vm_id: str, index: RelationshipIndex,
+                     start_time: datetime | None) -> Callable[[JobHandle], Awaitable[dict[str, str]]]:
+        async def work(handle: JobHandle) -> dict[str, str]:
+            await self._wait_until(start_time, handle)
+            self._runner.update(vm_id, index, state=ReplicationState.RESYNCHRONIZING)
+            return _result(await self._runner.run(vm_id, index, CycleKind.RESYNC, progress=handle.progress))
+
+        return work
+
+    def submit_auto_resync(self, vm_id: str, index: RelationshipIndex) -> Job:
+        """The AutoResynchronize window opened for a relationship in state 9 (no guard: the scheduler
+        only calls this in state 9)."""
+        vm = self._db.vms.get(vm_id)
+        return self._submit(JobType.RESYNCHRONIZING, vm, "Resynchronize (automatic)",
+                            self._resync_work(vm_id, index, None), cancellable=True)
+
+    async def _wait_until(self, when: datetime | None, handle: JobHandle) -> None:
+        while when is not None and self._clock() < when:
+            handle.raise_if_cancelled()
+            await self._sleep(min(1.0, (when - self._clock()).total_seconds()))
+
+    # -- state changes and statistics --------------------------------------------------------------------
+
+    def submit_state_change(self, vm_id: str, requested: int,
+                            index: RelationshipIndex = RelationshipIndex.PRIMARY) -> Job:
+        """RequestReplicationStateChange[Ex] (96): 7 suspend, 3 resume, 1 cancel IR, 9 cancel resync."""
+        operation = operation_for_requested_state(requested)
+        target = self._guards.guard(operation, vm_id, index=index)
+        rel = _relationship(target)
+        new_state = _STATE_TARGETS.get(operation)
+        if new_state is None:
+            raise NotSupported(f"RequestedState {requested} is not handled on a primary",
+                               message_id="NotImplementedYet",
+                               method=f"RequestReplicationStateChange({requested})")
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            if operation in (Operation.CANCEL_INITIAL_REPLICATION, Operation.CANCEL_RESYNCHRONIZATION):
+                await self._cancel_jobs_of(vm_id, handle.job_id)
+            self._runner.update(vm_id, rel.index, state=new_state)
+            try:
+                await self._peers(rel.settings).set_state(vm_id, int(new_state))
+            except (Unavailable, NotFound, InvalidState) as exc:  # the replica mirrors when it can
+                log.info("the replica of %s did not mirror state %s: %s", vm_id, int(new_state), exc)
+            statistics.refresh_health(self._db, vm_id, rel.index, self._clock())
+            return {"ReplicationState": str(int(new_state))}
+
+        return self._submit(JobType.REPLICATE_STATE_CHANGE, target.vm, "Replication state change", work,
+                            element=f"{vm_id}:state")
+
+    async def _cancel_jobs_of(self, vm_id: str, own: str) -> None:
+        for job in self._jobs.list():
+            if job.element_id == vm_id and not job.state.is_terminal and job.job_id != own:
+                self._jobs.cancel(job.job_id, True)
+                with contextlib.suppress(StandbyError, TimeoutError):
+                    await self._jobs.wait(job.job_id, 30.0)
+
+    def reset_statistics(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
+        """ResetReplicationStatistics[Ex]: counting starts again now (a Warning health may clear)."""
+        self._guards.guard(Operation.RESET_REPLICATION_STATISTICS, vm_id, index=index)
+        now = self._clock()
+        self._db.cycles.reset(vm_id, int(index), now)
+        statistics.refresh_health(self._db, vm_id, index, now)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _submit(self, job_type: JobType, vm: VirtualMachine, description: str,
+                work: Callable[[JobHandle], Awaitable[dict[str, str] | None]], *, cancellable: bool = False,
+                element: str | None = None) -> Job:
+        return self._jobs.submit(job_type, element_id=element or vm.vm_id,
+                                 description=f"{description}: {vm.name}", work=work, cancellable=cancellable)
+
+    def _set_mode(self, vm_id: str, mode: ReplicationMode) -> None:
+        vm = self._db.vms.get(vm_id)
+        if vm.replication_mode is not mode:
+            self._db.vms.update(dc_replace(vm, replication_mode=mode))
+
+
+_START_KINDS = {
+    InitialReplicationType.NETWORK: (JobType.START_INBAND_INITIAL_REPLICATION, CycleKind.INITIAL),
+    InitialReplicationType.EXPORT: (JobType.START_EXPORT_INITIAL_REPLICATION, CycleKind.INITIAL),
+    InitialReplicationType.SEEDED_NETWORK: (JobType.START_RESYNC_INITIAL_REPLICATION, CycleKind.RESYNC),
+}
+#: The state each RequestReplicationStateChange leaves a primary relationship in (spec §4, §9.9).
+_STATE_TARGETS = {
+    Operation.SUSPEND_REPLICATION: ReplicationState.SUSPENDED,
+    Operation.RESUME_REPLICATION: ReplicationState.REPLICATING,
+    Operation.CANCEL_INITIAL_REPLICATION: ReplicationState.READY_FOR_REPLICATION,
+    Operation.CANCEL_RESYNCHRONIZATION: ReplicationState.WAITING_TO_START_RESYNCHRONIZATION,
+}
+
+
+def _relationship(target: Target) -> Relationship:
+    if target.relationship is None:  # the guards admit only existing relationships
+        raise NotFound(f"virtual machine {target.vm.vm_id} has no relationship {int(target.index)}",
+                       message_id="ObjectNotFound", kind="Relationship", key=target.vm.vm_id)
+    return target.relationship
+
+
+def _replica_request(vm: VirtualMachine, disks: tuple[Disk, ...], settings: ReplicationSettings,
+                     host: str) -> dict[str, object]:
+    """The body of ``POST /peer/v1/replicas`` (docs/replication.md)."""
+    return {
+        "vm_id": vm.vm_id, "name": vm.name, "memory_mib": vm.memory_mib, "cpus": vm.cpus,
+        "disks": [{"disk_id": d.disk_id, "size": d.size_bytes} for d in disks],
+        "nics": [{"nic_id": n.nic_id, "mac": n.mac, "network": n.network} for n in vm.nics],
+        "settings": {"interval_seconds": settings.interval_seconds,
+                     "recovery_history": settings.recovery_history,
+                     "app_consistent_interval_hours": settings.app_consistent_interval_hours,
+                     "compression_enabled": settings.compression_enabled,
+                     "included_disks": [d.disk_id for d in disks]},
+        "primary_host": host or settings.primary_connection_point,
+    }
+
+
+def _field(answer: object, name: str, default: object) -> object:
+    if isinstance(answer, dict):
+        return answer.get(name, default)
+    return getattr(answer, name, default)
+
+
+def _result(result: CycleResult) -> dict[str, str]:
+    return {"Sequence": str(result.sequence), "DirtyBytes": str(result.dirty_bytes),
+            "WireBytes": str(result.wire_bytes), "Seconds": f"{result.seconds:.3f}"}
