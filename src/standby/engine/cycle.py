@@ -161,8 +161,10 @@ class CycleRunner:
                 result = await self._attempt(_Request(vm, rel, kind, progress, export_dir), t0)
             except BaseException as exc:
                 result = self._failed(rel, kind, exc, t0)
-                self._record(rel, kind, result, started, app=(False, False))
-                if kind is not CycleKind.DELTA or isinstance(exc, asyncio.CancelledError):
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                if not cancelled:  # a daemon stopping is not a replication failure
+                    self._record(rel, kind, result, started, app=(False, False))
+                if kind is not CycleKind.DELTA or cancelled:
                     raise
                 return result
             return result

@@ -1,0 +1,167 @@
+"""The replication scheduler of the primary: one asyncio task per replicating relationship.
+
+Each task runs a cycle every ReplicationInterval (1 s at the least), skips while the VM is off, and counts a
+cycle that overruns its interval as missed cycles (Hyper-V: "if a transfer overruns, the next is delayed").
+A reconcile loop (every ``poll`` seconds) starts and stops those tasks as relationships change state, starts
+an automatic resynchronization in its window (AutoResynchronize, spec §9.7), and notices when the replica
+imported an exported initial replica (state 2 → 3). The daemon starts it after start-up recovery and stops
+it before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time as _time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, time
+from typing import Any, Protocol
+
+from standby.domain.cycles import IntentKind, auto_resync_allowed, interval_misses, parse_intent
+from standby.domain.entities import Relationship
+from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMode, ReplicationState
+from standby.domain.errors import StandbyError
+from standby.engine.cycle import CycleRunner, PeerFactory
+from standby.store.sqlite import Database
+
+log = logging.getLogger(__name__)
+MIN_INTERVAL = 1.0
+Key = tuple[str, int]
+
+
+class Resyncer(Protocol):
+    """Starts an automatic resynchronization job (``PrimaryReplication.submit_auto_resync``)."""
+
+    def submit_auto_resync(self, vm_id: str, index: RelationshipIndex) -> Any:
+        """Submit the job."""
+        ...
+
+
+class Scheduler:
+    """Per-relationship cycle tasks plus a reconcile loop."""
+
+    def __init__(self, db: Database, runner: CycleRunner, vm_state: Callable[[str], EnabledState],
+                 clock: Callable[[], datetime], *, peers: PeerFactory | None = None,
+                 resyncer: Resyncer | None = None, poll: float = 1.0,
+                 monotonic: Callable[[], float] = _time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 local_time: Callable[[], time] | None = None) -> None:
+        self._db = db
+        self._runner = runner
+        self._vm_state = vm_state
+        self._clock = clock
+        self._peers = peers
+        self._resyncer = resyncer
+        self._poll = poll
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._local_time = local_time or (lambda: datetime.now().time())
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> list[Key]:
+        """The relationships with a cycle task."""
+        return [key for key, task in self._tasks.items() if not task.done()]
+
+    def start(self) -> None:
+        """Start the reconcile loop (on the running event loop)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._reconcile_forever(), name="replication-scheduler")
+
+    async def stop(self) -> None:
+        """Cancel every task and wait for them (a cycle cut short aborts its cut)."""
+        tasks = [t for t in [self._loop_task, *self._tasks.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._loop_task = None
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:  # one bad relationship must not stop replication of the others
+                log.exception("replication scheduler: reconcile failed")
+            await self._sleep(self._poll)
+
+    async def reconcile(self) -> None:
+        """Start, keep or end cycle tasks to match the store; auto-resync and export imports."""
+        wanted: set[Key] = set()
+        for rel in self._db.relationships.list():
+            if not self._is_primary(rel):
+                continue
+            key = (rel.vm_id, int(rel.index))
+            if rel.state is ReplicationState.REPLICATING:
+                wanted.add(key)
+                task = self._tasks.get(key)
+                if task is None or task.done():
+                    self._tasks[key] = asyncio.create_task(self._cycle_loop(key), name=f"cycles-{rel.vm_id}")
+            elif rel.state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION:
+                self._maybe_auto_resync(rel)
+            elif rel.state is ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION:
+                await self._check_import(rel)
+        for key in list(self._tasks):
+            if key not in wanted:
+                self._tasks.pop(key).cancel()
+
+    def _is_primary(self, rel: Relationship) -> bool:
+        vm = self._db.vms.find(rel.vm_id)
+        return vm is not None and vm.replication_mode is ReplicationMode.PRIMARY \
+            and rel.index is RelationshipIndex.PRIMARY
+
+    async def _cycle_loop(self, key: Key) -> None:
+        vm_id, index = key[0], RelationshipIndex(key[1])
+        while True:
+            rel = self._db.relationships.find(vm_id, int(index))
+            if rel is None or rel.state is not ReplicationState.REPLICATING:
+                return
+            interval = max(MIN_INTERVAL, float(rel.settings.interval_seconds))
+            if self._vm_state(vm_id) is EnabledState.DISABLED:
+                await self._sleep(interval)  # an off VM writes nothing: skip
+                continue
+            started = self._monotonic()
+            try:
+                await self._runner.run(vm_id, index)
+            except StandbyError as exc:  # recorded by the runner; keep the schedule
+                log.info("cycle of %s: %s", vm_id, exc)
+            finished = self._monotonic()
+            misses = interval_misses(started, finished, interval)
+            if misses:
+                self._runner.record_miss(vm_id, index, misses)
+            # The next start is the next interval boundary after the cycle ended.
+            await self._sleep(interval - (finished - started) % interval)
+
+    def _maybe_auto_resync(self, rel: Relationship) -> None:
+        settings = rel.settings
+        if self._resyncer is None or not settings.auto_resynchronize_enabled:
+            return
+        if not auto_resync_allowed(settings.auto_resynchronize_start, settings.auto_resynchronize_end,
+                                   self._local_time()):
+            return
+        if self._db.jobs.active_on(rel.vm_id) is not None:
+            return
+        try:
+            self._resyncer.submit_auto_resync(rel.vm_id, rel.index)
+        except StandbyError as exc:
+            log.info("automatic resynchronization of %s not started: %s", rel.vm_id, exc)
+
+    async def _check_import(self, rel: Relationship) -> None:
+        """An exported initial replica waits for ImportInitialReplica on the replica; then replicate."""
+        pending = parse_intent(rel.intent)
+        if self._peers is None or pending is None or pending[0] is not IntentKind.EXPORT:
+            return
+        try:
+            status = await self._peers(rel.settings).replica_status(rel.vm_id)
+        except StandbyError as exc:
+            log.debug("replica of %s not reachable: %s", rel.vm_id, exc)
+            return
+        head = (status.get("head_sequence") if isinstance(status, dict)
+                else getattr(status, "head_sequence", 0))
+        if int(head or 0) >= pending[1]:
+            self._runner.update(rel.vm_id, rel.index, state=ReplicationState.REPLICATING, intent=None,
+                                last_replication_time=self._clock())

@@ -1,0 +1,133 @@
+"""The scheduler over the cycle fakes: tasks follow the relationship state, off VMs are skipped, overruns
+count as misses, the auto-resync window and the export import are noticed."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import time
+from typing import Any
+
+from standby.domain.cycles import CycleOutcome
+from standby.domain.entities import ReplicationSettings
+from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationState
+from standby.engine.scheduler import Scheduler
+from tests.unit.test_cycle import VM_ID, World, make_world
+
+P = RelationshipIndex.PRIMARY
+
+
+class Resyncs:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def submit_auto_resync(self, vm_id: str, index: RelationshipIndex) -> None:
+        self.calls.append(vm_id)
+
+
+def scheduler(world: World, state: EnabledState = EnabledState.ENABLED, **kwargs: Any) -> Scheduler:
+    async def no_sleep(seconds: float) -> None:
+        world.clock.mono += seconds
+        await asyncio.sleep(0)
+
+    return Scheduler(world.db, world.runner, lambda vm_id: state, world.clock,
+                     monotonic=world.clock.monotonic, sleep=no_sleep, poll=0.01, **kwargs)
+
+
+async def _until_cycles(world: World, count: int) -> None:
+    """Let the scheduler's task run (cycles read in worker threads) until ``count`` cycles are recorded."""
+    for _ in range(2000):
+        if len(world.db.cycles.list(VM_ID, 0)) >= count:
+            return
+        await asyncio.sleep(0.005)
+
+
+def test_a_replicating_relationship_gets_a_task_that_runs_cycles() -> None:
+    world = make_world()
+
+    async def scenario() -> list[Any]:
+        sched = scheduler(world)
+        await sched.reconcile()
+        assert sched.running == [(VM_ID, 0)]
+        await _until_cycles(world, 2)
+        world.db.relationships.update(replace(world.rel(), state=ReplicationState.SUSPENDED))
+        await sched.reconcile()
+        assert sched.running == []
+        await sched.stop()
+        return world.db.cycles.list(VM_ID, 0)
+
+    records = asyncio.run(scenario())
+    assert len(records) >= 2 and all(r.outcome is CycleOutcome.SUCCESS for r in records)
+    assert world.rel().sequence == 3 + len(records)
+
+
+def test_an_off_vm_is_skipped() -> None:
+    world = make_world()
+
+    async def scenario() -> None:
+        sched = scheduler(world, EnabledState.DISABLED)
+        await sched.reconcile()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        await sched.stop()
+
+    asyncio.run(scenario())
+    assert world.db.cycles.list(VM_ID, 0) == [] and world.capture.calls == []
+
+
+def test_an_overrunning_cycle_counts_misses() -> None:
+    world = make_world(settings=ReplicationSettings("replica.example", 8443, interval_seconds=5))
+    real_run = world.runner.run
+
+    async def slow_run(*args: Any, **kwargs: Any) -> Any:
+        world.clock.mono += 12.0  # more than two intervals
+        return await real_run(*args, **kwargs)
+
+    world.runner.run = slow_run  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        sched = scheduler(world)
+        await sched.reconcile()
+        await _until_cycles(world, 3)
+        await sched.stop()
+
+    asyncio.run(scenario())
+    outcomes = [r.outcome for r in world.db.cycles.list(VM_ID, 0)]
+    assert outcomes[:3] == [CycleOutcome.SUCCESS, CycleOutcome.MISS, CycleOutcome.MISS]
+
+
+def test_auto_resync_only_inside_its_window() -> None:
+    for local, expected in ((time(19, 0), [VM_ID]), (time(12, 0), [])):
+        settings = ReplicationSettings("replica.example", 8443, auto_resynchronize_enabled=True)
+        world = make_world(ReplicationState.WAITING_TO_START_RESYNCHRONIZATION, settings=settings)
+        resyncs = Resyncs()
+
+        async def scenario(world: World = world, resyncs: Resyncs = resyncs, local: time = local) -> None:
+            await scheduler(world, resyncer=resyncs, local_time=lambda: local).reconcile()
+
+        asyncio.run(scenario())
+        assert resyncs.calls == expected
+
+
+def test_an_imported_export_switches_to_replicating() -> None:
+    world = make_world(ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, sequence=1)
+    world.db.relationships.update(replace(world.rel(), intent="export:1"))
+
+    class Status:
+        head = 0
+
+        async def replica_status(self, vm_id: str) -> dict[str, int]:
+            return {"head_sequence": self.head}
+
+    status = Status()
+
+    async def scenario() -> None:
+        sched = scheduler(world, peers=lambda settings: status)  # type: ignore[arg-type,return-value]
+        await sched.reconcile()
+        assert world.rel().state is ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION
+        status.head = 1
+        await sched.reconcile()
+        await sched.stop()
+
+    asyncio.run(scenario())
+    assert world.rel().state is ReplicationState.REPLICATING and world.rel().intent is None
