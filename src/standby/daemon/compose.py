@@ -61,6 +61,8 @@ class Services:
     vms: Any | None = None
     #: Helper C's ``cim.object_manager``; None while it is not importable (then ``/cimom`` is not served).
     object_manager: ObjectManager | None = None
+    #: Helper P's primary side of replication (``daemon/primary_wiring.Primary``); None without a hypervisor.
+    primary: Any | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -115,6 +117,7 @@ def build_services(
         )
         services.hypervisor = _build_hypervisor(services)
         services.vms = _build_vms(services)
+        services.primary = _build_primary(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -169,6 +172,13 @@ def _build_vms(services: Services) -> Any | None:
 def _recover_vms(services: Services) -> None:
     if services.vms is not None:
         services.vms.recover()
+
+
+def _build_primary(services: Services) -> Any | None:
+    """Helper P's primary side of replication (``daemon/primary_wiring.py``)."""
+    from standby.daemon.primary_wiring import build
+
+    return build(services)
 
 
 def _build_object_manager(services: Services) -> ObjectManager | None:

@@ -127,6 +127,16 @@ def authorize_for_replica(
 # -- log acceptance -----------------------------------------------------------------------------------------
 
 
+class OutOfSequence(InvalidState):
+    """The log's parent is neither the replica's head nor an ancestor of it (409; the primary resyncs)."""
+
+    def __init__(self, head_sequence: int, reason: str) -> None:
+        super().__init__(f"the log is out of sequence: {reason}", message_id="LogOutOfSequence",
+                         head=str(head_sequence), reason=reason)
+        self.head_sequence = head_sequence
+        self.reason = reason
+
+
 class LogVerdict(StrEnum):
     """What to do with an arriving log."""
 

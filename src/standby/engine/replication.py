@@ -261,9 +261,12 @@ class ReplicationUseCases:
                     vm_id)
 
     def reset_statistics(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
-        """Clear the statistics of a relationship."""
+        """ResetReplicationStatistics[Ex]: counting starts again now (a Warning health may clear)."""
         self._later(UseCase.RESET_REPLICATION_STATISTICS, Operation.RESET_REPLICATION_STATISTICS, vm_id,
                     index=index)
+        now = self._clock()
+        self._db.cycles.reset(vm_id, int(index), now)
+        statistics.refresh_health(self._db, vm_id, index, now)
 
     def initiate_failback(self, vm_id: str, point_identifier: str | None) -> None:
         """Provider-driven failback of a recovery VM."""
@@ -542,13 +545,6 @@ class PrimaryReplication:
                 self._jobs.cancel(job.job_id, True)
                 with contextlib.suppress(StandbyError, TimeoutError):
                     await self._jobs.wait(job.job_id, 30.0)
-
-    def reset_statistics(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
-        """ResetReplicationStatistics[Ex]: counting starts again now (a Warning health may clear)."""
-        self._guards.guard(Operation.RESET_REPLICATION_STATISTICS, vm_id, index=index)
-        now = self._clock()
-        self._db.cycles.reset(vm_id, int(index), now)
-        statistics.refresh_health(self._db, vm_id, index, now)
 
     # -- helpers -------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -173,8 +174,11 @@ class NbdServer:
         args = [QEMU_NBD, "-f", "qcow2", "-k", str(self.socket), "-x", EXPORT, "--persistent",
                 "--cache=writeback"]
         args += [] if writable else ["--read-only"]
-        self._proc = subprocess.Popen([*args, str(image)], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a file: a pipe nobody reads could fill up and stall qemu-nbd.
+        self._errors = self._dir / "stderr"
+        with self._errors.open("wb") as errors:
+            self._proc = subprocess.Popen([*args, str(image)], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=errors)
         try:
             self._wait_ready()
         except BaseException:
@@ -182,16 +186,29 @@ class NbdServer:
             raise
 
     def _wait_ready(self) -> None:
+        # The socket file appears at bind(), before listen(): wait until a connection is accepted.
         deadline = time.monotonic() + _START_TIMEOUT
-        while not self.socket.exists():
+        while not self._accepts():
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+                err = self._errors.read_text(errors="replace").strip()
                 raise ChainError(f"qemu-nbd could not serve {self.image}: {err or self._proc.returncode}",
                                  message_id="ImageOperationFailed", path=str(self.image), reason=err)
             if time.monotonic() > deadline:
                 raise Unavailable(f"qemu-nbd did not start for {self.image}", message_id="NbdStartTimeout",
                                   path=str(self.image))
             time.sleep(0.005)
+
+    def _accepts(self) -> bool:
+        if not self.socket.exists():
+            return False
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
 
     def connect(self, meta_contexts: Iterable[str] = ()) -> NbdClient:
         """A client on this server's export."""
@@ -206,8 +223,6 @@ class NbdServer:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> NbdServer:

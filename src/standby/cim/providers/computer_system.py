@@ -15,7 +15,7 @@ from pywbem import CIMInstance
 from standby.cim import naming
 from standby.cim.backend import RequestContext
 from standby.cim.instances import make_instance
-from standby.cim.providers._base import FunctionProvider, done, relationship_param, target_vm
+from standby.cim.providers._base import FunctionProvider, done, job_started, relationship_param, target_vm
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
 from standby.cim.runtime import CimRuntime
 from standby.domain.entities import VirtualMachine
@@ -72,15 +72,26 @@ def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iter
 def request_replication_state_change(call: MethodCall) -> MethodResult:
     """RequestReplicationStateChange: the primary relationship changes state (spec §4)."""
     vm = target_vm(call)
-    call.runtime.replication.request_state_change(vm.vm_id, int(call.param("RequestedState")))
-    return done()
+    return _state_change(call, vm.vm_id, int(call.param("RequestedState")), RelationshipIndex.PRIMARY)
 
 
 def request_replication_state_change_ex(call: MethodCall) -> MethodResult:
     """RequestReplicationStateChangeEx: the relationship passed (NULL = primary) changes state."""
     vm = target_vm(call)
     index = relationship_param(call, vm)
-    call.runtime.replication.request_state_change(vm.vm_id, int(call.param("RequestedState")), index)
+    return _state_change(call, vm.vm_id, int(call.param("RequestedState")), index)
+
+
+#: Requested states the primary side acts on (1 cancel IR, 3 resume, 7 suspend, 9 cancel resync).
+_PRIMARY_STATES = (1, 3, 7, 9)
+
+
+def _state_change(call: MethodCall, vm_id: str, requested: int, index: RelationshipIndex) -> MethodResult:
+    primary = getattr(call.runtime.services, "primary", None)
+    vm = call.runtime.db.vms.get(vm_id)
+    if primary is not None and vm.replication_mode == 1 and requested in _PRIMARY_STATES:
+        return job_started(call, primary.submit_state_change(vm_id, requested, index))
+    call.runtime.replication.request_state_change(vm_id, requested, index)
     return done()
 
 

@@ -10,6 +10,7 @@ point (``…Snapshot:Replica:*``) an incorrect data type (32776).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pywbem import CIMInstance
 
@@ -20,7 +21,7 @@ from standby.cim.instances import make_instance
 from standby.cim.providers._base import FunctionProvider, done, job_started, referenced_vm, relationship_param
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
 from standby.cim.runtime import CimRuntime
-from standby.domain.enums import EnabledState, InitialReplicationType, VirtualSystemType
+from standby.domain.enums import EnabledState, InitialReplicationType, RelationshipIndex, VirtualSystemType
 from standby.domain.errors import IncorrectDataType, InvalidParameter
 from standby.engine.operations import UseCase, not_implemented
 
@@ -77,6 +78,12 @@ def _entry(call: MethodCall) -> CIMInstance:
     return _settings(call, "AuthorizationEntry")
 
 
+def _primary(runtime: CimRuntime) -> Any | None:
+    """Helper P's primary-side use cases (``daemon/primary_wiring``); None in a world without a hypervisor,
+    where these methods answer the precondition table's verdict only."""
+    return getattr(runtime.services, "primary", None)
+
+
 # -- per-VM methods ------------------------------------------------------------------------------------
 
 
@@ -84,6 +91,9 @@ def create_relationship(call: MethodCall) -> MethodResult:
     """CreateReplicationRelationship(ComputerSystem, ReplicationSettingData)."""
     vm = referenced_vm(call)
     settings = convert.replication_settings(_settings(call))
+    primary = _primary(call.runtime)
+    if primary is not None and vm.replication_mode == 0:  # extended relationships: later
+        return job_started(call, primary.submit_create(vm.vm_id, settings))
     call.runtime.replication.create_relationship(vm.vm_id, settings)
     return done()
 
@@ -100,8 +110,11 @@ def start_replication(call: MethodCall) -> MethodResult:
         raise InvalidParameter("an export (type 2) needs InitialReplicationExportLocation",
                                message_id="ExportLocationMissing")
     start = call.param("StartTime")
-    call.runtime.replication.start_replication(vm.vm_id, int(kind), location,
-                                               start.datetime if start is not None else None)
+    when = start.datetime if start is not None else None
+    primary = _primary(call.runtime)
+    if primary is not None:
+        return job_started(call, primary.submit_start(vm.vm_id, int(kind), location, when))
+    call.runtime.replication.start_replication(vm.vm_id, int(kind), location, when)
     return done()
 
 
@@ -146,6 +159,9 @@ def modify_replication_settings(call: MethodCall) -> MethodResult:
     """ModifyReplicationSettings(ComputerSystem, ReplicationSettingData)."""
     vm = referenced_vm(call)
     settings = convert.replication_settings(_settings(call))
+    primary = _primary(call.runtime)
+    if primary is not None and vm.replication_mode == 1:
+        return job_started(call, primary.submit_modify(vm.vm_id, settings))
     call.runtime.replication.modify_replication_settings(vm.vm_id, settings)
     return done()
 
@@ -160,7 +176,19 @@ def change_mode_to_primary(call: MethodCall) -> MethodResult:
 def remove_relationship_ex(call: MethodCall) -> MethodResult:
     """RemoveReplicationRelationshipEx(ComputerSystem, ReplicationRelationship)."""
     vm = referenced_vm(call)
-    call.runtime.replication.remove_relationship(vm.vm_id, relationship_param(call, vm))
+    return _remove(call, vm.vm_id, relationship_param(call, vm))
+
+
+def remove_relationship(call: MethodCall) -> MethodResult:
+    """RemoveReplicationRelationship(ComputerSystem): the primary relationship."""
+    return _remove(call, referenced_vm(call).vm_id, RelationshipIndex.PRIMARY)
+
+
+def _remove(call: MethodCall, vm_id: str, index: RelationshipIndex) -> MethodResult:
+    primary = _primary(call.runtime)
+    if primary is not None and call.runtime.db.vms.get(vm_id).replication_mode == 1:
+        return job_started(call, primary.submit_remove(vm_id, index))
+    call.runtime.replication.remove_relationship(vm_id, index)
     return done()
 
 
@@ -175,7 +203,11 @@ def resynchronize(call: MethodCall) -> MethodResult:
     """Resynchronize(ComputerSystem, StartTime)."""
     vm = referenced_vm(call)
     start = call.param("StartTime")
-    call.runtime.replication.resynchronize(vm.vm_id, start.datetime if start is not None else None)
+    when = start.datetime if start is not None else None
+    primary = _primary(call.runtime)
+    if primary is not None and vm.replication_mode == 1:
+        return job_started(call, primary.submit_resynchronize(vm.vm_id, when))
+    call.runtime.replication.resynchronize(vm.vm_id, when)
     return done()
 
 
@@ -279,7 +311,7 @@ _HANDLERS: dict[str, Callable[[MethodCall], MethodResult]] = {
     "TestReplicaSystem": test_replica_system,
     "RevertFailover": _vm_only(lambda rt, vm: rt.replication.revert_failover(vm)),
     "CommitFailover": _vm_only(lambda rt, vm: rt.replication.commit_failover(vm)),
-    "RemoveReplicationRelationship": _vm_only(lambda rt, vm: rt.replication.remove_relationship(vm)),
+    "RemoveReplicationRelationship": remove_relationship,
     "ResetReplicationStatistics": _vm_only(lambda rt, vm: rt.replication.reset_statistics(vm)),
     "RemoveReplicationRelationshipEx": remove_relationship_ex,
     "ResetReplicationStatisticsEx": reset_statistics_ex,

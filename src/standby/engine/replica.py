@@ -1,0 +1,278 @@
+"""Replica-side use cases behind the peer routes (docs/replication.md): authorize the calling host, create
+the replica VM and its relationship, report status, apply logs, hash the head, mirror state changes, remove.
+
+The caller is the host name from its TLS client certificate (the peer listener extracts it). Files live
+in ``<ReplicaStorageLocation>/<VMName>_<VMGUID>/``, resolved with symlinks: a location with ``..``, a VM
+folder that is a symlink, or anything resolving outside the location is refused (32769).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from standby.domain.entities import (
+    AuthorizationEntry,
+    Disk,
+    Nic,
+    RecoveryPoint,
+    Relationship,
+    ReplicationSettings,
+    VirtualMachine,
+)
+from standby.domain.enums import (
+    EnabledState,
+    RelationshipIndex,
+    ReplicationHealth,
+    ReplicationMode,
+    ReplicationState,
+)
+from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState, NotFound
+from standby.domain.replica import (
+    ReplicaSite,
+    authorize_caller,
+    authorize_for_replica,
+    check_disk_id,
+    host_matches,
+    mirrored_state,
+    replica_folder_name,
+)
+from standby.engine.apply import ApplyResult, ReplicaApplier, read_file_chunks
+from standby.storage import chain
+from standby.store.sqlite import Database
+
+Clock = Callable[[], datetime]
+_PRIMARY = RelationshipIndex.PRIMARY
+_RUNNING = frozenset({EnabledState.ENABLED, EnabledState.STARTING, EnabledState.QUIESCE,
+                      EnabledState.SHUTTING_DOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """What ``POST /peer/v1/replicas`` carries: the primary VM's shape and the relationship's settings."""
+
+    vm_id: str
+    name: str
+    memory_mib: int
+    cpus: int
+    disks: tuple[tuple[str, int], ...]
+    nics: tuple[tuple[str, str], ...] = ()
+    settings: ReplicationSettings = field(default_factory=ReplicationSettings)
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """The answer of ``GET /peer/v1/replicas/{vm_id}``."""
+
+    vm_id: str
+    state: ReplicationState
+    head_sequence: int
+    points: tuple[RecoveryPoint, ...]
+
+
+class ReplicaUseCases:
+    """The replica side of every relationship this host receives."""
+
+    def __init__(self, db: Database, clock: Clock, applier: ReplicaApplier) -> None:
+        self._db = db
+        self._clock = clock
+        self.applier = applier
+
+    # -- authorization ------------------------------------------------------------------------------------
+
+    def authorize(self, caller: str) -> AuthorizationEntry:
+        """The entry admitting ``caller`` (32769 when none does, or inbound replication is off)."""
+        return authorize_caller(self._db.service_settings.get(), self._db.auth_entries.list(), caller)
+
+    def authorize_replica(self, caller: str, vm_id: str) -> ReplicaSite:
+        """The replica record of ``vm_id`` when ``caller`` may act on it (owner or same trust group)."""
+        site = self._db.replicas.find(vm_id.upper())
+        if site is None:
+            raise NotFound(f"this host holds no replica of virtual machine {vm_id}",
+                           message_id="ObjectNotFound", kind="Replica", key=vm_id)
+        authorize_for_replica(self._db.service_settings.get(), self._db.auth_entries.list(), caller,
+                              recorded_primary=site.primary_host, recorded_trust_group=site.trust_group)
+        return site
+
+    # -- use cases ----------------------------------------------------------------------------------------
+
+    def create_replica(self, caller: str, spec: ReplicaSpec) -> ReplicaStatus:
+        """Create the replica VM (same GUID, mode 2, off, NICs disconnected) and its relationship (state 2).
+
+        Idempotent for the same primary (or one of its trust group): the existing replica is reported.
+        """
+        vm_id = _check_spec(spec)
+        entry = self.authorize(caller)
+        if self._db.replicas.find(vm_id) is not None:
+            self.authorize_replica(caller, vm_id)
+            return self.status(caller, vm_id)
+        existing = self._db.vms.find(vm_id)
+        if existing is not None and existing.replication_mode != ReplicationMode.REPLICA:
+            raise InvalidState(f"virtual machine {vm_id} already exists on this host and is not a replica",
+                               message_id="ReplicaVmExists", vm=vm_id)
+        root = resolve_replica_root(entry.storage_location, replica_folder_name(spec.name, vm_id))
+        for disk_id, _ in spec.disks:
+            safe_folder(root, "disks", disk_id)
+        now = self._clock()
+        site = ReplicaSite(vm_id, caller, entry.trust_group, str(root), now)
+        settings = replace(spec.settings, primary_connection_point=caller)
+        relationship = Relationship(vm_id, _PRIMARY, ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
+                                    health=ReplicationHealth.WARNING, settings=settings)
+        with self._db.transaction():
+            if existing is None:
+                self._db.vms.insert(_replica_vm(spec, vm_id, now))
+            if self._db.relationships.find(vm_id, int(_PRIMARY)) is None:
+                self._db.relationships.insert(relationship)
+            self._db.replicas.insert(site)
+            self._db.events.record(now, "replication", "ReplicaCreated", element_id=vm_id,
+                                   args={"primary": caller, "location": str(root)})
+        return self.status(caller, vm_id)
+
+    def status(self, caller: str, vm_id: str) -> ReplicaStatus:
+        """State, head sequence and recovery points of a replica."""
+        site = self.authorize_replica(caller, vm_id)
+        relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
+        points = tuple(self._db.recovery_points.list(vm_id=site.vm_id))
+        return ReplicaStatus(site.vm_id, relationship.state, points[-1].sequence if points else 0, points)
+
+    async def put_log(self, caller: str, vm_id: str, sequence: int,
+                      chunks: AsyncIterator[bytes]) -> ApplyResult:
+        """Apply one streamed log (``ReplicaApplier.apply``)."""
+        site = self.authorize_replica(caller, vm_id)
+        return await self.applier.apply(site.vm_id, sequence, chunks)
+
+    async def hashes(self, caller: str, vm_id: str, disk_id: str, block_size: int) -> bytes:
+        """16-byte xxh3-128 per block of the head's image of ``disk_id`` (the VM's own disk before IR)."""
+        site = self.authorize_replica(caller, vm_id)
+        async with self.applier.lock(site.vm_id):
+            image = self._head_image(site.vm_id, disk_id)
+            return await asyncio.to_thread(chain.image_block_hashes, image, block_size)
+
+    def set_state(self, caller: str, vm_id: str, requested: int) -> ReplicationState:
+        """Mirror a primary-side state change (suspend, resume, cancel IR or resync) onto the replica."""
+        site = self.authorize_replica(caller, vm_id)
+        relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
+        has_points = self._db.recovery_points.latest(site.vm_id) is not None
+        state = mirrored_state(relationship.state, requested, has_points=has_points)
+        health = ReplicationHealth.OK if state == ReplicationState.REPLICATING else ReplicationHealth.WARNING
+        self._db.relationships.update(replace(relationship, state=state, health=health))
+        return state
+
+    async def remove(self, caller: str, vm_id: str) -> None:
+        """Remove the replica-side relationship; the VM stays (mode None, its disks on the head's images)."""
+        site = self.authorize_replica(caller, vm_id)
+        async with self.applier.lock(site.vm_id):
+            vm = self._db.vms.get(site.vm_id)
+            with self._db.transaction():
+                if self._db.relationships.find(site.vm_id, int(_PRIMARY)) is not None:
+                    self._db.relationships.delete(site.vm_id, int(_PRIMARY))
+                self._db.replicas.delete(site.vm_id)
+                self._db.vms.update(replace(vm, replication_mode=ReplicationMode.NONE))
+                self._db.events.record(self._clock(), "replication", "ReplicaRemoved", element_id=site.vm_id,
+                                       args={"primary": caller})
+
+    def vm_running(self, caller: str, vm_id: str) -> tuple[bool, EnabledState]:
+        """Whether a VM of this host runs (the split-brain guard of an unplanned failover on its replica).
+
+        The caller must be the VM's recovery host, or be authorized to replicate here.
+        """
+        vm = self._db.vms.get(vm_id.upper())
+        relationship = self._db.relationships.find(vm.vm_id, int(_PRIMARY))
+        recovery = relationship.settings.recovery_connection_point if relationship else ""
+        if not (recovery and host_matches(recovery, caller)):
+            self.authorize(caller)
+        return vm.enabled_state in _RUNNING, vm.enabled_state
+
+    async def import_initial_replica(self, vm_id: str, folder: Path) -> list[ApplyResult]:
+        """ImportInitialReplica: apply the exported logs (``*.sbylog``) of ``folder`` in sequence order.
+
+        ``folder`` is the export location or its ``<VMName>_<VMGUID>`` subfolder.
+        """
+        vm = self._db.vms.get(vm_id.upper())
+        if self._db.replicas.find(vm.vm_id) is None:
+            raise InvalidState(f"virtual machine {vm_id} is not a replica of this host",
+                               message_id="NotAReplica", vm=vm_id)
+        chosen = folder / f"{vm.name}_{vm.vm_id}" if (folder / f"{vm.name}_{vm.vm_id}").is_dir() else folder
+        logs = sorted(chosen.glob("*.sbylog")) if chosen.is_dir() else []
+        if not logs:
+            raise NotFound(f"{chosen} holds no exported replication log (*.sbylog)",
+                           message_id="ImportLogsMissing", path=str(chosen))
+        return [await self.applier.apply(vm.vm_id, None, read_file_chunks(path)) for path in logs]
+
+    def _head_image(self, vm_id: str, disk_id: str) -> Path:
+        head = self._db.recovery_points.latest(vm_id)
+        images = dict(head.images) if head else {
+            disk.disk_id: disk.path for disk in self._db.vms.get(vm_id).disks if disk.path}
+        if disk_id not in images or not Path(images[disk_id]).is_file():
+            raise NotFound(f"replica {vm_id} has no image of disk {disk_id} yet", message_id="ObjectNotFound",
+                           kind="Disk", key=f"{vm_id}/{disk_id}")
+        return Path(images[disk_id])
+
+
+# -- storage location ---------------------------------------------------------------------------------------
+
+
+def resolve_replica_root(location: str, folder_name: str) -> Path:
+    """``<location>/<folder_name>`` resolved; refuses ``..``, relative locations, symlinked VM folders and
+    anything that resolves outside ``location``."""
+    base = Path(location)
+    if not base.is_absolute() or ".." in base.parts:
+        raise AccessDenied(f"ReplicaStorageLocation {location!r} must be an absolute path without '..'",
+                           message_id="StorageLocationEscape", path=location)
+    real_base = base.resolve()
+    return safe_folder(real_base, folder_name)
+
+
+def safe_folder(root: Path, *parts: str) -> Path:
+    """Create ``root/parts…`` step by step, refusing symlinks and anything that leaves ``root``."""
+    current = root
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or "\\" in part:
+            raise AccessDenied(f"{part!r} cannot name a folder inside {root}",
+                               message_id="StorageLocationEscape", path=str(root / part))
+        current = current / part
+        if current.is_symlink():
+            raise AccessDenied(f"{current} is a symbolic link; replica files must stay inside {root}",
+                               message_id="StorageLocationEscape", path=str(current))
+        current.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not current.resolve().is_relative_to(root.resolve()):
+            raise AccessDenied(f"{current} resolves outside {root}", message_id="StorageLocationEscape",
+                               path=str(current))
+    return current
+
+
+def _check_spec(spec: ReplicaSpec) -> str:
+    vm_id = spec.vm_id.strip().upper()
+    check_disk_id(vm_id)
+    if spec.memory_mib <= 0 or spec.cpus <= 0:
+        raise InvalidParameter("memory_mib and cpus must be positive", message_id="InvalidVmShape", vm=vm_id)
+    if not spec.disks:
+        raise InvalidParameter("a replica needs at least one disk", message_id="InvalidVmShape", vm=vm_id)
+    ids = [check_disk_id(disk_id) for disk_id, _ in spec.disks]
+    if len(set(ids)) != len(ids) or any(size <= 0 for _, size in spec.disks):
+        raise InvalidParameter("disk ids must be unique and sizes positive", message_id="InvalidVmShape",
+                               vm=vm_id)
+    return vm_id
+
+
+def _replica_vm(spec: ReplicaSpec, vm_id: str, now: datetime) -> VirtualMachine:
+    # NICs start disconnected (spec §3.2); disk images appear with the first log.
+    return VirtualMachine(
+        vm_id=vm_id, name=spec.name, memory_mib=spec.memory_mib, cpus=spec.cpus,
+        disks=tuple(Disk(disk_id, "", size) for disk_id, size in spec.disks),
+        nics=tuple(Nic(nic_id, mac, "none") for nic_id, mac in spec.nics),
+        kernel=spec.kernel, initrd=spec.initrd, append=spec.append,
+        enabled_state=EnabledState.DISABLED, replication_mode=ReplicationMode.REPLICA, created_at=now,
+    )
+
+
+def points_json(points: Sequence[RecoveryPoint]) -> list[dict[str, object]]:
+    """The ``points`` list of the status answer."""
+    return [{"point_id": p.point_id, "sequence": p.sequence, "created_at": p.created_at.isoformat(),
+             "kind": p.kind.value} for p in points]
