@@ -106,6 +106,22 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Trust between hosts: the site CA that signs every host certificate (``standby certs init``)."""
+
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """The host-to-host listener (mutual TLS, ``/peer/v1``); it runs only when ``[tls] ca_file`` is set."""
+
+    enabled: bool = True
+    address: str = "0.0.0.0"
+    port: int = 8443
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole effective configuration."""
 
@@ -118,6 +134,8 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     source: Path | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    peer: PeerConfig = field(default_factory=PeerConfig)
 
     @property
     def users_map(self) -> dict[str, str]:
@@ -162,19 +180,24 @@ def parse_config(
     top = TomlTable(raw, "")
     file_dir = top.path("data_dir", None)
     chosen = (data_dir or file_dir or DEFAULT_DATA_DIR).absolute()
+    listeners = _listeners(top.table("listeners"), chosen)
+    replication = _replication(top.table("replication"))
     config = Config(
         data_dir=chosen,
         host=_host(top.table("host")),
-        listeners=_listeners(top.table("listeners"), chosen),
+        listeners=listeners,
         users=_users(top.table("users")),
         hypervisor=_hypervisor(top.table("hypervisor")),
         log=_log(top.table("log")),
         jobs=_jobs(top.table("jobs")),
-        replication=_replication(top.table("replication")),
+        replication=replication,
         source=source,
+        tls=_tls(top.table("tls"), replication),
+        peer=_peer(top.table("peer"), listeners.https.address),
     )
     top.finish()
     _check_ports(config.listeners)
+    _check_peer_port(config)
     return config
 
 
@@ -298,6 +321,35 @@ def _replication(table: TomlTable) -> ReplicationConfig:
     return result
 
 
+def _tls(table: TomlTable, replication: ReplicationConfig) -> TlsConfig:
+    # ``[replication] ca_file`` came first (TestReplicationConnection); it stays a fallback.
+    result = TlsConfig(ca_file=table.path("ca_file", None) or replication.ca_file)
+    table.finish()
+    return result
+
+
+def _peer(table: TomlTable, https_address: str) -> PeerConfig:
+    # By default the peer listener shares the HTTPS listener's address, so hosts on different loopback
+    # addresses (tests, network namespaces) can all use the standard port.
+    result = PeerConfig(
+        enabled=table.boolean("enabled", True),
+        address=table.address("address", https_address),
+        port=table.port("port", 8443),
+    )
+    table.finish()
+    return result
+
+
+def _check_peer_port(config: Config) -> None:
+    peer, listeners = config.peer, config.listeners
+    if not peer.enabled or config.tls.ca_file is None:
+        return
+    for name, enabled, port in (("https", listeners.https.enabled, listeners.https.port),
+                                ("http", listeners.http.enabled, listeners.http.port)):
+        if enabled and port == peer.port:
+            raise ConfigError(f"peer.port and listeners.{name}.port are both {port}")
+
+
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -324,6 +376,9 @@ def to_toml(config: Config) -> str:
                   ("shutdown_grace_seconds", config.jobs.shutdown_grace_seconds)]),
         ("replication", [("connection_timeout_seconds", config.replication.connection_timeout_seconds),
                          ("ca_file", config.replication.ca_file)]),
+        ("tls", [("ca_file", config.tls.ca_file)]),
+        ("peer", [("enabled", config.peer.enabled), ("address", config.peer.address),
+                  ("port", config.peer.port)]),
     ]
     for name, items in sections:
         lines.append(f"[{name}]")
