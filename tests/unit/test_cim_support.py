@@ -20,6 +20,7 @@ from standby.domain.entities import (
     CollectionRecoveryPoint,
     Host,
     Job,
+    Nic,
     RecoveryPoint,
     Relationship,
     VirtualMachine,
@@ -104,7 +105,8 @@ def put_vm(
 
     ``received`` sets LastReplicationTime and stores a recovery point (unless ``point`` says otherwise).
     """
-    vm = VirtualMachine(vm_id, name, 256, 1, replication_mode=mode,
+    # One NIC, so SetFailoverNetworkAdapterSettings has an adapter to store settings for.
+    vm = VirtualMachine(vm_id, name, 256, 1, nics=(Nic("n0", "52:54:00:00:00:01"),), replication_mode=mode,
                         enabled_state=EnabledState.ENABLED if on else EnabledState.DISABLED, created_at=NOW)
     world.db.vms.insert(vm)
     indexes = [RelationshipIndex.PRIMARY] + ([RelationshipIndex.EXTENDED] if extended else [])

@@ -63,6 +63,8 @@ class Services:
     object_manager: ObjectManager | None = None
     #: Helper P's primary side of replication (``daemon/primary_wiring.Primary``); None without a hypervisor.
     primary: Any | None = None
+    #: Helper F's failover use cases (``engine.failover.FailoverUseCases``); None without a hypervisor.
+    failover: Any | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -118,6 +120,7 @@ def build_services(
         services.hypervisor = _build_hypervisor(services)
         services.vms = _build_vms(services)
         services.primary = _build_primary(services)
+        services.failover = _build_failover(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -172,6 +175,13 @@ def _build_vms(services: Services) -> Any | None:
 def _recover_vms(services: Services) -> None:
     if services.vms is not None:
         services.vms.recover()
+
+
+def _build_failover(services: Services) -> Any | None:
+    """Helper F's failover use cases (``daemon/failover_wiring.py``)."""
+    from standby.daemon.failover_wiring import build
+
+    return build(services)
 
 
 def _build_primary(services: Services) -> Any | None:

@@ -126,18 +126,47 @@ def import_initial_replica(call: MethodCall) -> MethodResult:
     return done()
 
 
+def _failover(runtime: CimRuntime) -> Any | None:
+    """Helper F's failover use cases (``engine.failover``); None in a world without a hypervisor, where
+    the failover methods answer the precondition table's verdict only."""
+    return getattr(runtime.services, "failover", None)
+
+
 def initiate_failover(call: MethodCall) -> MethodResult:
-    """InitiateFailover(ComputerSystem, SnapshotSettingData)."""
+    """InitiateFailover(ComputerSystem, SnapshotSettingData) → Job (97); CIM callers never force it."""
     vm = referenced_vm(call)
-    call.runtime.replication.initiate_failover(vm.vm_id, _snapshot_point(call))
-    return done()
+    point = _snapshot_point(call)
+    failover = _failover(call.runtime)
+    if failover is None:
+        call.runtime.replication.initiate_failover(vm.vm_id, point)
+        return done()
+    return job_started(call, failover.submit_initiate(vm.vm_id, point))
 
 
 def test_replica_system(call: MethodCall) -> MethodResult:
-    """TestReplicaSystem(ComputerSystem, SnapshotSettingData) → ResultingSystem, Job."""
+    """TestReplicaSystem(ComputerSystem, SnapshotSettingData) → ResultingSystem, Job (102)."""
     vm = referenced_vm(call)
-    call.runtime.replication.test_replica_system(vm.vm_id, _snapshot_point(call))
-    return done()
+    point = _snapshot_point(call)
+    failover = _failover(call.runtime)
+    if failover is None:
+        call.runtime.replication.test_replica_system(vm.vm_id, point)
+        return done()
+    job, test_vm_id = failover.drill.submit_create(vm.vm_id, point)
+    return job_started(call, job, {"ResultingSystem": naming.system_path(call.namespace, test_vm_id)})
+
+
+def _failover_job(name: str) -> Callable[[MethodCall], MethodResult]:
+    """RevertFailover / CommitFailover(ComputerSystem) → Job, through the failover use cases."""
+
+    def handler(call: MethodCall) -> MethodResult:
+        vm = referenced_vm(call)
+        failover = _failover(call.runtime)
+        if failover is None:
+            getattr(call.runtime.replication, f"{name}_failover")(vm.vm_id)
+            return done()
+        return job_started(call, getattr(failover, f"submit_{name}")(vm.vm_id))
+
+    return handler
 
 
 def _vm_only(action: Callable[[CimRuntime, str], None]) -> Callable[[MethodCall], MethodResult]:
@@ -212,9 +241,11 @@ def resynchronize(call: MethodCall) -> MethodResult:
 
 
 def set_failover_network_settings(call: MethodCall) -> MethodResult:
-    """SetFailoverNetworkAdapterSettings(ComputerSystem, NetworkSettings[])."""
+    """SetFailoverNetworkAdapterSettings(ComputerSystem, NetworkSettings[]): stored at once (0)."""
+    from standby.cim.providers.failover_network import store_settings
+
     vm = referenced_vm(call)
-    call.runtime.replication.set_failover_network_settings(vm.vm_id, len(call.param("NetworkSettings") or []))
+    store_settings(call.runtime, vm, list(call.param("NetworkSettings") or []))
     return done()
 
 
@@ -309,8 +340,8 @@ _HANDLERS: dict[str, Callable[[MethodCall], MethodResult]] = {
     "ImportInitialReplica": import_initial_replica,
     "InitiateFailover": initiate_failover,
     "TestReplicaSystem": test_replica_system,
-    "RevertFailover": _vm_only(lambda rt, vm: rt.replication.revert_failover(vm)),
-    "CommitFailover": _vm_only(lambda rt, vm: rt.replication.commit_failover(vm)),
+    "RevertFailover": _failover_job("revert"),
+    "CommitFailover": _failover_job("commit"),
     "RemoveReplicationRelationship": remove_relationship,
     "ResetReplicationStatistics": _vm_only(lambda rt, vm: rt.replication.reset_statistics(vm)),
     "RemoveReplicationRelationshipEx": remove_relationship_ex,

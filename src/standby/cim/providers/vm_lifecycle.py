@@ -29,6 +29,7 @@ from standby.cim.providers.vm_settings import (
     VSMS,
 )
 from standby.cim.runtime import CimRuntime
+from standby.domain.enums import ReplicationMode
 from standby.domain.errors import InvalidParameter, NotSupported
 from standby.engine.vms import DiskRequest, VmRequest, VmUseCases
 
@@ -69,6 +70,10 @@ def define_system(call: MethodCall) -> MethodResult:
 def destroy_system(call: MethodCall) -> MethodResult:
     """``DestroySystem``: remove a stopped VM and the disks standby created for it."""
     vm = referenced_vm(call, "AffectedSystem")
+    failover = getattr(call.runtime.services, "failover", None)
+    if vm.replication_mode == ReplicationMode.TEST_REPLICA and failover is not None:
+        # A test VM: powered off, its overlays and its hold on the recovery point go too (job 103).
+        return job_started(call, failover.drill.submit_remove(vm.vm_id))
     vm_use_cases(call.runtime).delete(vm.vm_id)
     return done()
 

@@ -35,6 +35,13 @@ class FailoverNetworkRepository(Repository[FailoverNetworkSettings]):
             for item in settings:
                 self.insert(item)
 
+    def put(self, settings: FailoverNetworkSettings) -> None:
+        """Store the settings of one NIC, replacing what it had."""
+        with self._conn.transaction():
+            self._conn.execute(f"DELETE FROM {self.table} WHERE vm_id = ? AND nic_id = ?",
+                               (settings.vm_id, settings.nic_id))
+            self.insert(settings)
+
     def _key(self, entity: FailoverNetworkSettings) -> tuple[object, ...]:
         return (entity.vm_id, entity.nic_id)
 
