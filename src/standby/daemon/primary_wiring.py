@@ -86,6 +86,9 @@ def peer_factory(services: Services) -> Any:
     """``settings → PeerClient`` for the relationship's RecoveryConnectionPoint:RecoveryServerPortNumber."""
     config = services.config
 
+    clients: dict[str, Any] = {}
+    services.closers.append(lambda: _close_all(clients))
+
     def make(settings: ReplicationSettings) -> PeerPort:
         try:
             from standby.peer.client import PeerClient
@@ -99,7 +102,15 @@ def peer_factory(services: Services) -> Any:
         tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
         host, port = settings.recovery_connection_point, settings.recovery_port or config.peer.port
         url_host = f"[{host}]" if ":" in host else host
-        client: PeerPort = PeerClient(f"https://{url_host}:{port}", tls)
+        url = f"https://{url_host}:{port}"
+        if url not in clients:  # one connection pool per replica host
+            clients[url] = PeerClient(url, tls)
+        client: PeerPort = clients[url]
         return client
 
     return make
+
+
+def _close_all(clients: dict[str, Any]) -> None:
+    """At daemon exit (the loop may be gone): drop the pools; sockets close with the process."""
+    clients.clear()

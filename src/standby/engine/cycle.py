@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time as _time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -80,7 +80,8 @@ class PeerPort(Protocol):
         """16-byte xxh3-128 per block of the replica's head."""
         ...
 
-    async def create_replica(self, request: dict[str, object]) -> Any:
+    async def create_replica(self, vm: VirtualMachine, settings: ReplicationSettings, *, primary_host: str,
+                             disks: Sequence[tuple[str, int]] | None = None) -> Any:
         """``POST /replicas``: the replica VM and its relationship (idempotent for the same primary)."""
         ...
 
@@ -284,7 +285,7 @@ class CycleRunner:
         sequence = pending[1] if pending else rel.sequence
         outcome = CycleOutcome.NETWORK if isinstance(exc, Unavailable) else CycleOutcome.FAILURE
         changes: dict[str, Any] = {"intent": None}
-        if isinstance(exc, TrackingLost) or (isinstance(exc, InvalidState) and kind is CycleKind.DELTA):
+        if isinstance(exc, TrackingLost) or (_out_of_sequence(exc) and kind is CycleKind.DELTA):
             # Lost tracking, or the replica refused the log as out of sequence (409): resync required.
             changes["state"] = ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
         elif kind is CycleKind.INITIAL:
@@ -370,6 +371,11 @@ class CycleRunner:
                 self._set(rel, intent=None, state=state)
             settled.append(vm.vm_id)
         return settled
+
+
+def _out_of_sequence(exc: BaseException) -> bool:
+    """The replica refused the log's parent (409 with its head): only a resync mends that."""
+    return isinstance(exc, InvalidState) and getattr(exc, "message_id", "") == "LogOutOfSequence"
 
 
 def _encode(encoder: LogEncoder, reader: CutReader, mode: ReadMode,

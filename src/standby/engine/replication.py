@@ -33,7 +33,6 @@ from pathlib import Path
 from standby.domain.cycles import CycleKind
 from standby.domain.entities import (
     AuthorizationEntry,
-    Disk,
     Job,
     Relationship,
     ReplicationSettings,
@@ -407,8 +406,9 @@ class PrimaryReplication:
         disks = included_disks(vm, settings.included_disks)
 
         async def work(handle: JobHandle) -> dict[str, str]:
-            request = _replica_request(vm, disks, settings, self._host)
-            answer = await self._peers(settings).create_replica(request)
+            answer = await self._peers(settings).create_replica(
+                vm, settings, primary_host=self._host or settings.primary_connection_point,
+                disks=[(d.disk_id, d.size_bytes) for d in disks])
             with self._db.transaction():
                 self._db.relationships.insert(Relationship(vm.vm_id, RelationshipIndex.PRIMARY,
                                                            ReplicationState.READY_FOR_REPLICATION,
@@ -579,22 +579,6 @@ def _relationship(target: Target) -> Relationship:
         raise NotFound(f"virtual machine {target.vm.vm_id} has no relationship {int(target.index)}",
                        message_id="ObjectNotFound", kind="Relationship", key=target.vm.vm_id)
     return target.relationship
-
-
-def _replica_request(vm: VirtualMachine, disks: tuple[Disk, ...], settings: ReplicationSettings,
-                     host: str) -> dict[str, object]:
-    """The body of ``POST /peer/v1/replicas`` (docs/replication.md)."""
-    return {
-        "vm_id": vm.vm_id, "name": vm.name, "memory_mib": vm.memory_mib, "cpus": vm.cpus,
-        "disks": [{"disk_id": d.disk_id, "size": d.size_bytes} for d in disks],
-        "nics": [{"nic_id": n.nic_id, "mac": n.mac, "network": n.network} for n in vm.nics],
-        "settings": {"interval_seconds": settings.interval_seconds,
-                     "recovery_history": settings.recovery_history,
-                     "app_consistent_interval_hours": settings.app_consistent_interval_hours,
-                     "compression_enabled": settings.compression_enabled,
-                     "included_disks": [d.disk_id for d in disks]},
-        "primary_host": host or settings.primary_connection_point,
-    }
 
 
 def _field(answer: object, name: str, default: object) -> object:
