@@ -1,10 +1,10 @@
 """Builds the failover use cases for the composition root (``compose.build_services`` calls ``build``).
 
 The split-brain guard of an unplanned failover asks the primary host whether the VM still runs
-(``GET /peer/v1/vms/{vm_id}/running``). The peer client is the replica side's (``peer/``): when the services
-carry ``peer_client_for(host)`` returning an object with ``async vm_running(vm_id)`` (a bool, or the route's
-``{running, enabled_state}`` answer), the probe uses it; until then the primary counts as unreachable, which
-is what an unplanned failover is for.
+(``GET /peer/v1/vms/{vm_id}/running`` through ``peer.client.PeerClient``), at the relationship's
+PrimaryConnectionPoint on the peer port this daemon is configured with (hosts of one site share it). Without
+a peer client, a site CA or a primary name, the primary counts as unreachable: that is what an unplanned
+failover is for.
 """
 
 from __future__ import annotations
@@ -39,18 +39,34 @@ def build(services: Services) -> FailoverUseCases | None:
 
 
 async def primary_runs(services: Any, vm: VirtualMachine, relationship: Relationship) -> bool | None:
-    """Whether the VM runs on its primary host; None when no peer client exists or the host says nothing."""
-    client_for = getattr(services, "peer_client_for", None)
+    """Whether the VM runs on its primary host; None when that cannot be asked."""
     host = relationship.settings.primary_connection_point
-    if client_for is None or not host:
+    client = _peer_client(services, host) if host else None
+    if client is None:
         return None
     try:
-        answer = await client_for(host).vm_running(vm.vm_id)
+        async with client:
+            answer = await client.vm_running(vm.vm_id)
     except NotFound:
         return False  # the primary host no longer has the VM
-    if isinstance(answer, dict):
-        return bool(answer.get("running"))
-    return bool(answer)
+    running = answer[0] if isinstance(answer, tuple) else answer
+    return bool(running)
+
+
+def _peer_client(services: Any, host: str) -> Any | None:
+    config = services.config
+    ca = getattr(getattr(config, "tls", None), "ca_file", None)
+    port = getattr(getattr(config, "peer", None), "port", None)
+    if ca is None or port is None:
+        return None
+    try:
+        from standby.peer.client import PeerClient
+        from standby.peer.tls import PeerTls
+    except ModuleNotFoundError:
+        return None
+    tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
+    url_host = f"[{host}]" if ":" in host else host
+    return PeerClient(f"https://{url_host}:{port}", tls)
 
 
 async def _recover(services: Services) -> None:
