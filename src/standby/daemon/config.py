@@ -78,6 +78,8 @@ class HypervisorConfig:
 
     accel: str = "auto"
     qemu_binary: str = "qemu-system-x86_64"
+    #: A graceful daemon stop powers the VMs off; false (default) leaves them running for the next daemon.
+    stop_vms_on_exit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ def _hypervisor(table: TomlTable) -> HypervisorConfig:
     result = HypervisorConfig(
         accel=table.choice("accel", "auto", ACCEL_CHOICES),
         qemu_binary=table.string("qemu_binary", None) or "qemu-system-x86_64",
+        stop_vms_on_exit=table.boolean("stop_vms_on_exit", False),
     )
     table.finish()
     return result

@@ -10,11 +10,14 @@ half done before the scheduler starts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from standby.domain.entities import ReplicationSettings
-from standby.domain.errors import Unavailable
+from standby.domain.entities import Relationship, ReplicationSettings, VirtualMachine
+from standby.domain.enums import RelationshipIndex, ReplicationHealth, ReplicationMode, ReplicationState
+from standby.domain.errors import StandbyError, Unavailable
+from standby.hypervisor.port import VmEvent, VmEventKind
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
@@ -57,7 +60,81 @@ def build(services: Services) -> Primary | None:
     scheduler = Scheduler(services.db, runner, services.hypervisor.state, services.clock, peers=peers,
                           resyncer=use_cases)
     services.add_recovery_hook("replication-cycles", _recover)
+    # Re-attaching to QEMU processes that outlived a daemon must come before the VM recovery, which marks
+    # every VM without a process as off.
+    services.recovery_hooks.insert(0, ("qemu-reattach", _reattach))
+    tracking = TrackingGuard(services)
+    services.hypervisor.subscribe(tracking.on_event)
+    if hasattr(services.hypervisor, "add_pre_start"):
+        services.hypervisor.add_pre_start(tracking.before_start)
     return Primary(use_cases, runner, scheduler)
+
+
+async def _reattach(services: Services) -> None:
+    hypervisor = services.hypervisor
+    if hypervisor is not None and hasattr(hypervisor, "reattach"):
+        adopted = await hypervisor.reattach(services.db.vms.list())
+        if adopted:
+            log.info("re-attached to running VMs", extra={"fields": {"vms": ",".join(adopted)}})
+
+
+#: Relationship states in which lost change tracking means a resynchronization (spec §9.7).
+_TRACKED = frozenset({ReplicationState.REPLICATING, ReplicationState.SUSPENDED,
+                      ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, ReplicationState.CRITICAL})
+
+
+class TrackingGuard:
+    """Resync triggers the hypervisor reveals: QEMU killed (its bitmaps come back inconsistent) and a disk
+    changed while the VM was off (size or mtime differ from what the clean stop recorded)."""
+
+    def __init__(self, services: Services) -> None:
+        self._db = services.db
+        self._clock = services.clock
+
+    def on_event(self, event: VmEvent) -> None:
+        """Crash → state 9 at once; clean stop → stamp the images."""
+        if event.kind is VmEventKind.CRASHED:
+            self._lose(event.vm_id, "QEMU stopped uncleanly")
+        elif event.kind in (VmEventKind.STOPPED, VmEventKind.GUEST_SHUTDOWN):
+            vm = self._db.vms.find(event.vm_id)
+            if vm is not None and self._primary(vm.vm_id) is not None:
+                self._db.disk_stamps.put(vm.vm_id, [_stamp(d.disk_id, d.path) for d in vm.disks])
+
+    def before_start(self, vm: VirtualMachine) -> None:
+        """Compare the images with the stamps of the last clean stop, then forget them."""
+        stamps = self._db.disk_stamps.get(vm.vm_id)
+        if not stamps:
+            return
+        now = [_stamp(d.disk_id, d.path) for d in vm.disks]
+        if sorted(now) != sorted(stamps):
+            self._lose(vm.vm_id, "a disk changed while the virtual machine was off")
+        self._db.disk_stamps.clear(vm.vm_id)
+
+    def _primary(self, vm_id: str) -> Relationship | None:
+        vm = self._db.vms.find(vm_id)
+        if vm is None or vm.replication_mode is not ReplicationMode.PRIMARY:
+            return None
+        return self._db.relationships.find(vm_id, int(RelationshipIndex.PRIMARY))
+
+    def _lose(self, vm_id: str, why: str) -> None:
+        rel = self._primary(vm_id)
+        if rel is None or rel.state not in _TRACKED:
+            return
+        try:
+            resync = ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
+            self._db.relationships.update(replace(rel, state=resync, health=ReplicationHealth.CRITICAL))
+            self._db.events.record(self._clock(), "replication.resync-required", "HealthResyncRequired",
+                                   element_id=vm_id, args={"reason": why})
+        except StandbyError as exc:  # the next cycle finds the lost tracking anyway
+            log.warning("could not mark %s for resynchronization: %s", vm_id, exc)
+
+
+def _stamp(disk_id: str, path: str) -> tuple[str, int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (disk_id, -1, -1)
+    return (disk_id, info.st_size, info.st_mtime_ns)
 
 
 async def _recover(services: Services) -> None:

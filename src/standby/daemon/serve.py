@@ -107,7 +107,10 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     await primary_wiring.stop(services)
     await _drain_jobs(services, config.jobs.shutdown_grace_seconds, forced=any(s.force_exit for s in servers))
     if services.hypervisor is not None:
-        await services.hypervisor.close()  # the daemon cannot re-attach to QEMU yet: leave no orphan VM
+        if config.hypervisor.stop_vms_on_exit:
+            await services.hypervisor.close()
+        else:  # the VMs keep running; the next daemon re-attaches to them
+            await services.hypervisor.detach()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     if failed and not stop.is_set():

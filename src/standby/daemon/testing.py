@@ -77,6 +77,8 @@ class DaemonProcess:
             f'[listeners.https]\naddress = "127.0.0.1"\nport = {https_port}\n'
             f'[listeners.http]\nport = {http_port}\n'
             f"[users]\n{user_lines}\n{extra_config}\n"
+            # Test daemons power their VMs off when they stop (the default leaves them for a successor).
+            + ("" if "[hypervisor]" in extra_config else "[hypervisor]\nstop_vms_on_exit = true\n")
         )
         return cls(data_dir, config_file, https_port, http_port, extra_config, env=dict(env or {}))
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from standby.hypervisor.qemu.accel import HostFacts, choose_accel, probe_host
 from standby.hypervisor.qemu.agent import GuestAgent
 from standby.hypervisor.qemu.block import QemuBlockOps
 from standby.hypervisor.qemu.cmdline import QEMU_BINARY, RunPaths, build_command, check_vm
-from standby.hypervisor.qemu.process import QemuProcess
+from standby.hypervisor.qemu.process import AdoptedProcess, QemuProcess, qemu_alive
 from standby.hypervisor.qemu.qmp import QmpChannel
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class _Running:
     vm: VirtualMachine
-    process: QemuProcess
+    process: QemuProcess | AdoptedProcess
     paths: RunPaths
     qmp: QmpChannel
     state: EnabledState = EnabledState.STARTING
@@ -61,6 +61,7 @@ class QemuHypervisor:
         self.start_timeout = start_timeout
         self._vms: dict[str, _Running] = {}
         self._subscribers: list[VmEventCallback] = []
+        self._pre_start: list[Callable[[VirtualMachine], None]] = []
 
     # port ------------------------------------------------------------------------------------------------
     def check(self, vm: VirtualMachine) -> None:
@@ -72,6 +73,8 @@ class QemuHypervisor:
         if vm.vm_id in self._vms:
             raise InvalidState(f"VM {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name)
         check_vm(vm)
+        for hook in list(self._pre_start):
+            hook(vm)
         for path in [d.path for d in vm.disks] + [p for p in (vm.kernel, vm.initrd) if p]:
             if not Path(path).is_file():
                 raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=path)
@@ -84,6 +87,7 @@ class QemuHypervisor:
         self._vms[vm.vm_id] = run
         try:
             await process.spawn()
+            self._pid_file(vm.vm_id).write_text(f"{process.pid}\n", encoding="ascii")
             run.tasks.append(asyncio.create_task(self._watch_exit(run), name=f"qemu-exit-{vm.vm_id}"))
             await self._connect(run)
             run.tasks.append(asyncio.create_task(self._watch_events(run), name=f"qemu-events-{vm.vm_id}"))
@@ -175,6 +179,58 @@ class QemuHypervisor:
         await agent.connect(timeout)
         return agent
 
+    def add_pre_start(self, hook: Callable[[VirtualMachine], None]) -> None:
+        """Call ``hook(vm)`` before each start, while the images are still closed (e.g. to compare them
+        with what was recorded at the last clean stop). A hook's exception stops the start."""
+        self._pre_start.append(hook)
+
+    def _pid_file(self, vm_id: str) -> Path:
+        return self.run_root / vm_id / "qemu.pid"
+
+    async def reattach(self, vms: Iterable[VirtualMachine]) -> list[str]:
+        """After a daemon restart: take over every QEMU an earlier daemon left running (pid file, QMP
+        socket, a pidfd to notice its exit). Returns the ids re-attached; others are left alone."""
+        adopted = []
+        for vm in vms:
+            if vm.vm_id in self._vms:
+                continue
+            try:
+                if await self._adopt(vm):
+                    adopted.append(vm.vm_id)
+            except StandbyError as exc:
+                log.warning("could not re-attach to QEMU of %s: %s", vm.name, exc)
+        return adopted
+
+    async def _adopt(self, vm: VirtualMachine) -> bool:
+        try:
+            pid = int(self._pid_file(vm.vm_id).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return False
+        if not qemu_alive(pid, vm.vm_id):
+            return False
+        paths = RunPaths(self.run_root / vm.vm_id)
+        run = _Running(vm, AdoptedProcess(pid, paths.root / "qemu.log"), paths, QmpChannel(vm.name))
+        await run.qmp.connect(paths.qmp, timeout=10.0)
+        status = await run.qmp.execute("query-status")
+        run.state = EnabledState.QUIESCE if status.get("status") == "paused" else EnabledState.ENABLED
+        self._vms[vm.vm_id] = run
+        run.tasks.append(asyncio.create_task(self._watch_exit(run), name=f"qemu-exit-{vm.vm_id}"))
+        run.tasks.append(asyncio.create_task(self._watch_events(run), name=f"qemu-events-{vm.vm_id}"))
+        log.info("re-attached to QEMU of %s (pid %s, %s)", vm.name, pid, status.get("status"))
+        return True
+
+    async def detach(self) -> None:
+        """Stop supervising without stopping the VMs (daemon exit with ``stop_vms_on_exit = false``): the
+        next daemon re-attaches."""
+        for run in list(self._vms.values()):
+            for task in run.tasks:
+                task.cancel()
+            for task in run.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await run.qmp.close()
+        self._vms.clear()
+
     async def close(self) -> None:
         """Power off every running VM (QMP ``quit``, else SIGKILL): at daemon exit and test teardown."""
         for vm_id in list(self._vms):
@@ -238,7 +294,7 @@ class QemuHypervisor:
             if task is not asyncio.current_task():
                 task.cancel()
         await run.qmp.close()
-        for sock in (run.paths.qmp, run.paths.agent):
+        for sock in (run.paths.qmp, run.paths.agent, self._pid_file(run.vm.vm_id)):
             sock.unlink(missing_ok=True)
         kind, detail = self._exit_reason(run, code)
         run.exited.set()

@@ -67,3 +67,67 @@ class QemuProcess:
         except OSError:
             return ""
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+class AdoptedProcess:
+    """A QEMU started by an earlier daemon (now reparented away from us), watched through a pidfd.
+
+    It is not our child, so its exit status cannot be read: ``wait`` returns 0 and the driver tells a stop
+    it asked for from a crash by its own flags and QEMU's SHUTDOWN event.
+    """
+
+    def __init__(self, pid: int, log_path: Path) -> None:
+        self.log_path = log_path
+        self._pid = pid
+        self._fd = os.pidfd_open(pid)
+        self._done = False
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id: QEMU runs in its own session)."""
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs; 0 once it is gone (the real status belongs to its parent)."""
+        return 0 if self._done else None
+
+    async def wait(self) -> int:
+        """Wait until the process has exited."""
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:  # a pidfd turns readable once the process has exited
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(self._fd, readable)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(self._fd)
+        self._done = True
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        return 0
+
+    def signal_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signal QEMU's process group; a group that is already gone is fine."""
+        if self._done:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pid, sig)
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines QEMU printed."""
+        return QemuProcess.log_tail(self, lines)  # type: ignore[arg-type]
+
+
+def qemu_alive(pid: int, uuid: str) -> bool:
+    """Whether ``pid`` is a live QEMU running the VM with ``uuid`` (its ``-uuid`` argument)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and uuid.lower().encode() in argv
