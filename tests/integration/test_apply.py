@@ -276,7 +276,8 @@ def test_import_initial_replica_from_a_folder(rig: Rig, tmp_path: Path) -> None:
     export.mkdir(parents=True)
     data = b"".join(build_log(rig.sources, 1, 0, LogKind.INITIAL, None, app=False, extra={},
                               cut_time=rig.clock.now))
-    (export / "0000000001.sbylog").write_bytes(data)
+    (export / "initial.sblog").write_bytes(data)
+    (export / "manifest.json").write_text("{}")
     results = asyncio.run(rig.replica.import_initial_replica(VM_ID, tmp_path / "export"))
     assert [r.head_sequence for r in results] == [1]
     assert _same(rig.sources["disk0"], rig.point_images(1)["disk0"])

@@ -65,6 +65,8 @@ class Services:
     primary: Any | None = None
     #: Helper F's failover use cases (``engine.failover.FailoverUseCases``); None without a hypervisor.
     failover: Any | None = None
+    #: Helper R's replica side (``engine.replica.ReplicaUseCases``): the peer routes call it.
+    replica: Any | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -112,7 +114,8 @@ def build_services(
             connection_tester=ReplicationConnectionTester(
                 jobs,
                 timeout=config.replication.connection_timeout_seconds,
-                ca_file=config.replication.ca_file,
+                ca_file=config.tls.ca_file,
+                client_cert=(config.listeners.https.cert_file, config.listeners.https.key_file),
             ),
             started_at=clock(),
             host=local_host(config, database),
@@ -121,6 +124,7 @@ def build_services(
         services.vms = _build_vms(services)
         services.primary = _build_primary(services)
         services.failover = _build_failover(services)
+        services.replica = _build_replica(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -180,6 +184,13 @@ def _recover_vms(services: Services) -> None:
 def _build_failover(services: Services) -> Any | None:
     """Helper F's failover use cases (``daemon/failover_wiring.py``)."""
     from standby.daemon.failover_wiring import build
+
+    return build(services)
+
+
+def _build_replica(services: Services) -> Any | None:
+    """Helper R's replica side (``peer/wiring.py``): applier, retention, replica use cases."""
+    from standby.peer.wiring import build
 
     return build(services)
 

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 import uvicorn
 
@@ -43,7 +44,7 @@ log = logging.getLogger("standby.daemon")
 class Listener:
     """One bound socket and how to serve it."""
 
-    kind: ListenerKind
+    kind: ListenerKind | Literal["peer"]
     sock: socket.socket
     where: str
     tls: bool = False
@@ -84,7 +85,8 @@ async def serve(config: Config) -> int:
 
 async def _serve(config: Config, services: Services, listeners: list[Listener]) -> int:
     app = create_app(services)
-    servers = [_server(config, app, listener, services.verifier) for listener in listeners]
+    servers = [_peer_server(config, services) if listener.kind == "peer"
+               else _server(config, app, listener, services.verifier) for listener in listeners]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -161,7 +163,7 @@ async def _purge_loop(services: Services) -> None:
 
 
 def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier) -> _Server:
-    gated = ListenerGate(app, listener.kind, verifier)
+    gated = ListenerGate(app, cast(ListenerKind, listener.kind), verifier)
     https = config.listeners.https
     uv_config = uvicorn.Config(
         gated,
@@ -175,6 +177,13 @@ def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier
         ssl_keyfile=str(https.key_file) if listener.tls else None,
     )
     return _Server(uv_config)
+
+
+def _peer_server(config: Config, services: Services) -> _Server:
+    """The host-to-host listener (mutual TLS, ``/peer/v1`` only): helper R's ``peer.app``."""
+    from standby.peer.app import peer_uvicorn_config
+
+    return _Server(peer_uvicorn_config(config, services))
 
 
 def _make_data_dir(path: Path) -> None:
@@ -213,6 +222,10 @@ def bind_listeners(config: Config) -> list[Listener]:
         if http.enabled:
             listeners.append(Listener("http", _bind_tcp(http.address, http.port),
                                       f"{http.address}:{http.port}"))
+        peer = config.peer
+        if peer.enabled and config.tls.ca_file is not None:  # peers need the site CA to be verified
+            listeners.append(Listener("peer", _bind_tcp(peer.address, peer.port),
+                                      f"{peer.address}:{peer.port}", tls=True))
     except BaseException:
         _close_listeners(config, listeners)
         raise

@@ -5,9 +5,11 @@ The operation opens a TCP connection to (RecoveryConnectionPoint, port), complet
 deadline (``[replication] connection_timeout_seconds``, 30 s by default). This module is the one adapter
 for that probe: socket, DNS and TLS failures become ``Unavailable`` or ``AccessDenied`` here.
 
-Certificates: without a CA file the server certificate is not verified yet (the probe reports its
-thumbprint); issue 4 adds mutual TLS with the host certificate named by ``CertificateThumbPrint``.
-No proxy is ever used, so ``BypassProxyServer`` changes nothing.
+Certificates: with the site CA (``[tls] ca_file``) the probe presents this host's certificate (mutual TLS,
+AuthenticationType 2) and verifies the recovery server's certificate against the CA and its name; the peer
+listener there answers 403 unless an authorization entry admits this host. Without a CA file the server
+certificate is not verified (the probe reports its thumbprint). No proxy is ever used, so
+``BypassProxyServer`` changes nothing.
 """
 
 from __future__ import annotations
@@ -108,14 +110,18 @@ def validate_target(target: ConnectionTarget) -> None:
         )
 
 
-def client_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """TLS client settings: verify against ``ca_file`` when given, else accept any certificate (see above)."""
+def client_ssl_context(ca_file: Path | None, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """TLS client settings: verify against ``ca_file`` when given (presenting ``client_cert`` = (cert, key)
+    when both files exist), else accept any certificate (see above)."""
     if ca_file is not None:
         try:
-            return ssl.create_default_context(cafile=str(ca_file))
+            context = ssl.create_default_context(cafile=str(ca_file))
+            if client_cert is not None and all(path.is_file() for path in client_cert):
+                context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+            return context
         except (OSError, ssl.SSLError) as exc:
-            raise InvalidParameter(f"cannot load CA file {ca_file}: {exc}", message_id="BadCaFile",
-                                   path=str(ca_file)) from None
+            raise InvalidParameter(f"cannot load CA file {ca_file} or the host certificate: {exc}",
+                                   message_id="BadCaFile", path=str(ca_file)) from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -232,10 +238,10 @@ class ReplicationConnectionTester:
     """The use case behind ``Msvm_ReplicationService.TestReplicationConnection`` and the REST route."""
 
     def __init__(self, jobs: JobSubmitter, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, client_cert: tuple[Path, Path] | None = None) -> None:
         self._jobs = jobs
         self._timeout = timeout
-        self._context = client_ssl_context(ca_file)
+        self._context = client_ssl_context(ca_file, client_cert)
 
     @property
     def timeout(self) -> float:

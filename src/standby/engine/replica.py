@@ -30,7 +30,7 @@ from standby.domain.enums import (
     ReplicationMode,
     ReplicationState,
 )
-from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState, NotFound
+from standby.domain.errors import AccessDenied, FileNotFound, InvalidParameter, InvalidState, NotFound
 from standby.domain.replica import (
     ReplicaSite,
     authorize_caller,
@@ -46,6 +46,8 @@ from standby.store.sqlite import Database
 
 Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
+#: Exported initial replication logs (``engine.cycle`` writes ``initial.sblog``).
+EXPORT_SUFFIXES = (".sblog", ".sbylog")
 _RUNNING = frozenset({EnabledState.ENABLED, EnabledState.STARTING, EnabledState.QUIESCE,
                       EnabledState.SHUTTING_DOWN})
 
@@ -190,19 +192,23 @@ class ReplicaUseCases:
         return vm.enabled_state in _RUNNING, vm.enabled_state
 
     async def import_initial_replica(self, vm_id: str, folder: Path) -> list[ApplyResult]:
-        """ImportInitialReplica: apply the exported logs (``*.sbylog``) of ``folder`` in sequence order.
+        """ImportInitialReplica: apply the exported logs (``*.sblog``) of ``folder`` in sequence order.
 
-        ``folder`` is the export location or its ``<VMName>_<VMGUID>`` subfolder.
+        ``folder`` is the export location (its ``…_<VMGUID>`` subfolder is used) or that subfolder itself.
         """
         vm = self._db.vms.get(vm_id.upper())
         if self._db.replicas.find(vm.vm_id) is None:
             raise InvalidState(f"virtual machine {vm_id} is not a replica of this host",
                                message_id="NotAReplica", vm=vm_id)
-        chosen = folder / f"{vm.name}_{vm.vm_id}" if (folder / f"{vm.name}_{vm.vm_id}").is_dir() else folder
-        logs = sorted(chosen.glob("*.sbylog")) if chosen.is_dir() else []
+        if not folder.is_dir():
+            raise FileNotFound(f"{folder} is not a folder", message_id="ImportLocationMissing",
+                               path=str(folder))
+        subfolders = [p for p in folder.iterdir() if p.is_dir() and p.name.upper().endswith(f"_{vm.vm_id}")]
+        chosen = subfolders[0] if subfolders else folder
+        logs = sorted(p for p in chosen.iterdir() if p.suffix in EXPORT_SUFFIXES and p.is_file())
         if not logs:
-            raise NotFound(f"{chosen} holds no exported replication log (*.sbylog)",
-                           message_id="ImportLogsMissing", path=str(chosen))
+            raise FileNotFound(f"{chosen} holds no exported replication log (*.sblog)",
+                               message_id="ImportLogsMissing", path=str(chosen))
         return [await self.applier.apply(vm.vm_id, None, read_file_chunks(path)) for path in logs]
 
     def _head_image(self, vm_id: str, disk_id: str) -> Path:

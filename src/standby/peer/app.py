@@ -1,0 +1,122 @@
+"""The peer listener: its own ASGI app (only ``/peer/v1``) behind mutual TLS, and the uvicorn wiring.
+
+uvicorn does not put the client certificate into the ASGI scope, so ``PeerH11Protocol`` copies it from the
+TLS connection into the per-connection ``scope["state"]`` (``peer_certificate``, DER). ``PeerGate`` turns
+it into the caller's host name (first DNS SAN, else CN) in ``scope["state"]["peer_host"]``; a request
+without one is refused with 403 (the TLS layer has already refused certificates of another CA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from standby.api.errors import error_body, install_error_handlers
+from standby.api.gate import ASGIApp, Receive, Scope, Send
+from standby.api.texts import request_language
+from standby.domain.replica import OutOfSequence
+from standby.peer import pki, routes
+from standby.storage.logformat import LogCorrupt
+
+if TYPE_CHECKING:
+    from standby.daemon.compose import Services
+    from standby.daemon.config import Config
+
+
+class PeerH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol that hands the verified client certificate to the app."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Remember the peer's certificate for every request of this connection."""
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.app_state = {**self.app_state, "peer_certificate": der}
+
+
+class PeerGate:
+    """Admit a request only with a client certificate naming a host; put that name in the scope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse (403) or pass on with ``state.peer_host`` set."""
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        der = state.get("peer_certificate")
+        host = pki.peer_name_from_der(der) if der else ""
+        if not host:
+            message = "a client certificate naming the calling host is required"
+            body = json.dumps({"code": 32769, "name": "AccessDenied", "message": message}).encode()
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        state["peer_host"] = host
+        await self.app(scope, receive, send)
+
+
+def create_peer_app(services: Services) -> ASGIApp:
+    """The ``/peer/v1`` app over ``services`` (``services.replica`` serves the replica routes)."""
+    app = FastAPI(title="standby peer", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.services = services
+    app.state.thumbprint = _thumbprint(services.config.listeners.https.cert_file)
+    install_error_handlers(app)
+    app.add_exception_handler(OutOfSequence, _out_of_sequence)
+    app.add_exception_handler(LogCorrupt, _log_corrupt)
+    app.include_router(routes.router)
+    return PeerGate(app)
+
+
+def peer_uvicorn_config(config: Config, services: Services) -> uvicorn.Config:
+    """uvicorn settings of the peer listener: TLS with a required client certificate from the site CA."""
+    https = config.listeners.https
+    assert config.tls.ca_file is not None
+    return uvicorn.Config(
+        create_peer_app(services),
+        http=PeerH11Protocol,
+        lifespan="off",
+        log_config=None,
+        access_log=config.log.access_log,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
+        ssl_certfile=str(https.cert_file),
+        ssl_keyfile=str(https.key_file),
+        ssl_ca_certs=str(config.tls.ca_file),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+    )
+
+
+def _thumbprint(cert_file: Path) -> str:
+    try:
+        return pki.thumbprint(pki.load_certificates(cert_file)[0])
+    except Exception:  # a missing or odd certificate must not keep the listener from starting
+        return ""
+
+
+async def _out_of_sequence(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OutOfSequence)
+    body: dict[str, Any] = error_body(exc, request_language(request))
+    return routes.out_of_sequence_response(exc.head_sequence, exc.reason, body)
+
+
+async def _log_corrupt(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LogCorrupt)
+    return JSONResponse(error_body(exc, request_language(request)), status_code=422)
