@@ -35,6 +35,7 @@ ROUTERS: tuple[str, ...] = (
     "standby.api.jobs",
     "standby.api.replication",
     "standby.api.metrics",
+    "standby.api.failover",  # before vms: its POST /{ref}/{action} would catch /{ref}/failover
     "standby.api.vms",
 )
 

@@ -96,6 +96,10 @@ class DaemonClient:
         """POST (JSON body) and decode JSON."""
         return self._request("POST", path, json=body, params=params)
 
+    def put(self, path: str, *, body: Any = None) -> Any:
+        """PUT (JSON body) and decode JSON."""
+        return self._request("PUT", path, json=body)
+
     def delete(self, path: str) -> Any:
         """DELETE and decode JSON."""
         return self._request("DELETE", path)

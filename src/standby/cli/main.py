@@ -30,6 +30,7 @@ SUBAPPS: tuple[str, ...] = (
     "standby.cli.vm",
     "standby.cli.guest",
     "standby.cli.certs",
+    "standby.cli.failover",
 )
 
 app = typer.Typer(
