@@ -276,9 +276,11 @@ class ReplicaApplier:
         history = 0 if resync else settings.recovery_history
         infos = [PointInfo.of(point, in_use=held is not None and point.sequence <= held) for point in points]
         plan = plan_retention(infos, self._clock(), history, settings.app_consistent_interval_hours)
-        by_id = {point.point_id: point for point in points}
         for merge in plan.drop:
-            await self._merge(by_id[merge.point_id], by_id[merge.into_id])
+            # Reload both: an earlier merge of this plan may have changed the newer one's parent.
+            older = self._db.recovery_points.get(merge.point_id)
+            newer = self._db.recovery_points.get(merge.into_id)
+            await self._merge(older, newer)
         return len(plan.drop)
 
     def _highest_held_sequence(self, vm_id: str, points: Iterable[RecoveryPoint]) -> int | None:

@@ -94,12 +94,14 @@ class PeerClient:
     """One peer (``base_url`` such as ``https://hv2.lab:8443``); reuse it for many calls, ``aclose`` it."""
 
     def __init__(self, base_url: str, tls: PeerTls | ssl.SSLContext, *, timeout: float = DEFAULT_TIMEOUT,
-                 apply_timeout: float = DEFAULT_APPLY_TIMEOUT) -> None:
+                 apply_timeout: float = DEFAULT_APPLY_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         context = tls if isinstance(tls, ssl.SSLContext) else tls.client_context()
         self._apply_timeout = apply_timeout
         self._http = httpx.AsyncClient(base_url=self.base_url, verify=context, timeout=timeout,
-                                       trust_env=False, headers={"accept": "application/json"})
+                                       trust_env=False, headers={"accept": "application/json"},
+                                       transport=transport)
 
     async def __aenter__(self) -> PeerClient:
         return self
