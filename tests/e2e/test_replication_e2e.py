@@ -156,7 +156,7 @@ def test_a_host_without_an_authorization_entry_is_refused(guest: GuestImage) -> 
     with TwoHosts.start(authorize=False) as site:
         conn = site.b.cim()
         cim.call(conn, cim.service(conn), "ModifyServiceSettings",
-                 SettingData=cim.service_settings(site.b.port))
+                 SettingData=cim.service_settings(site.b.peer_port))
         vm = guestvm.define_guest_vm(site.a, guest, "web")
         failure = create_fails(site, vm)
         assert failure.code == ACCESS_DENIED, failure
@@ -178,7 +178,7 @@ def test_a_certificate_from_another_ca_is_refused(site: TwoHosts, guest: GuestIm
     # B's peer listener itself refuses that certificate, whatever A makes of the failure.
     with httpx.Client(cert=(str(stranger.cert_file), str(stranger.key_file)), verify=str(site.ca.cert_file),
                       trust_env=False) as client, pytest.raises(httpx.HTTPError):
-        answer = client.get(f"https://{site.b.address}:{site.b.port}/peer/v1/replicas/{vm.vm_id}")
+        answer = client.get(f"{site.b.peer_url}/peer/v1/replicas/{vm.vm_id}")
         answer.raise_for_status()
 
 
@@ -197,6 +197,6 @@ def test_replica_storage_location_escapes_are_refused(site: TwoHosts, guest: Gue
             "settings": {}, "primary_host": site.a.name}
     with httpx.Client(cert=(str(site.a.cert.cert_file), str(site.a.cert.key_file)),
                       verify=str(site.ca.cert_file), trust_env=False) as client:
-        answer = client.post(f"https://{site.b.address}:{site.b.port}/peer/v1/replicas", json=body)
+        answer = client.post(f"{site.b.peer_url}/peer/v1/replicas", json=body)
     assert answer.status_code in (400, 403, 409, 422), answer.text
     assert not list(outside.iterdir()) and not list(Path(site.root).glob("escape*"))

@@ -10,9 +10,10 @@ import pytest
 import pywbem
 
 from standby.guest.build import GuestImage
-from standby.testing import cim, guestvm
+from standby.testing import cim, guestvm, scenario
 from standby.testing.cluster import TwoHosts, processes_using
 from standby.testing.scenario import connection_point
+from tests.e2e.marks import needs
 
 
 def entries(conn: Any) -> dict[str, str]:
@@ -25,7 +26,7 @@ def netns_names() -> str:
 
 
 @pytest.mark.parametrize("mode", ["netns", "loopback"])
-def test_two_hosts_admit_and_reach_each_other_and_leave_nothing_behind(mode: str, guest: GuestImage) -> None:
+def test_two_hosts_admit_each_other_and_leave_nothing_behind(mode: str, guest: GuestImage) -> None:
     try:
         site = TwoHosts.start(network_mode=mode)
     except RuntimeError as exc:  # NetworkUnavailable: not root, no iproute2
@@ -40,11 +41,6 @@ def test_two_hosts_admit_and_reach_each_other_and_leave_nothing_behind(mode: str
             assert entries(conn) == {other.name: str(host.replica_location)}
             settings = conn.EnumerateInstances("Msvm_ReplicationServiceSettingData")[0]
             assert settings["RecoveryServerEnabled"] is True
-            cim.call(conn, cim.service(conn), "TestReplicationConnection",
-                     RecoveryConnectionPoint=connection_point(site, other),
-                     RecoveryServerPortNumber=pywbem.Uint16(other.port),
-                     AuthenticationType=pywbem.Uint16(2), CertificateThumbPrint=host.cert.thumbprint,
-                     BypassProxyServer=False)
         # A VM left running is stopped by the teardown, not left behind.
         vm = guestvm.define_guest_vm(site.a, guest, "left-running")
         guestvm.power(site.a, vm.vm_id, "start")
@@ -55,3 +51,16 @@ def test_two_hosts_admit_and_reach_each_other_and_leave_nothing_behind(mode: str
     assert not root.exists()
     assert not processes_using(root)
     assert not [ns for ns in namespaces if ns in netns_names()]
+
+
+@needs(scenario.REPLICATION)  # the peer listener lands with replication
+def test_hosts_reach_each_other_over_mutual_tls(site: TwoHosts) -> None:
+    for host in site.hosts:
+        other = site.other(host)
+        conn = host.cim()
+        out = cim.call(conn, cim.service(conn), "TestReplicationConnection",
+                       RecoveryConnectionPoint=connection_point(site, other),
+                       RecoveryServerPortNumber=pywbem.Uint16(other.peer_port),
+                       AuthenticationType=pywbem.Uint16(2), CertificateThumbPrint=host.cert.thumbprint,
+                       BypassProxyServer=False)
+        assert out.get("Job") is not None or out == {}

@@ -84,7 +84,7 @@ class TwoHosts:
         """Turn ``host``'s recovery server on and admit ``primary_name`` into its replica folder."""
         conn = host.cim()
         svc = cim.service(conn)
-        cim.call(conn, svc, "ModifyServiceSettings", SettingData=cim.service_settings(host.port))
+        cim.call(conn, svc, "ModifyServiceSettings", SettingData=cim.service_settings(host.peer_port))
         cim.call(conn, svc, "AddAuthorizationEntry",
                  AuthorizationEntry=cim.authorization_entry(primary_name, str(host.replica_location)))
 

@@ -22,8 +22,9 @@ from standby.testing.pki import CertPair, SiteCA
 
 USER, PASSWORD = "admin", "standby-e2e"
 VIRT = "root/virtualization/v2"
-#: The standard WBEM HTTPS port; used inside a namespace, where every port is free.
+#: The standard ports, used inside a namespace where every port is free: WBEM HTTPS and the peer listener.
 STANDARD_HTTPS_PORT = 5989
+STANDARD_PEER_PORT = 8443
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TestHost:
     ca: SiteCA
     cert: CertPair
     daemon: HostDaemon
+    peer_port: int
 
     @classmethod
     def prepare(cls, label: str, net: HostNet, root: Path, ca: SiteCA, *, extra_config: str = "") -> TestHost:
@@ -77,11 +79,12 @@ class TestHost:
         (data_dir / "replicas").mkdir(exist_ok=True)
         https_port = STANDARD_HTTPS_PORT if net.namespace else free_port()
         http_port = 5988 if net.namespace else free_port()
+        peer_port = STANDARD_PEER_PORT if net.namespace else free_port()
         config_file = data_dir / "standby.toml"
-        config_file.write_text(_config(net, https_port, http_port, ca.cert_file, extra_config))
+        config_file.write_text(_config(net, (https_port, http_port, peer_port), ca.cert_file, extra_config))
         daemon = HostDaemon(data_dir, config_file, https_port, http_port, extra_config,
                             address=net.address, prefix=net.prefix, trust_file=ca.cert_file)
-        return cls(label, net, data_dir, ca, cert, daemon)
+        return cls(label, net, data_dir, ca, cert, daemon, peer_port)
 
     # -- facts ------------------------------------------------------------------------------------------
 
@@ -96,9 +99,14 @@ class TestHost:
         return self.net.address
 
     @property
-    def port(self) -> int:
-        """Its HTTPS port (REST, CIM-XML and the peer protocol)."""
+    def https_port(self) -> int:
+        """Its HTTPS port (REST and CIM-XML); replication uses ``peer_port``."""
         return self.daemon.https_port
+
+    @property
+    def peer_url(self) -> str:
+        """The base URL of its peer listener (mutual TLS)."""
+        return f"https://{self.address}:{self.peer_port}"
 
     @property
     def replica_location(self) -> Path:
@@ -127,7 +135,7 @@ class TestHost:
         """A pywbem connection over HTTPS, verifying the host's certificate against the site CA."""
         import pywbem
 
-        conn = pywbem.WBEMConnection(f"https://{self.address}:{self.port}", (USER, PASSWORD),
+        conn = pywbem.WBEMConnection(f"https://{self.address}:{self.https_port}", (USER, PASSWORD),
                                      default_namespace=namespace, ca_certs=str(self.ca.cert_file),
                                      timeout=300)
         # requests prefers REQUESTS_CA_BUNDLE from the environment over the session's CA file.
@@ -176,14 +184,18 @@ class CliFailed(RuntimeError):
         self.message = message
 
 
-def _config(net: HostNet, https_port: int, http_port: int, ca_file: Path, extra: str) -> str:
+def _config(net: HostNet, ports: tuple[int, int, int], ca_file: Path, extra: str) -> str:
+    https_port, http_port, peer_port = ports
     users = f'"{USER}" = "{hash_password(PASSWORD)}"'
     short = net.name.split(".", 1)[0]
     return (
         f'[host]\nname = "{short}"\nfqdn = "{net.name}"\n'
         f'[listeners.https]\naddress = "{net.address}"\nport = {https_port}\n'
         f"[listeners.http]\nport = {http_port}\n"
-        f"[replication]\nca_file = {json.dumps(str(ca_file))}\nconnection_timeout_seconds = 20\n"
-        f"[hypervisor]\naccel = \"auto\"\n"
+        f"[tls]\nca_file = {json.dumps(str(ca_file))}\n"
+        f"[peer]\nport = {peer_port}\n"
+        f"[replication]\nconnection_timeout_seconds = 20\n"
+        # A graceful stop powers the VMs off (the default leaves them running for the next daemon).
+        f"[hypervisor]\naccel = \"auto\"\nstop_vms_on_exit = true\n"
         f"[users]\n{users}\n{extra}\n"
     )

@@ -84,7 +84,7 @@ def enable_replication(site: TwoHosts, primary: TestHost, vm: GuestVm, *, interv
 def _settings(site: TwoHosts, source: TestHost, vm: GuestVm, interval: int, history: int) -> str:
     target = site.other(source)
     return cim.replication_settings(vm_name=vm.name, vm_id=vm.vm_id,
-                                    recovery_point=connection_point(site, target), port=target.port,
+                                    recovery_point=connection_point(site, target), port=target.peer_port,
                                     thumbprint=source.cert.thumbprint, interval=interval, history=history)
 
 
