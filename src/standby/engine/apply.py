@@ -378,7 +378,7 @@ def _feed_and_write(decoder: LogDecoder, data: bytes, disks: list[_Disk]) -> Non
     for index, group in by_disk.items():
         disk = disks[index]
         assert disk.client is not None
-        disk.client.write_many((frame.offset, frame.data, frame.length) for frame in group)
+        disk.client.write_many(((frame.offset, frame.data, frame.length) for frame in group), depth=16)
         disk.written.extend((frame.offset, frame.length,
                              None if frame.data is None else xxhash.xxh3_128_digest(frame.data))
                             for frame in group)
@@ -411,7 +411,7 @@ def _verify_written(disk: _Disk) -> None:
     assert disk.client is not None
     expected = {offset: digest for offset, _, digest in disk.written}
     ranges = [(offset, length) for offset, length, _ in disk.written]
-    for offset, data in disk.client.read_many(ranges):
+    for offset, data in disk.client.read_many(ranges, depth=16):
         digest = expected[offset]
         ok = data.count(0) == len(data) if digest is None else xxhash.xxh3_128_digest(data) == digest
         if not ok:
