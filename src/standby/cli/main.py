@@ -31,6 +31,7 @@ SUBAPPS: tuple[str, ...] = (
     "standby.cli.guest",
     "standby.cli.certs",
     "standby.cli.failover",
+    "standby.cli.replication",
 )
 
 app = typer.Typer(

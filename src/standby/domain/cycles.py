@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 
+from standby.domain.errors import InvalidParameter
+
 #: QEMU dirty bitmaps of replication are named ``rep-<sequence>`` (docs/replication.md).
 BITMAP_PREFIX = "rep-"
 _BITMAP = re.compile(r"^rep-(\d+)$")
@@ -240,3 +242,25 @@ def interval_misses(started: float, finished: float, interval: float) -> int:
     if interval <= 0 or finished <= started:
         return 0
     return max(0, int((finished - started) // interval))
+
+
+_WINDOW = re.compile(
+    r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*=\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?\s*$",
+    re.IGNORECASE)
+_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3}
+
+
+def parse_bandwidth_window(text: str) -> Window:
+    """``"08:00-18:00=50M"`` → (08:00, 18:00, 50 000 000 bytes/s); ``InvalidParameter`` when malformed."""
+    match = _WINDOW.match(text)
+    try:
+        if match is None:
+            raise ValueError(text)
+        start = time(int(match[1]), int(match[2]))
+        end = time(int(match[3]), int(match[4]))
+        rate = int(float(match[5]) * _UNITS[match[6].upper()])
+    except ValueError:
+        raise InvalidParameter(f"bandwidth window {text!r} is not HH:MM-HH:MM=RATE (e.g. 08:00-18:00=50M)",
+                               message_id="InvalidSettingValue", property="bandwidth_schedule",
+                               label="bandwidth window", value=text, allowed="HH:MM-HH:MM=RATE") from None
+    return start, end, rate
