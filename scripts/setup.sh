@@ -9,6 +9,7 @@ APT_PACKAGES=(
   sblim-wbemcli                       # a standard WBEM client for the interop tests
   busybox-static cpio xz-utils kmod   # building the test guest's initramfs
   e2fsprogs zstd iproute2 gcc libc6-dev  # ext4 guest disks, static workload writer, network namespaces
+  genisoimage                         # cloud-init NoCloud seed ISOs for failover IP settings (isoinfo too)
 )
 
 missing=()

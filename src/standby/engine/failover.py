@@ -164,10 +164,12 @@ class FailoverUseCases:
             intent=f"failover:{point.point_id}"))
         folder = replica_dir(point)
         try:
-            disks = await asyncio.to_thread(overlay_disks, vm, point, folder / FAILOVER_DIR)
+            # A diskless VM's point has no images: no disks to make (a VM with disks gets PointImageMissing).
+            disks = await asyncio.to_thread(overlay_disks, vm, point, (folder or Path()) / FAILOVER_DIR)
             progress(60)
             instance = f"{vm.vm_id.lower()}-failover-{self.store.clock():%Y%m%d%H%M%S%f}"
-            seed = await asyncio.to_thread(seed_disk, self.store, vm, folder / SEED_DIR, instance)
+            seed = None if folder is None else \
+                await asyncio.to_thread(seed_disk, self.store, vm, folder / SEED_DIR, instance)
             progress(80)
             with self.db.transaction():
                 self.store.update_vm(vm_id, lambda v: dataclasses.replace(
@@ -213,7 +215,9 @@ class FailoverUseCases:
         self.db.point_holds.hold(PointHold(point.point_id, holder, reason, self.store.clock()))
 
     @staticmethod
-    def _undo_failover_files(folder: Path) -> None:
+    def _undo_failover_files(folder: Path | None) -> None:
+        if folder is None:
+            return
         remove_folder_files(folder / FAILOVER_DIR)
         remove_folder_files(folder / SEED_DIR)
 

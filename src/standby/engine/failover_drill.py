@@ -84,13 +84,16 @@ class FailoverDrill:
         replica = self.db.vms.get(vm_id)
         point = self.store.point(vm_id, point_id)
         test_id = test_id or str(uuid.uuid4()).upper()
-        folder = replica_dir(point) / TEST_DIR
-        # Leftovers of a test VM removed without us (``standby vm delete``) are stale: start clean.
-        await asyncio.to_thread(remove_folder_files, folder)
+        root = replica_dir(point)  # None: a diskless replica, nothing on disk to make
+        folder = (root or Path()) / TEST_DIR
+        if root is not None:
+            # Leftovers of a test VM removed without us (``standby vm delete``) are stale: start clean.
+            await asyncio.to_thread(remove_folder_files, folder)
         try:
             disks = await asyncio.to_thread(overlay_disks, replica, point, folder)
             instance = f"{test_id.lower()}-test"
-            seed = await asyncio.to_thread(seed_disk, self.store, replica, folder, instance)
+            seed = None if root is None else \
+                await asyncio.to_thread(seed_disk, self.store, replica, folder, instance)
             test_vm = VirtualMachine(
                 vm_id=test_id, name=name_of_test_vm(replica.name), memory_mib=replica.memory_mib,
                 cpus=replica.cpus, disks=tuple(disks) + ((seed,) if seed else ()),
@@ -105,7 +108,8 @@ class FailoverDrill:
                 self.db.point_holds.hold(PointHold(point.point_id, test_id, "test", now))
                 self.db.test_failovers.record(vm_id, now, test_id)
         except BaseException:
-            await asyncio.to_thread(remove_folder_files, folder)
+            if root is not None:
+                await asyncio.to_thread(remove_folder_files, folder)
             raise
         self.store.event(vm_id, "failover.test-created", "TestFailoverCreated", vm=replica.name,
                          test_vm=test_vm.name, point=point.point_id)
@@ -159,9 +163,10 @@ class FailoverDrill:
             if vm.replication_mode not in _RECOVERY_MODES or self.test_vm_of(vm) is not None:
                 continue
             point = self.db.recovery_points.latest(vm.vm_id)
-            if point is None or not point.images:
+            root = replica_dir(point) if point is not None else None
+            if root is None:
                 continue
-            folder = replica_dir(point) / TEST_DIR
+            folder = root / TEST_DIR
             if folder.is_dir() and any(folder.iterdir()):
                 remove_folder_files(folder)
                 cleaned += 1

@@ -83,11 +83,11 @@ class FailoverStore:
             log.exception("could not record event %s of VM %s", kind, vm_id)
 
 
-def replica_dir(point: RecoveryPoint) -> Path:
-    """The replica folder a point's images live in (``…/<VMName>_<VMGUID>``)."""
+def replica_dir(point: RecoveryPoint) -> Path | None:
+    """The replica folder a point's images live in (``…/<VMName>_<VMGUID>``); None for a point of a diskless
+    VM, which has no images and needs no files."""
     if not point.images:
-        raise FileNotFound(f"recovery point {point.point_id} has no disk images",
-                           message_id="PointImageMissing", point=point.point_id, disk="*")
+        return None
     return Path(replica_dir_of(point.images[0][1]))
 
 
