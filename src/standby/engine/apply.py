@@ -204,6 +204,8 @@ class ReplicaApplier:
             parent_id=head.point_id if head is not None and header.kind != LogKind.INITIAL else None,
         )
         kind = _replication_type(header)
+        # Reloaded: a mirrored state change may have been written while the log streamed in.
+        relationship = self._db.relationships.get(relationship.vm_id, int(relationship.index))
         updated = replace(
             relationship, state=_state_after_apply(relationship.state), health=ReplicationHealth.OK,
             last_replication_time=now, last_apply_time=now, last_replication_type=kind,
