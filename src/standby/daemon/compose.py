@@ -123,8 +123,8 @@ def build_services(
         services.hypervisor = _build_hypervisor(services)
         services.vms = _build_vms(services)
         services.primary = _build_primary(services)
-        services.failover = _build_failover(services)
         services.replica = _build_replica(services)
+        services.failover = _build_failover(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()

@@ -32,8 +32,11 @@ def build(services: Services) -> FailoverUseCases | None:
     async def probe(vm: VirtualMachine, relationship: Relationship) -> bool | None:
         return await primary_runs(services, vm, relationship)
 
+    replica = getattr(services, "replica", None)
+    after_revert = replica.applier.apply_kept_logs if replica is not None else None
     failover = FailoverUseCases(services.db, services.clock, services.jobs, services.hypervisor,
-                                ReplicationUseCases(services.db, services.clock), primary_probe=probe)
+                                ReplicationUseCases(services.db, services.clock), primary_probe=probe,
+                                after_revert=after_revert)
     services.add_recovery_hook("failover", _recover)
     return failover
 

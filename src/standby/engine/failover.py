@@ -40,7 +40,7 @@ from standby.domain.enums import (
     ReplicationState,
     ReplicationType,
 )
-from standby.domain.errors import InvalidParameter, InvalidState, OperationTimeout, Unavailable
+from standby.domain.errors import InvalidParameter, InvalidState, OperationTimeout, StandbyError, Unavailable
 from standby.domain.failover import (
     FAILOVER_DIR,
     SEED_DIR,
@@ -88,8 +88,11 @@ class FailoverUseCases:
         guards: ReplicationUseCases,
         *,
         primary_probe: PrimaryProbe | None = None,
+        after_revert: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.store = FailoverStore(db, clock)
+        #: Applies the logs kept aside while failed over (the replica applier's ``apply_kept_logs``).
+        self.after_revert = after_revert
         self.db = db
         self.jobs = jobs
         self.hypervisor = hypervisor
@@ -241,7 +244,17 @@ class FailoverUseCases:
         await asyncio.to_thread(self._undo_failover_files, replica_dir(head))
         self.store.event(vm_id, "failover.reverted", "FailoverReverted", vm=vm.name,
                          state=int(relationship.state))
+        await self._apply_kept_logs(vm_id)
         return {"ReplicationState": str(int(relationship.state))}
+
+    async def _apply_kept_logs(self, vm_id: str) -> None:
+        # The revert itself is done; a kept log that cannot be applied is for the next cycle (or a resync).
+        if self.after_revert is None:
+            return
+        try:
+            await self.after_revert(vm_id)
+        except StandbyError as exc:
+            self.store.event(vm_id, "failover.kept-logs-failed", "KeptLogsNotApplied", reason=str(exc))
 
     def _reverted(self, relationship: Relationship) -> Relationship:
         state = relationship.state_before_failover or _S.REPLICATING
