@@ -69,6 +69,10 @@ class TestHost:
     daemon: HostDaemon
     peer_port: int
 
+    def trust(self, bundle: Path) -> None:
+        """Verify this host's HTTPS certificate against ``bundle`` from now on (e.g. after swapping it)."""
+        self.daemon.trust_file = bundle
+
     @classmethod
     def prepare(cls, label: str, net: HostNet, root: Path, ca: SiteCA, *, extra_config: str = "") -> TestHost:
         """Certificate, replica folder and config file; nothing runs yet."""
@@ -136,7 +140,8 @@ class TestHost:
         import pywbem
 
         conn = pywbem.WBEMConnection(f"https://{self.address}:{self.https_port}", (USER, PASSWORD),
-                                     default_namespace=namespace, ca_certs=str(self.ca.cert_file),
+                                     default_namespace=namespace,
+                                     ca_certs=str(self.daemon.trust_file or self.ca.cert_file),
                                      timeout=300)
         # requests prefers REQUESTS_CA_BUNDLE from the environment over the session's CA file.
         conn.session.trust_env = False
@@ -173,6 +178,13 @@ class TestHost:
     def running(self) -> bool:
         """Whether the daemon process is alive."""
         return self.daemon.process is not None and self.daemon.process.poll() is None
+
+
+def peer_session(target: TestHost, cert: CertPair, *, trust: Path | None = None) -> httpx.Client:
+    """An httpx client on ``target``'s peer listener presenting ``cert`` (as another host would)."""
+    context = ssl.create_default_context(cafile=str(trust or target.ca.cert_file))
+    context.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+    return httpx.Client(base_url=target.peer_url, verify=context, trust_env=False, timeout=60)
 
 
 class CliFailed(RuntimeError):
