@@ -22,16 +22,10 @@ PLANNED_ROUNDS = 10
 
 def boot_and_write(host: TestHost, vm_id: str, more: int = 20) -> tuple[int, int]:
     """Start the VM, let the writer add ``more`` records, shut it down: (resumed at, stopped at)."""
-    offset = guestvm.console_offset(host, vm_id)
-    guestvm.power(host, vm_id, "start")
-    resumed = guestvm.wait_ready(host, vm_id, after=offset)
-    guestvm.wait_records(host, vm_id, resumed + more, after=offset)
-    guestvm.power(host, vm_id, "shutdown")
-    stopped = guestvm.last_stop(host, vm_id, after=offset)
-    assert stopped is not None and stopped >= resumed + more, f"no clean writer stop on {host.label}"
-    check = guestvm.check_image(guestvm.disk_path(host, vm_id))
-    assert check.good and check.records == stopped, f"{host.label} disk after the run: {check.verdict()}"
-    return resumed, stopped
+    run = guestvm.run_writer(host, vm_id, more)
+    assert run.stopped is not None and run.stopped >= run.resumed + more, f"no clean stop on {host.label}"
+    assert run.disk.good and run.disk.records == run.stopped, f"{host.label} disk: {run.disk.verdict()}"
+    return run.resumed, run.stopped
 
 
 def point_records(host: TestHost, vm: GuestVm, point: PointInfo) -> int:
@@ -41,9 +35,7 @@ def point_records(host: TestHost, vm: GuestVm, point: PointInfo) -> int:
 
 
 def shut_down(host: TestHost, vm_id: str) -> int:
-    offset = guestvm.console_offset(host, vm_id)
-    guestvm.power(host, vm_id, "shutdown")
-    stopped = guestvm.last_stop(host, vm_id, after=offset)
+    stopped = guestvm.shut_down(host, vm_id)
     assert stopped is not None, f"the writer on {host.label} did not stop cleanly"
     return stopped
 
@@ -120,7 +112,6 @@ def test_test_failover_while_the_primary_keeps_writing(site: TwoHosts, guest: Gu
     vm = scenario.start_replicating_guest(site, guest, rate=50, interval=2)
     scenario.wait_points(site.b, vm.vm_id, beyond=scenario.head_sequence(site.b, vm.vm_id) + 2)
     before = scenario.points(site.b, vm.vm_id)
-    replica_disks = guestvm.vm_info(site.b, vm.vm_id)["disks"]
     test_id = scenario.test_failover(site.b, vm.vm_id)
     info = guestvm.vm_info(site.b, test_id)
     assert info["name"] == f"{vm.name} - Test" and info["replication_mode"] == 3
@@ -137,7 +128,9 @@ def test_test_failover_while_the_primary_keeps_writing(site: TwoHosts, guest: Gu
     assert {p.point_id for p in before} <= after, "the test failover removed recovery points"
     for point in scenario.points(site.b, vm.vm_id):
         point_records(site.b, vm, point)
-    assert guestvm.vm_info(site.b, vm.vm_id)["disks"] == replica_disks
+    # The replica VM still follows its recovery-point chain (its head), not the test VM's overlay.
+    head_image = guestvm.disk_path(site.b, vm.vm_id)
+    assert head_image.parent.name == "d0" and head_image.name.startswith("rp-"), head_image
     assert scenario.replication_state(site.a, vm.vm_id)[0] == REPLICATING
 
 

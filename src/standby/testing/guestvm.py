@@ -185,3 +185,29 @@ def _expected(offset: int, length: int, records: int) -> bytes:
 def _ok(answer: Any, what: str) -> None:
     if answer.status_code >= 400:
         raise RuntimeError(f"cannot {what}: HTTP {answer.status_code} {answer.text[:300]}")
+
+
+@dataclass(frozen=True, slots=True)
+class WriterRun:
+    """One boot of the guest: where the writer resumed, where it stopped, and the disk afterwards."""
+
+    resumed: int
+    stopped: int | None
+    disk: ImageCheck
+
+
+def run_writer(host: TestHost, vm_id: str, more: int = 20) -> WriterRun:
+    """Start the VM, let the writer add ``more`` records, shut it down and check its disk."""
+    offset = console_offset(host, vm_id)
+    power(host, vm_id, "start")
+    resumed = wait_ready(host, vm_id, after=offset)
+    wait_records(host, vm_id, resumed + more, after=offset)
+    power(host, vm_id, "shutdown")
+    return WriterRun(resumed, last_stop(host, vm_id, after=offset), check_image(disk_path(host, vm_id)))
+
+
+def shut_down(host: TestHost, vm_id: str) -> int | None:
+    """Shut the VM down cleanly; how many records its writer had written (None: no clean stop seen)."""
+    offset = console_offset(host, vm_id)
+    power(host, vm_id, "shutdown")
+    return last_stop(host, vm_id, after=offset)
