@@ -99,6 +99,8 @@ class ReplicaApplier:
         self._db = db
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Called with every recorded point and its log header (group cuts assemble collection points).
+        self.point_listeners: list[Callable[[RecoveryPoint, LogHeader], None]] = []
 
     def lock(self, vm_id: str) -> asyncio.Lock:
         """The per-VM lock every chain-changing operation holds."""
@@ -159,6 +161,7 @@ class ReplicaApplier:
         except BaseException:
             await asyncio.to_thread(_discard, disks, renamed)
             raise
+        self._tell_listeners(point, header)
         log.info("log applied", extra={"fields": {"vm": site.vm_id, "sequence": header.sequence,
                                                   "frames": summary.frames, "bytes": summary.data_bytes}})
         try:
@@ -223,6 +226,13 @@ class ReplicaApplier:
                 self._db.replicas.update(replace(self._db.replicas.get(site.vm_id),
                                                  base_sequence=header.sequence))
         return point
+
+    def _tell_listeners(self, point: RecoveryPoint, header: LogHeader) -> None:
+        for listener in self.point_listeners:
+            try:
+                listener(point, header)
+            except StandbyError:  # the point stands; a listener's failure is its own
+                log.exception("a recovery-point listener failed", extra={"fields": {"vm": point.vm_id}})
 
     # -- kept aside while failed over ---------------------------------------------------------------------
 

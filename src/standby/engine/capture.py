@@ -315,6 +315,55 @@ class Capture:
             if cut.previous is not None:
                 offline.bitmap_disable(path, bitmap_name(cut.previous))
 
+    # -- group cuts (engine/group_cycle.py): the steps of ``cut`` one by one, so that every member of a
+    # collection is paused once, around the transactions only -------------------------------------------
+
+    async def prepare_cut(self, vm_id: str, disks: Sequence[Disk], sequence: int, *, previous: int | None,
+                          now: datetime) -> Cut:
+        """Group cut, step 1: check the bitmaps and add the fleecing nodes (no transaction yet). A VM that is
+        off is cut whole here (it writes nothing, so it needs no pause)."""
+        if not disks:
+            raise InvalidParameter("a cut needs at least one disk", message_id="NoDiskToReplicate")
+        run_dir = self._run_root / vm_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cut = Cut(vm_id, sequence, previous, tuple(disks), now, self.running(vm_id), run_dir)
+        if not cut.online:
+            await asyncio.to_thread(self._cut_offline, cut)
+            return cut
+        ops = self._hv.qmp(vm_id)
+        try:
+            for disk in cut.disks:
+                await self._check_bitmaps(ops, disk, cut)
+                scratch = cut.scratch(disk.disk_id)
+                scratch.unlink(missing_ok=True)
+                await asyncio.to_thread(create_qcow2, scratch, disk.size_bytes or await _node_size(ops, disk))
+                await ops.blockdev_add({
+                    "driver": "qcow2", "node-name": cut.node(disk.disk_id), "discard": "unmap",
+                    "file": {"driver": "file", "filename": str(scratch)}, "backing": _fmt(disk)})
+        except BaseException:
+            with contextlib.suppress(StandbyError):
+                await self._teardown_online(cut)
+            raise
+        return cut
+
+    async def transact_cut(self, cut: Cut) -> None:
+        """Group cut, step 2 (members paused): the bitmap rotation + copy-before-write transaction."""
+        if cut.online:
+            await self._transaction(self._hv.qmp(cut.vm_id), cut, False)
+
+    async def export_cut(self, cut: Cut) -> None:
+        """Group cut, step 3 (members running again): export the fleecing nodes over NBD."""
+        if cut.online:
+            await self._export(self._hv.qmp(cut.vm_id), cut)
+
+    async def freeze(self, vm_id: str) -> AgentPort | None:
+        """Freeze the guest's file systems through its agent; None when it cannot (crash-consistent)."""
+        return await self._freeze(vm_id)
+
+    async def thaw(self, agent: AgentPort, vm_id: str) -> None:
+        """Thaw what ``freeze`` froze (and disconnect the agent)."""
+        await _thaw(agent, vm_id)
+
     # -- commit / abort ----------------------------------------------------------------------------
 
     async def commit(self, vm_id: str, disks: Sequence[Disk], sequence: int) -> None:

@@ -110,6 +110,8 @@ class _Request:
     kind: CycleKind
     progress: Callable[[int], None] | None
     export_dir: Path | None
+    #: Carried in the log header's ``extra`` (a group cut names its collection cut there).
+    extra: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,19 @@ class CycleResult:
     wire_bytes: int = 0
     seconds: float = 0.0
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCut:
+    """A delta cycle of one VM whose cut a group cut takes (``CycleRunner.open_cut``)."""
+
+    vm: VirtualMachine
+    rel: Relationship
+    disks: tuple[Disk, ...]
+    sequence: int
+    previous: int
+    started: datetime
+    t0: float
 
 
 class CycleRunner:
@@ -206,7 +221,8 @@ class CycleRunner:
         header = LogHeader(vm.vm_id, int(rel.index), cut.sequence, rel.sequence, _LOG_KIND[kind],
                            cut.at.isoformat(), tuple(DiskInfo(d.disk_id, d.size_bytes) for d in cut.disks),
                            application_consistent=cut.app_consistent,
-                           compression=rel.settings.compression_enabled)
+                           compression=rel.settings.compression_enabled,
+                           extra=dict(request.extra or {}))
         encoder = LogEncoder(header)
         self._described[vm.vm_id] = 0
         try:
@@ -252,6 +268,59 @@ class CycleRunner:
             if delay > 0:
                 await self._sleep(delay)
             yield chunk
+
+    # -- group cuts (engine/group_cycle.py): the caller takes the cut, the runner does the rest -----------
+
+    async def open_cut(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> OpenCut:
+        """A delta cycle whose cut the caller takes: tracking checked, sequence chosen, intent written.
+        The caller holds ``lock(vm_id)`` and ends it with ``close_cut`` or ``abandon_cut``."""
+        rel = self._db.relationships.get(vm_id, int(index))
+        vm = self._db.vms.get(vm_id)
+        disks = included_disks(vm, rel.settings.included_disks)
+        started, t0 = self._clock(), self._monotonic()
+        try:
+            tracked = await self._capture.tracking(vm.vm_id, disks)
+            if tracked is None:
+                raise TrackingLost(f"virtual machine {vm.name} does not track changes; a resynchronization "
+                                   "is required", message_id="TrackingLost", disk="")
+        except StandbyError as exc:
+            self._record(rel, CycleKind.DELTA, self._failed(rel, CycleKind.DELTA, exc, t0), started,
+                         app=(False, False))
+            raise
+        pending = parse_intent(rel.intent)
+        sequence = next_sequence(rel.sequence, [bitmap_name(tracked)], pending[1] if pending else None)
+        rel = self._set(rel, intent=intent(IntentKind.CYCLE, sequence))
+        return OpenCut(vm, rel, disks, sequence, tracked, started, t0)
+
+    async def close_cut(self, opened: OpenCut, cut: Cut, *,
+                        extra: Mapping[str, object] | None = None) -> CycleResult:
+        """Ship the cut ``open_cut`` began, commit it on the acknowledgement or abort it; the cycle is
+        recorded either way and a failure comes back as a result (a cancellation is raised)."""
+        request = _Request(opened.vm, opened.rel, CycleKind.DELTA, None, None, extra)
+        try:
+            dirty, wire = await self._ship(request, cut)
+        except BaseException as exc:
+            await self._settle(opened.vm.vm_id, opened.disks, opened.sequence, commit=False)
+            result = self._failed(opened.rel, CycleKind.DELTA, exc, opened.t0)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._record(opened.rel, CycleKind.DELTA, result, opened.started, app=(False, False))
+            return result
+        await self._capture.commit(opened.vm.vm_id, opened.disks, opened.sequence)
+        seconds = self._monotonic() - opened.t0
+        result = CycleResult(opened.sequence, CycleOutcome.SUCCESS, dirty, wire, seconds)
+        self._succeeded(opened.rel, CycleKind.DELTA, cut, False)
+        self._record(opened.rel, CycleKind.DELTA, result, opened.started,
+                     app=(cut.app_consistent, cut.app_consistent_failed))
+        return result
+
+    async def abandon_cut(self, opened: OpenCut, exc: BaseException) -> CycleResult:
+        """The group cut failed before shipping: abort whatever was cut, clear the intent, record it."""
+        await self._settle(opened.vm.vm_id, opened.disks, opened.sequence, commit=False)
+        result = self._failed(opened.rel, CycleKind.DELTA, exc, opened.t0)
+        if not isinstance(exc, asyncio.CancelledError):
+            self._record(opened.rel, CycleKind.DELTA, result, opened.started, app=(False, False))
+        return result
 
     # -- outcomes ------------------------------------------------------------------------------------------
 

@@ -46,9 +46,12 @@ class Scheduler:
                  resyncer: Resyncer | None = None, poll: float = 1.0,
                  monotonic: Callable[[], float] = _time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 local_time: Callable[[], time] | None = None) -> None:
+                 local_time: Callable[[], time] | None = None,
+                 grouped: Callable[[str], bool] | None = None) -> None:
         self._db = db
         self._runner = runner
+        #: VMs whose cycles a collection's group scheduler runs instead (engine/group_cycle.py).
+        self.grouped = grouped
         self._vm_state = vm_state
         self._clock = clock
         self._peers = peers
@@ -112,7 +115,8 @@ class Scheduler:
     def _is_primary(self, rel: Relationship) -> bool:
         vm = self._db.vms.find(rel.vm_id)
         return vm is not None and vm.replication_mode is ReplicationMode.PRIMARY \
-            and rel.index is RelationshipIndex.PRIMARY
+            and rel.index is RelationshipIndex.PRIMARY \
+            and not (self.grouped is not None and self.grouped(rel.vm_id))
 
     async def _cycle_loop(self, key: Key) -> None:
         vm_id, index = key[0], RelationshipIndex(key[1])
