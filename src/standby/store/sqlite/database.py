@@ -14,6 +14,11 @@ from standby.store.sqlite.repos_failover import (
     PointHoldRepository,
     TestFailoverRepository,
 )
+from standby.store.sqlite.repos_groups import (
+    CollectionSettingsRepository,
+    FailoverIndicationRepository,
+    GroupCycleRepository,
+)
 from standby.store.sqlite.repos_jobs import JobRepository
 from standby.store.sqlite.repos_points import (
     CollectionPointRepository,
@@ -52,6 +57,9 @@ class Database:
         self.failover_network = FailoverNetworkRepository(conn)
         self.point_holds = PointHoldRepository(conn)
         self.test_failovers = TestFailoverRepository(conn)
+        self.collection_settings = CollectionSettingsRepository(conn)
+        self.group_cycles = GroupCycleRepository(conn)
+        self.failover_indications = FailoverIndicationRepository(conn)
 
     @classmethod
     def open(cls, path: Path | str, *, migrate_upto: int | None = None) -> Database:
