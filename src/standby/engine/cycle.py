@@ -112,6 +112,8 @@ class _Request:
     export_dir: Path | None
     #: Carried in the log header's ``extra`` (a group cut names its collection cut there).
     extra: Mapping[str, object] | None = None
+    #: A RESYNC that already knows what differs (reverse after a planned failover): no hash compare.
+    differing: Callable[[Cut], Awaitable[dict[str, list[tuple[int, int]]]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,15 +168,19 @@ class CycleRunner:
 
     async def run(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY,
                   kind: CycleKind = CycleKind.DELTA, *, progress: Callable[[int], None] | None = None,
-                  export_dir: Path | None = None) -> CycleResult:
+                  export_dir: Path | None = None,
+                  differing: Callable[[Cut], Awaitable[dict[str, list[tuple[int, int]]]]] | None = None,
+                  ) -> CycleResult:
         """One cycle of ``kind``; records it and returns its result (errors are recorded, then raised for
-        the initial and resync kinds, which run as jobs; a delta cycle's failure is only recorded)."""
+        the initial and resync kinds, which run as jobs; a delta cycle's failure is only recorded).
+        ``differing`` gives a RESYNC its ranges instead of the block-hash compare."""
         async with self.lock(vm_id):
             rel = self._db.relationships.get(vm_id, int(index))
             vm = self._db.vms.get(vm_id)
             started, t0 = self._clock(), self._monotonic()
             try:
-                result = await self._attempt(_Request(vm, rel, kind, progress, export_dir), t0)
+                request = _Request(vm, rel, kind, progress, export_dir, differing=differing)
+                result = await self._attempt(request, t0)
             except BaseException as exc:
                 result = self._failed(rel, kind, exc, t0)
                 cancelled = isinstance(exc, asyncio.CancelledError)
@@ -239,7 +245,8 @@ class CycleRunner:
             if kind is CycleKind.INITIAL:
                 mode = ReadMode.FULL
             elif kind is CycleKind.RESYNC:
-                mode, ranges = ReadMode.RANGES, await self._differing(vm, rel, reader, cut.disks)
+                mode, ranges = ReadMode.RANGES, await (request.differing(cut) if request.differing else
+                                                       self._differing(vm, rel, reader, cut.disks))
             chunks = stream_in_thread(lambda: _encode(encoder, reader, mode, ranges))
             throttled = self._throttle(rel, _counting(chunks, request.progress, _expected(cut.disks, kind)))
             if export_dir is not None:
