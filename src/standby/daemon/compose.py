@@ -67,6 +67,8 @@ class Services:
     failover: Any | None = None
     #: Helper R's replica side (``engine.replica.ReplicaUseCases``): the peer routes call it.
     replica: Any | None = None
+    #: Helper PF's planned failover, reverse and extended replication (``engine.planned.PlannedServices``).
+    planned: Any | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -125,6 +127,7 @@ def build_services(
         services.primary = _build_primary(services)
         services.replica = _build_replica(services)
         services.failover = _build_failover(services)
+        services.planned = _build_planned(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -193,6 +196,17 @@ def _build_replica(services: Services) -> Any | None:
     from standby.peer.wiring import build
 
     return build(services)
+
+
+def _build_planned(services: Services) -> Any:
+    """Helper PF's planned failover, reverse and extended replication (``engine.planned.build``)."""
+    from standby.daemon.primary_wiring import peer_factory
+    from standby.engine.planned import build
+
+    primary = services.primary
+    return build(services.db, services.clock, services.jobs, primary.runner if primary else None,
+                 peer_factory(services) if primary else None, host_name=services.config.host.fqdn,
+                 lock=services.replica.applier.lock if services.replica else None)
 
 
 def _build_primary(services: Services) -> Any | None:

@@ -103,6 +103,7 @@ IMPLEMENTED_OPERATIONS: frozenset[UseCase | CollectionUseCase] = frozenset(
         UseCase.COMMIT_FAILOVER,
         UseCase.TEST_REPLICA_SYSTEM,
         UseCase.SET_FAILOVER_NETWORK_ADAPTER_SETTINGS,
+        UseCase.REVERSE_REPLICATION_RELATIONSHIP,
         CollectionUseCase.DEFINE_COLLECTION,
         CollectionUseCase.ADD_MEMBER,
         CollectionUseCase.REMOVE_MEMBER,

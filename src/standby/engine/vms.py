@@ -278,6 +278,7 @@ class VmUseCases:
             raise InvalidState(
                 f"virtual machine {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name
             )
+        self._check_startable(vm)
         self._set_state(vm.vm_id, EnabledState.STARTING)
         try:
             await self.hypervisor.start(vm)
@@ -373,6 +374,7 @@ class VmUseCases:
                 raise InvalidState(
                     f"virtual machine {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name
                 )
+            self._check_startable(vm)
             return (lambda: self.start(vm.vm_id)), JobType.START_VM
         if not running:
             raise InvalidState(
@@ -415,6 +417,12 @@ class VmUseCases:
                 )
                 lost.append(vm.vm_id)
         return lost
+
+    def _check_startable(self, vm: VirtualMachine) -> None:
+        # Locked by a planned-failover prepare, or a replica not failed over (spec §5.8; helper PF's rule).
+        from standby.engine.planned import check_startable
+
+        check_startable(vm, self.db.relationships.find(vm.vm_id, 0))
 
     def _running(self, ref: str) -> VirtualMachine:
         vm = self.get(ref)

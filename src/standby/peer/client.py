@@ -171,6 +171,13 @@ class PeerClient:
         """``DELETE /replicas/{vm_id}``: the replica-side relationship goes, the VM stays."""
         await self._send("DELETE", f"/replicas/{vm_id}")
 
+    async def become_replica(self, vm_id: str, body: dict[str, object]) -> dict[str, Any]:
+        """``POST /vms/{vm_id}/become-replica``: reverse replication asks the old primary to become this
+        host's replica (body: ``engine.reverse.BecomeReplica.to_json``); ``{vm_id, state, head_sequence}``."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self._apply_timeout,
+                                write=self._http.timeout.write, pool=self._http.timeout.pool)
+        return await self._json("POST", f"/vms/{vm_id}/become-replica", json=body, timeout=timeout)
+
     async def vm_running(self, vm_id: str) -> tuple[bool, EnabledState]:
         """``GET /vms/{vm_id}/running`` on the VM's (primary) host."""
         data = await self._json("GET", f"/vms/{vm_id}/running")

@@ -166,3 +166,24 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 def out_of_sequence_response(head_sequence: int, reason: str, body: dict[str, object]) -> JSONResponse:
     """409 with the head and the reason next to the usual error fields."""
     return JSONResponse({**body, "head_sequence": head_sequence, "reason": reason}, status_code=409)
+
+
+# -- reverse replication (helper PF, additive) -------------------------------------------------------------
+
+
+@router.post("/vms/{vm_id}/become-replica", summary="Become the caller's replica (reverse replication)")
+async def become_replica(vm_id: str, request: Request, caller: Caller) -> dict[str, object]:
+    """The old primary's VM becomes the replica of the failed-over host (``engine.reverse.ReverseTarget``);
+    ``{vm_id, state, head_sequence}`` where the head is the new chain's base point."""
+    from standby.engine.reverse import BecomeReplica
+
+    planned = getattr(request.app.state.services, "planned", None)
+    if planned is None:
+        raise Unavailable("this host cannot take part in reverse replication",
+                          message_id="PrimaryUnavailable")
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise InvalidParameter("the reverse request must be a JSON object",
+                               message_id="InvalidReplicationSettings")
+    state, head = await planned.target.become_replica(caller, vm_id, BecomeReplica.from_json(body))
+    return {"vm_id": vm_id.strip().upper(), "state": state, "head_sequence": head}

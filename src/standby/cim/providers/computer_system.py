@@ -91,6 +91,10 @@ def _state_change(call: MethodCall, vm_id: str, requested: int, index: Relations
     vm = call.runtime.db.vms.get(vm_id)
     if primary is not None and vm.replication_mode == 1 and requested in _PRIMARY_STATES:
         return job_started(call, primary.submit_state_change(vm_id, requested, index))
+    planned = getattr(call.runtime.services, "planned", None)
+    if planned is not None and requested in (2, 4):  # as replica / prepare planned failover (helper PF)
+        return job_started(call, planned.planned.submit_as_replica(vm_id) if requested == 2
+                           else planned.planned.submit_prepare(vm_id, index))
     call.runtime.replication.request_state_change(vm_id, requested, index)
     return done()
 

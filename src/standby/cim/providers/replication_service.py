@@ -180,7 +180,11 @@ def _vm_only(action: Callable[[CimRuntime, str], None]) -> Callable[[MethodCall]
 def reverse_replication(call: MethodCall) -> MethodResult:
     """ReverseReplicationRelationship(ComputerSystem, ReplicationSettingData)."""
     vm = referenced_vm(call)
-    call.runtime.replication.reverse_replication(vm.vm_id, convert.replication_settings(_settings(call)))
+    settings = convert.replication_settings(_settings(call))
+    planned = getattr(call.runtime.services, "planned", None)
+    if planned is not None:  # helper PF's reverse replication
+        return job_started(call, planned.reverse.submit(vm.vm_id, settings))
+    call.runtime.replication.reverse_replication(vm.vm_id, settings)
     return done()
 
 
