@@ -69,6 +69,8 @@ class Services:
     replica: Any | None = None
     #: Helper PF's planned failover, reverse and extended replication (``engine.planned.PlannedServices``).
     planned: Any | None = None
+    #: Helper G's collections and redundancy sets (``daemon/group_wiring.Groups``).
+    groups: Any | None = None
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -128,6 +130,7 @@ def build_services(
         services.replica = _build_replica(services)
         services.failover = _build_failover(services)
         services.planned = _build_planned(services)
+        services.groups = _build_groups(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -207,6 +210,13 @@ def _build_planned(services: Services) -> Any:
     return build(services.db, services.clock, services.jobs, primary.runner if primary else None,
                  peer_factory(services) if primary else None, host_name=services.config.host.fqdn,
                  lock=services.replica.applier.lock if services.replica else None)
+
+
+def _build_groups(services: Services) -> Any:
+    """Helper G's collections and redundancy sets (``daemon/group_wiring.py``)."""
+    from standby.daemon.group_wiring import build
+
+    return build(services)
 
 
 def _build_primary(services: Services) -> Any | None:

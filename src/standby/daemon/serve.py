@@ -29,7 +29,7 @@ import uvicorn
 from standby import __version__
 from standby.api.app import create_app
 from standby.api.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
-from standby.daemon import primary_wiring
+from standby.daemon import group_wiring, primary_wiring
 from standby.daemon.compose import Services, build_services
 from standby.daemon.config import Config
 from standby.daemon.lockfile import PidLock
@@ -95,6 +95,7 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
              for server, lst in zip(servers, listeners, strict=True)]
     purger = asyncio.create_task(_purge_loop(services), name="purge-jobs")
     primary_wiring.start(services)  # replication cycles, after start-up recovery
+    group_wiring.start(services)  # group cycles of replicating collections
     log.info("daemon started", extra={"fields": {
         "version": __version__, "pid": os.getpid(), "data_dir": str(config.data_dir),
         "listeners": ",".join(f"{lst.kind}={lst.where}" for lst in listeners)}})
@@ -106,6 +107,7 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     await asyncio.gather(*tasks, return_exceptions=True)
     purger.cancel()
     stopper.cancel()
+    await group_wiring.stop(services)
     await primary_wiring.stop(services)
     await _drain_jobs(services, config.jobs.shutdown_grace_seconds, forced=any(s.force_exit for s in servers))
     if services.hypervisor is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from standby.domain import errors
 from standby.domain.entities import CollectionRecoveryPoint, Relationship
 from standby.domain.enums import (
     ConsistencyLevel,
@@ -210,6 +211,20 @@ def failover_code(error: BaseException) -> FailoverCode:
     if isinstance(error, StandbyError):
         return FailoverCode.UNKNOWN_ERROR
     return FailoverCode.UNKNOWN_ERROR
+
+
+def error_class(code: int) -> type[StandbyError]:
+    """The error class of a return code (a member job's error is raised again as its own kind)."""
+    for cls in _ERROR_CLASSES:
+        if int(cls.code) == code:
+            return cls
+    return StandbyError
+
+
+_ERROR_CLASSES: tuple[type[StandbyError], ...] = (
+    errors.AccessDenied, errors.NotSupported, errors.OperationTimeout, errors.InvalidParameter,
+    errors.InUse, errors.InvalidState, errors.IncorrectDataType, errors.Unavailable, errors.OutOfMemory,
+    errors.FileNotFound)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,16 @@ class CollectionUseCases:
             collection_state=collection.replication_state,
         )
 
+    def guard(
+        self, use_case: CollectionUseCase, collection_id: str, *, point_id: str | None = None
+    ) -> Collection:
+        """The precondition table's verdict for a group use case: the collection when it may run."""
+        operation = GUARDS.get(use_case)
+        if operation is None:
+            raise ValueError(f"{use_case.value} is not a group replication use case")
+        require(operation, self.facts(operation, collection_id, point_id=point_id))
+        return self._db.collections.get(collection_id)
+
     def replicate(
         self, use_case: CollectionUseCase, collection_id: str, *, point_id: str | None = None
     ) -> None:

@@ -1,0 +1,108 @@
+"""Builds groups and redundancy sets for the composition root (``compose.build_services`` calls ``build``).
+
+- always: collection management and guards, the replica side's ``PointAssembler`` (a listener of the
+  applier, so collection recovery points appear as member logs are applied) and the redundancy sets;
+- with a hypervisor: the primary side's group replication, group cycles and their scheduler (which takes
+  the members' cycles over from the per-VM scheduler through ``Scheduler.grouped``), and collection failover.
+``start``/``stop`` run the group scheduler next to the per-VM one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from standby.domain.errors import StandbyError, Unavailable
+from standby.engine.collections import CollectionUseCases
+from standby.engine.group_cycle import GroupCycle, GroupScheduler, PointAssembler, QmpPauser
+from standby.engine.group_failover import GroupFailover
+from standby.engine.group_replication import GroupReplication
+from standby.engine.redundancy import RedundancyUseCases
+
+if TYPE_CHECKING:
+    from standby.daemon.compose import Services
+
+log = logging.getLogger("standby.groups")
+
+
+@dataclass(eq=False)
+class Groups:
+    """What the surfaces call for collections and redundancy sets."""
+
+    management: CollectionUseCases
+    assembler: PointAssembler
+    redundancy: RedundancyUseCases
+    replication: GroupReplication | None = None
+    failover: GroupFailover | None = None
+    cycle: GroupCycle | None = None
+    scheduler: GroupScheduler | None = None
+
+
+def build(services: Services) -> Groups:
+    """Groups over the daemon's store, jobs and (when there is one) hypervisor."""
+    db, clock = services.db, services.clock
+    management = CollectionUseCases(db, clock)
+    assembler = PointAssembler(db, clock)
+    replica = getattr(services, "replica", None)
+    if replica is not None:
+        replica.applier.point_listeners.append(assembler.note)
+    failover = getattr(services, "failover", None)
+    groups = Groups(management, assembler,
+                    RedundancyUseCases(db, clock, services.host, jobs=services.jobs, failover=failover,
+                                       reachable=_reachable(services)))
+    primary, hypervisor = getattr(services, "primary", None), services.hypervisor
+    if primary is not None and hypervisor is not None:
+        from standby.engine.capture import Capture
+
+        capture = Capture(hypervisor, services.config.data_dir / "run")
+        groups.cycle = GroupCycle(db, primary.runner, capture, QmpPauser(hypervisor), clock)
+        groups.scheduler = GroupScheduler(db, groups.cycle, hypervisor.state)
+        primary.scheduler.grouped = groups.scheduler.grouped
+        groups.replication = GroupReplication(db, clock, services.jobs, management, primary.use_cases)
+    if failover is not None:
+        planned = getattr(services, "planned", None)
+        groups.failover = GroupFailover(db, clock, services.jobs, management, failover=failover,
+                                        assembler=assembler, planned=getattr(planned, "planned", None),
+                                        reverse=getattr(planned, "reverse", None))
+    return groups
+
+
+def _reachable(services: Services) -> Any:
+    """Whether a peer host answers ``GET /peer/v1/ping`` (refused = reachable; unreachable = not)."""
+    async def reachable(host: str) -> bool:
+        config = services.config
+        ca = getattr(getattr(config, "tls", None), "ca_file", None)
+        if ca is None or not host:
+            return False
+        try:
+            from standby.peer.client import PeerClient
+            from standby.peer.tls import PeerTls
+        except ModuleNotFoundError:
+            return False
+        tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
+        url_host = f"[{host}]" if ":" in host else host
+        try:
+            async with PeerClient(f"https://{url_host}:{config.peer.port}", tls) as client:
+                await client.ping()
+        except Unavailable:
+            return False
+        except StandbyError:
+            return True  # it answered (e.g. 403): it is up
+        return True
+
+    return reachable
+
+
+def start(services: Services) -> None:
+    """Start the group scheduler (after start-up recovery, on the daemon's loop)."""
+    groups: Groups | None = getattr(services, "groups", None)
+    if groups is not None and groups.scheduler is not None:
+        groups.scheduler.start()
+
+
+async def stop(services: Services) -> None:
+    """Stop the group scheduler."""
+    groups: Groups | None = getattr(services, "groups", None)
+    if groups is not None and groups.scheduler is not None:
+        await groups.scheduler.stop()
