@@ -1,6 +1,8 @@
-"""Apply throughput against ``qemu-img convert`` of the same bytes (not a test; run on demand).
+"""Apply throughput against ``qemu-img convert`` of the same bytes: the replica's share of P4.
 
-    .venv/bin/python -m tests.integration.bench_apply [--mib 256] [--repeat 3]
+    .venv/bin/python -m bench.apply_alone [--mib 256] [--repeat 3]
+
+(Moved from tests/integration/bench_apply.py; ``bench.p04_throughput`` calls ``measure``.)
 
 Builds a source qcow2 (half random data, a quarter compressible text, a quarter zeros written as data),
 encodes the initial log of every allocated extent (what the primary ships), then times, best of N:
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -97,28 +100,32 @@ def _convert_once(source: Path, target: Path) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    """Run the benchmark and print the figures."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    size = args.mib * MiB
-    work = Path(tempfile.mkdtemp(prefix="sby-bench-"))
+def measure(mib: int, repeat: int) -> dict[str, list[float]]:
+    """Seconds per repeat of: the apply, the apply without read-back verify, and qemu-img convert."""
+    size = mib * MiB
+    work = Path(tempfile.mkdtemp(prefix="sby-bench-", dir="/tmp"))
     try:
         source = work / "src.qcow2"
         _source(source, size)
         log = _log(source, size)
-        print(f"disk {args.mib} MiB, log {len(log) / MiB:.1f} MiB on the wire")
-        applied = min(_apply_once(work / "replica", log, size) for _ in range(args.repeat))
+        applied = [_apply_once(work / "replica", log, size) for _ in range(repeat)]
         with mock.patch.object(apply_module, "_verify_written", lambda disk: None):
-            unverified = min(_apply_once(work / "replica", log, size) for _ in range(args.repeat))
-        converted = min(_convert_once(source, work / "converted.qcow2") for _ in range(args.repeat))
-        for name, seconds in (("apply", applied), ("apply no-verify", unverified),
-                              ("qemu-img convert", converted)):
-            print(f"{name:18s} {seconds:7.3f} s  {args.mib / seconds:8.1f} MiB/s of disk")
+            unverified = [_apply_once(work / "replica", log, size) for _ in range(repeat)]
+        converted = [_convert_once(source, work / "converted.qcow2") for _ in range(repeat)]
+        return {"apply": applied, "apply no-verify": unverified, "qemu-img convert": converted}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    """Run the benchmark and print the figures (medians)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for name, samples in measure(args.mib, args.repeat).items():
+        seconds = statistics.median(samples)
+        print(f"{name:18s} {seconds:7.3f} s  {args.mib / seconds:8.1f} MiB/s of disk")
 
 
 if __name__ == "__main__":
