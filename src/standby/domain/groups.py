@@ -72,7 +72,8 @@ class CutTag:
         if raw is None:
             return None
         if not isinstance(raw, Mapping):
-            raise MalformedTag("the collection tag of the log is not an object", message_id="LogCorrupt")
+            raise MalformedTag("the collection tag of the log is not an object",
+                               message_id="CollectionTagMalformed", missing="object")
         try:
             members = raw["members"]
             if not isinstance(members, list) or not all(isinstance(m, str) for m in members) or not members:
@@ -80,7 +81,8 @@ class CutTag:
             return cls(str(raw["id"]), str(raw["name"]), str(raw["cut"]), tuple(members),
                        str(raw["created_at"]), float(raw["pause_ms"]), bool(raw.get("app", False)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedTag(f"the collection tag of the log lacks {exc}", message_id="LogCorrupt") from exc
+            raise MalformedTag(f"the collection tag of the log lacks {exc}",
+                               message_id="CollectionTagMalformed", missing=str(exc)) from exc
 
 
 def consistency(app_consistent: Iterable[bool]) -> ConsistencyLevel:

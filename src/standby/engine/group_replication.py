@@ -253,33 +253,12 @@ class GroupReplication:
     # -- statistics ------------------------------------------------------------------------------------------
 
     def statistics(self, collection_id: str) -> tuple[GroupStatistics, list[str]]:
-        """Msvm_CollectionReplicationStatistics over the monitoring window, and the members' health issues."""
-        collection = self._guards.guard(CollectionUseCase.GET_REPLICATION_STATISTICS, collection_id)
-        now = self._clock()
-        start, end = monitoring_window(self._db.service_settings.get(), now)
-        reset = self._db.group_cycles.reset_at(collection.collection_id)
-        if reset is not None and reset > start:
-            start = reset
-        records = self._db.group_cycles.list(collection.collection_id, since=start)
-        healths, issues = [], []
-        for vm_id in collection.member_vm_ids:
-            rel = self._db.relationships.find(vm_id, int(RelationshipIndex.PRIMARY))
-            if rel is None:
-                continue
-            healths.append(rel.health)
-            if rel.health in (ReplicationHealth.WARNING, ReplicationHealth.CRITICAL):
-                issues.append(f"{vm_id}: replication health {rel.health.name.lower()} "
-                              f"(state {int(rel.state)})")
-        tests = [self._db.test_failovers.last_time(vm) for vm in collection.member_vm_ids]
-        last_test = max((t for t in tests if t is not None), default=None)
-        stats = group_statistics(records, start, max(end, now), group_health(healths),
-                                 last_test_failover=last_test)
-        return stats, issues
+        """Msvm_CollectionReplicationStatistics (see ``collection_statistics``)."""
+        return collection_statistics(self._db, self._clock, self._guards, collection_id)
 
     def reset_statistics(self, collection_id: str) -> None:
-        """ResetReplicationStatistics: counting starts again now."""
-        collection = self._guards.guard(CollectionUseCase.RESET_REPLICATION_STATISTICS, collection_id)
-        self._db.group_cycles.reset(collection.collection_id, self._clock())
+        """ResetReplicationStatistics (see ``reset_collection_statistics``)."""
+        reset_collection_statistics(self._db, self._clock, self._guards, collection_id)
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -299,6 +278,39 @@ class GroupReplication:
         return self._jobs.submit(job_type, element_id=collection.collection_id,
                                  description=f"{label}: {collection.name}", work=work,
                                  cancellable=cancellable)
+
+
+def collection_statistics(db: Database, clock: Clock, guards: CollectionUseCases,
+                          collection_id: str) -> tuple[GroupStatistics, list[str]]:
+    """Statistics of a collection's group cycles over the monitoring window (since the last reset), and
+    its members' health issues (both sides of replication)."""
+    collection = guards.guard(CollectionUseCase.GET_REPLICATION_STATISTICS, collection_id)
+    now = clock()
+    start, end = monitoring_window(db.service_settings.get(), now)
+    reset = db.group_cycles.reset_at(collection.collection_id)
+    if reset is not None and reset > start:
+        start = reset
+    records = db.group_cycles.list(collection.collection_id, since=start)
+    healths, issues = [], []
+    for vm_id in collection.member_vm_ids:
+        rel = db.relationships.find(vm_id, int(RelationshipIndex.PRIMARY))
+        if rel is None:
+            continue
+        healths.append(rel.health)
+        if rel.health in (ReplicationHealth.WARNING, ReplicationHealth.CRITICAL):
+            issues.append(f"{vm_id}: replication health {rel.health.name.lower()} (state {int(rel.state)})")
+    tests = [db.test_failovers.last_time(vm) for vm in collection.member_vm_ids]
+    last_test = max((t for t in tests if t is not None), default=None)
+    stats = group_statistics(records, start, max(end, now), group_health(healths),
+                             last_test_failover=last_test)
+    return stats, issues
+
+
+def reset_collection_statistics(db: Database, clock: Clock, guards: CollectionUseCases,
+                                collection_id: str) -> None:
+    """ResetReplicationStatistics of a collection: counting starts again now."""
+    collection = guards.guard(CollectionUseCase.RESET_REPLICATION_STATISTICS, collection_id)
+    db.group_cycles.reset(collection.collection_id, clock())
 
 
 def set_collection(db: Database, collection_id: str, *, mode: ReplicationMode | None = None,

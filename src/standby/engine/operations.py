@@ -110,6 +110,28 @@ IMPLEMENTED_OPERATIONS: frozenset[UseCase | CollectionUseCase] = frozenset(
         CollectionUseCase.REMOVE_MEMBER_BY_ID,
         CollectionUseCase.RENAME_COLLECTION,
         CollectionUseCase.DESTROY_COLLECTION,
+        # group replication (issue 7): engine/group_replication.py, group_failover.py
+        CollectionUseCase.CREATE_REPLICATION_RELATIONSHIP,
+        CollectionUseCase.START_REPLICATION,
+        CollectionUseCase.MODIFY_REPLICATION_SETTINGS,
+        CollectionUseCase.INITIATE_FAILOVER,
+        CollectionUseCase.REVERT_FAILOVER,
+        CollectionUseCase.COMMIT_FAILOVER,
+        CollectionUseCase.INITIATE_PLANNED_FAILOVER,
+        CollectionUseCase.REVERT_PLANNED_FAILOVER,
+        CollectionUseCase.PREPARE_FOR_REVERSE_REPLICATION,
+        CollectionUseCase.REVERSE_REPLICATION_RELATIONSHIP,
+        CollectionUseCase.REMOVE_REPLICATION_RELATIONSHIP,
+        CollectionUseCase.SUSPEND_REPLICATION,
+        CollectionUseCase.RESUME_REPLICATION,
+        CollectionUseCase.RESYNCHRONIZE,
+        CollectionUseCase.TEST_REPLICA_COLLECTION,
+        CollectionUseCase.REVERT_TEST_REPLICA_COLLECTION,
+        CollectionUseCase.CANCEL_INITIAL_REPLICATION,
+        CollectionUseCase.CANCEL_RESYNCHRONIZE,
+        CollectionUseCase.CANCEL_UPDATE_DISK_SET,
+        CollectionUseCase.GET_REPLICATION_STATISTICS,
+        CollectionUseCase.RESET_REPLICATION_STATISTICS,
     }
 )
 

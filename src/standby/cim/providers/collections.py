@@ -2,7 +2,8 @@
 root/HyperVCluster/v2 Msvm_CollectionReplicationService and Msvm_CollectionRecoveryPoint (spec §8).
 
 Management methods are carried out by ``engine.collections.CollectionUseCases``; the group replication methods
-check the collection rows of the precondition table and then answer 32770 until they are implemented.
+go to the daemon's group engine (``_group_routes.route``: jobs on the collection), and where this daemon has
+none, check the collection rows of the precondition table only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from standby.cim import naming
 from standby.cim.backend import RequestContext
 from standby.cim.instances import make_instance
 from standby.cim.providers._base import FunctionProvider, Producer, bind, done, referenced_vm
+from standby.cim.providers._group_routes import route
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
 from standby.cim.runtime import CimRuntime
 from standby.domain.entities import Collection, CollectionRecoveryPoint
@@ -83,6 +85,10 @@ def _collections(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> It
 
 
 def _points(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
+    groups = getattr(runtime.services, "groups", None)
+    if groups is not None:
+        for collection in runtime.db.collections.list():
+            groups.assembler.points(collection.collection_id)  # drops points retention made incomplete
     for point in runtime.db.collection_points.list():
         yield point_instance(runtime, namespace, point)
 
@@ -175,7 +181,11 @@ def _replicate(use_case: CollectionUseCase) -> Callable[[MethodCall], MethodResu
         if use_case is CollectionUseCase.START_REPLICATION and call.param("InitialReplicationType") is None:
             raise InvalidParameter("InitialReplicationType is required", message_id="ParameterRequired",
                                    parameter="InitialReplicationType")
-        call.runtime.collections.replicate(use_case, _collection_id(call), point_id=point_id)
+        collection_id = _collection_id(call)
+        routed = route(use_case, call, collection_id, point_id)
+        if routed is not None:
+            return routed
+        call.runtime.collections.replicate(use_case, collection_id, point_id=point_id)
         return done()
 
     handler.__doc__ = f"{use_case.value} on a collection (spec §8.1)."
