@@ -224,7 +224,7 @@ class GroupCycle:
                                    if agent is not None))
         for cut in online:
             await self._capture.export_cut(cut)
-        frozen = bool(online) and len(online) == len(cuts) and all(a is not None for a in agents.values())
+        frozen = len(agents) == len(cuts) > 0 and all(agent is not None for agent in agents.values())
         done = [replace(cut, app_consistent=frozen) if cut.online else cut for cut in cuts]
         return done, pause_ms, frozen
 
