@@ -69,6 +69,13 @@ def test_ten_cycles_every_point_is_an_exact_prefix_and_equals_the_cut(
     assert seen[-1][1] > seen[0][1], "the guest wrote, so later points hold more records"
     state, health = scenario.replication_state(site.a, vm.vm_id)
     assert state == REPLICATING
+    # The same through the CLI an operator uses on host A (the control socket).
+    shown = site.a.cli_json("replication", "show", vm.name)
+    assert (shown["state"], shown["interval"], shown["vm_id"]) == (REPLICATING, 2, vm.vm_id)
+    measured = site.a.cli_json("replication", "measure", vm.name)
+    assert measured["success_count"] >= CYCLES and measured["size_bytes"] > 0
+    print(f"\nmeasure: {measured['success_count']} cycles, {measured['size_bytes']} bytes sent, "
+          f"average {measured['average_size_bytes']} bytes, latency {measured['average_latency_seconds']} s")
     print(f"\n{site.describe()}\n{CYCLES} cycles in {elapsed:.1f} s ({elapsed / CYCLES:.2f} s each, "
           f"interval 2 s); points (sequence, records): {seen}\ncut at point {cut.point.sequence}: "
           f"sha256 {cut.primary_sha256[:16]} on both sides, {cut.replica.records} records; health {health}")

@@ -9,7 +9,8 @@ import os
 import ssl
 import subprocess
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ class TestHost:
     cert: CertPair
     daemon: HostDaemon
     peer_port: int
+    # Open pywbem sessions keep connections alive, and a stopping daemon waits for those to close.
+    _cim_sessions: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
 
     def trust(self, bundle: Path) -> None:
         """Verify this host's HTTPS certificate against ``bundle`` from now on (e.g. after swapping it)."""
@@ -145,6 +148,7 @@ class TestHost:
                                      timeout=300)
         # requests prefers REQUESTS_CA_BUNDLE from the environment over the session's CA file.
         conn.session.trust_env = False
+        self._cim_sessions.add(conn)
         return conn
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -169,7 +173,14 @@ class TestHost:
 
     def stop(self) -> int:
         """SIGTERM the daemon (it powers its VMs off) and wait."""
+        self.close_sessions()
         return self.daemon.stop(timeout=120)
+
+    def close_sessions(self) -> None:
+        """Close the pywbem sessions still open on this host."""
+        for conn in list(self._cim_sessions):
+            conn.close()
+        self._cim_sessions.clear()
 
     def kill(self) -> int:
         """SIGKILL the daemon (its QEMUs live on, as after a crash of the daemon alone)."""
