@@ -33,6 +33,7 @@ log = logging.getLogger("standby.api")
 ROUTERS: tuple[str, ...] = (
     "standby.api.status",
     "standby.api.jobs",
+    "standby.api.planned",  # before replication: its POST …/replication/{action} would catch …/reverse
     "standby.api.replication",
     "standby.api.metrics",
     "standby.api.failover",  # before vms: its POST /{ref}/{action} would catch /{ref}/failover

@@ -74,12 +74,21 @@ def start(
     = False,
     force: Annotated[bool, typer.Option("--force", help="Do not ask the primary host whether the VM still "
                                         "runs (unplanned failover only).")] = False,
+    prepare: Annotated[bool, typer.Option("--prepare", help="On the primary (VM off): send the last changes "
+                                          "and lock it for a planned failover.")] = False,
     no_wait: NoWait = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Fail a replica VM over to a recovery point (InitiateFailover), or test it (--test)."""
+    """Fail a replica VM over to a recovery point (InitiateFailover), test it (--test), or prepare a
+    planned failover on the primary (--prepare)."""
     if test and force:
         raise CliError("--force applies to a failover, not to --test", 2)
+    if prepare:  # helper PF: Start-VMFailover -Prepare
+        if test or force or point:
+            raise CliError("--prepare takes no --point, --test or --force", 2)
+        _run(ctx, f"/api/v1/vms/{vm}/failover/prepare", None, what=f"preparing the planned failover of {vm}",
+             no_wait=no_wait, as_json=as_json)
+        return
     what = f"test failover of {vm}" if test else f"failover of {vm}"
     _run(ctx, f"/api/v1/vms/{vm}/failover", {"point": point, "test": test, "force": force}, what=what,
          no_wait=no_wait, as_json=as_json)

@@ -185,3 +185,44 @@ def reset(ctx: typer.Context, vm: VmArg, as_json: JsonOption = False) -> None:
     with client(ctx) as daemon:
         data = daemon.post(_path(vm, "/statistics/reset"))
     emit(wants_json(ctx, as_json), data, lambda _: console.print("statistics reset."))
+
+
+# -- reverse and extended replication (helper PF) --------------------------------------------------------
+
+
+@app.command("reverse")
+def reverse(
+    ctx: typer.Context,
+    vm: VmArg,
+    *,
+    replica: Annotated[str | None, typer.Option(
+        "--replica", help="New replica host[:port]; the old primary when omitted.")] = None,
+    interval: Annotated[int | None, typer.Option("--interval", help="Seconds (default: unchanged).")] = None,
+    history: Annotated[int | None, typer.Option("--history", help="Recovery history in hours.")] = None,
+    no_wait: NoWait = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Reverse replication of a failed-over VM (ReverseReplicationRelationship): it becomes the primary."""
+    body: dict[str, Any] = {"interval": interval, "history": history}
+    if replica:
+        host, _, port = replica.rpartition(":") if replica.count(":") == 1 else (replica, "", "")
+        body["replica"] = host or replica
+        if port:
+            body["port"] = _port(port)
+    _job(ctx, "post", _path(vm, "/reverse"), body, what=f"reversing the replication of {vm}",
+         no_wait=no_wait, as_json=as_json)
+
+
+@app.command("continue")
+def continue_extended(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False,
+                      as_json: JsonOption = False) -> None:
+    """After a committed failover, keep the extended replication going from here
+    (ChangeReplicationModeToPrimary, Resume-VMReplication -Continue)."""
+    _job(ctx, "post", _path(vm, "/continue"), None, what=f"continuing the extended replication of {vm}",
+         no_wait=no_wait, as_json=as_json)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise CliError(f"{text!r} is not a port number", exit_code=2)
+    return int(text)

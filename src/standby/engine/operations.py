@@ -104,6 +104,7 @@ IMPLEMENTED_OPERATIONS: frozenset[UseCase | CollectionUseCase] = frozenset(
         UseCase.TEST_REPLICA_SYSTEM,
         UseCase.SET_FAILOVER_NETWORK_ADAPTER_SETTINGS,
         UseCase.REVERSE_REPLICATION_RELATIONSHIP,
+        UseCase.CHANGE_REPLICATION_MODE_TO_PRIMARY,
         CollectionUseCase.DEFINE_COLLECTION,
         CollectionUseCase.ADD_MEMBER,
         CollectionUseCase.REMOVE_MEMBER,

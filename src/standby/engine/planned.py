@@ -23,10 +23,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from standby.domain.cycles import CycleKind
-from standby.domain.entities import Job, Relationship, VirtualMachine
+from standby.domain.entities import Job, RecoveryPoint, Relationship, VirtualMachine
 from standby.domain.enums import (
     EnabledState,
     JobType,
@@ -200,14 +200,21 @@ class PlannedServices:
 
 def build(db: Database, clock: Clock, jobs: JobManager | None, runner: CycleRunner | None,
           peers: PeerFactory | None, *, host_name: str = "",
-          lock: Callable[[str], asyncio.Lock] | None = None) -> PlannedServices:
+          lock: Callable[[str], asyncio.Lock] | None = None,
+          point_listeners: list[Callable[[RecoveryPoint, Any], None]] | None = None) -> PlannedServices:
     """The planned-failover, reverse and extended use cases over one store (``runner``/``peers`` None on a
-    host without a hypervisor: those use cases then answer 32777)."""
+    host without a hypervisor: those use cases then answer 32777). ``lock`` is the replica applier's per-VM
+    lock and ``point_listeners`` its listeners (recorded points are forwarded to extended replicas)."""
     guards = ReplicationUseCases(db, clock)
     target = ReverseTarget(db, clock) if lock is None else ReverseTarget(db, clock, lock)
+    extended = ExtendedReplication(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name)
+    if lock is not None:
+        extended.chain_lock = lock
+    if point_listeners is not None:
+        point_listeners.append(extended.on_point)
     return PlannedServices(
         planned=PlannedFailover(guards, jobs, runner, db=db, clock=clock),
         reverse=ReverseReplication(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name),
         target=target,
-        extended=ExtendedReplication(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name),
+        extended=extended,
     )

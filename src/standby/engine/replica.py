@@ -66,6 +66,8 @@ class ReplicaSpec:
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
+    #: An extended replica (mode 4): the primary is itself a replica (spec §9.8).
+    extended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,8 @@ class ReplicaUseCases:
             self.authorize_replica(caller, vm_id)
             return self.status(caller, vm_id)
         existing = self._db.vms.find(vm_id)
-        if existing is not None and existing.replication_mode != ReplicationMode.REPLICA:
+        if existing is not None and existing.replication_mode not in (ReplicationMode.REPLICA,
+                                                                       ReplicationMode.EXTENDED_REPLICA):
             raise InvalidState(f"virtual machine {vm_id} already exists on this host and is not a replica",
                                message_id="ReplicaVmExists", vm=vm_id)
         root = resolve_replica_root(entry.storage_location, replica_folder_name(spec.name, vm_id))
@@ -274,7 +277,8 @@ def _replica_vm(spec: ReplicaSpec, vm_id: str, now: datetime) -> VirtualMachine:
         disks=tuple(Disk(disk_id, "", size) for disk_id, size in spec.disks),
         nics=tuple(Nic(nic_id, mac, "none") for nic_id, mac in spec.nics),
         kernel=spec.kernel, initrd=spec.initrd, append=spec.append,
-        enabled_state=EnabledState.DISABLED, replication_mode=ReplicationMode.REPLICA, created_at=now,
+        enabled_state=EnabledState.DISABLED, created_at=now,
+        replication_mode=ReplicationMode.EXTENDED_REPLICA if spec.extended else ReplicationMode.REPLICA,
     )
 
 

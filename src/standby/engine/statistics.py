@@ -128,7 +128,8 @@ def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
         app_consistent_failure_count=sums.app_consistent_failure_count,
         issues=health_issues(rel, judged), average_size_bytes=sums.average_size_bytes,
         average_latency_seconds=sums.average_latency_seconds, initial_size_bytes=sums.initial_size_bytes,
-        last_replication_time=rel.last_replication_time, reasons=judged.reasons)
+        last_replication_time=rel.last_replication_time, reasons=judged.reasons,
+        last_test_failover_time=db.test_failovers.last_time(rel.vm_id))
 
 
 def health_issues(rel: Relationship, judged: HealthVerdict) -> tuple[HealthIssue, ...]:

@@ -77,7 +77,7 @@ class LogAck:
 
 def replica_request(
     vm: VirtualMachine, settings: ReplicationSettings, *, primary_host: str,
-    disks: Sequence[tuple[str, int]] | None = None,
+    disks: Sequence[tuple[str, int]] | None = None, extended: bool = False,
 ) -> dict[str, object]:
     """The body of ``POST /replicas`` for ``vm`` (its disks unless ``disks`` names the included ones)."""
     chosen = disks if disks is not None else [(d.disk_id, d.size_bytes) for d in vm.disks]
@@ -86,7 +86,7 @@ def replica_request(
         "disks": [{"disk_id": disk_id, "size": size} for disk_id, size in chosen],
         "nics": [{"nic_id": nic.nic_id, "mac": nic.mac} for nic in vm.nics],
         "settings": json.loads(codec.settings_out(settings)), "primary_host": primary_host,
-        "kernel": vm.kernel, "initrd": vm.initrd, "append": vm.append,
+        "kernel": vm.kernel, "initrd": vm.initrd, "append": vm.append, "extended": extended,
     }
 
 
@@ -123,7 +123,7 @@ class PeerClient:
 
     async def create_replica(
         self, vm: VirtualMachine | Mapping[str, object], settings: ReplicationSettings | None = None, *,
-        primary_host: str = "", disks: Sequence[tuple[str, int]] | None = None,
+        primary_host: str = "", disks: Sequence[tuple[str, int]] | None = None, extended: bool = False,
     ) -> ReplicaState:
         """``POST /replicas``: the replica VM (same GUID) and its relationship; idempotent.
 
@@ -131,7 +131,7 @@ class PeerClient:
         body (``replica_request``).
         """
         request = dict(vm) if isinstance(vm, Mapping) else replica_request(
-            vm, settings or ReplicationSettings(), primary_host=primary_host, disks=disks)
+            vm, settings or ReplicationSettings(), primary_host=primary_host, disks=disks, extended=extended)
         data = await self._json("POST", "/replicas", json=request)
         return _state(data, ())
 

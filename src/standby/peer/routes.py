@@ -71,6 +71,7 @@ class CreateReplicaBody(BaseModel):
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
+    extended: bool = False
 
 
 class HashesBody(BaseModel):
@@ -107,7 +108,7 @@ def create_replica(body: CreateReplicaBody, replica: Replica, caller: Caller) ->
         vm_id=body.vm_id, name=body.name, memory_mib=body.memory_mib, cpus=body.cpus,
         disks=tuple((disk.disk_id, disk.size) for disk in body.disks),
         nics=tuple((nic.nic_id, nic.mac) for nic in body.nics), settings=settings,
-        kernel=body.kernel, initrd=body.initrd, append=body.append,
+        kernel=body.kernel, initrd=body.initrd, append=body.append, extended=body.extended,
     )
     status = replica.create_replica(caller, spec)
     return {"vm_id": status.vm_id, "state": int(status.state), "head_sequence": status.head_sequence}

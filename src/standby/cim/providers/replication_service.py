@@ -92,8 +92,11 @@ def create_relationship(call: MethodCall) -> MethodResult:
     vm = referenced_vm(call)
     settings = convert.replication_settings(_settings(call))
     primary = _primary(call.runtime)
-    if primary is not None and vm.replication_mode == 0:  # extended relationships: later
+    if primary is not None and vm.replication_mode == 0:
         return job_started(call, primary.submit_create(vm.vm_id, settings))
+    planned = _planned(call.runtime)
+    if planned is not None and vm.replication_mode == 2:  # extended relationship (helper PF)
+        return job_started(call, planned.extended.submit_create(vm.vm_id, settings))
     call.runtime.replication.create_relationship(vm.vm_id, settings)
     return done()
 
@@ -111,6 +114,9 @@ def start_replication(call: MethodCall) -> MethodResult:
                                message_id="ExportLocationMissing")
     start = call.param("StartTime")
     when = start.datetime if start is not None else None
+    planned = _planned(call.runtime)
+    if planned is not None and vm.replication_mode == 2:  # extended relationship (helper PF)
+        return job_started(call, planned.extended.submit_start(vm.vm_id, int(kind)))
     primary = _primary(call.runtime)
     if primary is not None:
         return job_started(call, primary.submit_start(vm.vm_id, int(kind), location, when))
@@ -124,6 +130,11 @@ def import_initial_replica(call: MethodCall) -> MethodResult:
     location = call.param("InitialReplicationImportLocation") or ""
     call.runtime.replication.import_initial_replica(vm.vm_id, location)
     return done()
+
+
+def _planned(runtime: CimRuntime) -> Any | None:
+    """Helper PF's planned failover, reverse and extended replication (``engine.planned.PlannedServices``)."""
+    return getattr(runtime.services, "planned", None)
 
 
 def _failover(runtime: CimRuntime) -> Any | None:
@@ -202,6 +213,10 @@ def modify_replication_settings(call: MethodCall) -> MethodResult:
 def change_mode_to_primary(call: MethodCall) -> MethodResult:
     """ChangeReplicationModeToPrimary(ComputerSystem, ReplicationRelationship)."""
     vm = referenced_vm(call)
+    planned = _planned(call.runtime)
+    if planned is not None:  # helper PF
+        return job_started(call, planned.extended.submit_change_mode_to_primary(
+            vm.vm_id, relationship_param(call, vm)))
     call.runtime.replication.change_mode_to_primary(vm.vm_id, relationship_param(call, vm))
     return done()
 
@@ -240,6 +255,9 @@ def resynchronize(call: MethodCall) -> MethodResult:
     primary = _primary(call.runtime)
     if primary is not None and vm.replication_mode == 1:
         return job_started(call, primary.submit_resynchronize(vm.vm_id, when))
+    planned = _planned(call.runtime)
+    if planned is not None and vm.replication_mode == 2:  # extended relationship (helper PF)
+        return job_started(call, planned.extended.submit_resynchronize(vm.vm_id))
     call.runtime.replication.resynchronize(vm.vm_id, when)
     return done()
 
