@@ -324,6 +324,20 @@ class ReverseTarget:
             self._record(vm, rel, (caller, entry), _Moved(root, base, moved), request)
         return int(_S.REPLICATING), base
 
+    def update_settings(self, vm_id: str, settings: ReplicationSettings) -> ReplicationSettings:
+        """ModifyReplicationSettings reached the replica: store the primary's new settings (the recorded
+        primary stays; the caller was authorized for this replica by the route)."""
+        for _ in range(8):
+            rel = self.db.relationships.get(vm_id.strip().upper(), int(_PRIMARY))
+            kept = dataclasses.replace(settings,
+                                       primary_connection_point=rel.settings.primary_connection_point)
+            try:
+                return self.db.relationships.update(dataclasses.replace(rel, settings=kept)).settings
+            except InUse:  # another writer won: re-read
+                continue
+        raise InUse(f"the relationship of {vm_id} keeps changing", message_id="StaleWrite",
+                    kind="Relationship", key=vm_id)
+
     def _already(self, vm: VirtualMachine, caller: str) -> tuple[int, int] | None:
         site = self.db.replicas.find(vm.vm_id)
         head = self.db.recovery_points.latest(vm.vm_id)

@@ -178,6 +178,11 @@ class PeerClient:
                                 write=self._http.timeout.write, pool=self._http.timeout.pool)
         return await self._json("POST", f"/vms/{vm_id}/become-replica", json=body, timeout=timeout)
 
+    async def set_settings(self, vm_id: str, settings: ReplicationSettings) -> None:
+        """``POST /replicas/{vm_id}/settings``: ModifyReplicationSettings mirrored to the replica."""
+        await self._json("POST", f"/replicas/{vm_id}/settings",
+                         json={"settings": json.loads(codec.settings_out(settings))})
+
     async def vm_running(self, vm_id: str) -> tuple[bool, EnabledState]:
         """``GET /vms/{vm_id}/running`` on the VM's (primary) host."""
         data = await self._json("GET", f"/vms/{vm_id}/running")

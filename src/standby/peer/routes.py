@@ -188,3 +188,21 @@ async def become_replica(vm_id: str, request: Request, caller: Caller) -> dict[s
                                message_id="InvalidReplicationSettings")
     state, head = await planned.target.become_replica(caller, vm_id, BecomeReplica.from_json(body))
     return {"vm_id": vm_id.strip().upper(), "state": state, "head_sequence": head}
+
+
+@router.post("/replicas/{vm_id}/settings", summary="Take the primary's new replication settings")
+async def replica_settings(vm_id: str, request: Request, replica: Replica,
+                           caller: Caller) -> dict[str, object]:
+    """ModifyReplicationSettings on the primary, mirrored here; the stored settings."""
+    site = replica.authorize_replica(caller, vm_id)
+    planned = getattr(request.app.state.services, "planned", None)
+    if planned is None:
+        raise Unavailable("this host cannot store replica settings", message_id="PrimaryUnavailable")
+    body = await request.json()
+    try:
+        settings = codec.settings_in(json.dumps(body.get("settings") if isinstance(body, dict) else None))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidParameter(f"replication settings are malformed: {exc}",
+                               message_id="InvalidReplicationSettings") from None
+    stored = planned.target.update_settings(site.vm_id, settings)
+    return {"vm_id": site.vm_id, "settings": json.loads(codec.settings_out(stored))}
