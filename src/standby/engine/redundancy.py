@@ -172,6 +172,7 @@ class RedundancyUseCases:
         """``Msvm_RedundancySet.Failover`` from a worker thread: checked, run as a job, waited for."""
         try:
             move = self.plan(set_id, source, target)
+            self._guard_members(move)  # before the job: the table must not see our own job as busy
             if self._jobs is None:
                 raise Unavailable("failover needs the daemon's job manager", message_id="JobManagerStopped")
             job = self._jobs.submit(JobType.INITIATE_FAILOVER, element_id=_element(move),
@@ -208,20 +209,18 @@ class RedundancyUseCases:
             raise InvalidParameter("FailoverFrom and FailoverTo name the same member",
                                    message_id="RedundancySameMember", member=source)
         if rs.set_id.startswith(VM_SET) and rs.type_of_set is TypeOfSet.SPARING:
-            move = self._vm_move(rs, source, target)
-        elif rs.set_id.startswith(HOST_SET) and rs.type_of_set is TypeOfSet.N_PLUS_1:
-            move = self._host_move(rs, source, target)
-        else:
-            raise NotSupported(f"redundancy set {rs.name} has no failover (its members do not replicate)",
-                               message_id="RedundancyNoFailover", set=rs.name)
-        self._check_idle(move)
-        return move
+            return self._vm_move(rs, source, target)
+        if rs.set_id.startswith(HOST_SET) and rs.type_of_set is TypeOfSet.N_PLUS_1:
+            return self._host_move(rs, source, target)
+        raise NotSupported(f"redundancy set {rs.name} has no failover (its members do not replicate)",
+                           message_id="RedundancyNoFailover", set=rs.name)
 
     def _vm_move(self, rs: RedundancySet, source: str, target: str) -> _Move:
         if source != rs.active_member_id:
             raise InvalidParameter(f"{source} is not the active member of redundancy set {rs.name}",
                                    message_id="RedundancyNotActive", member=source, set=rs.name)
         vm_id = rs.set_id[len(VM_SET):]
+        self._check_idle((vm_id,))
         if SEPARATOR in target:  # the primary is here: a planned failover to the replica host
             raise NotSupported("a failover to the replica host is a planned failover with reverse "
                                "replication; start it on the replica host, or with the failover methods",
@@ -229,6 +228,8 @@ class RedundancyUseCases:
         return _Move(rs.set_id, source.split(SEPARATOR, 1)[1], (vm_id,))
 
     def _host_move(self, rs: RedundancySet, source: str, target: str) -> _Move:
+        peer = target if source == self._host.name else source
+        self._check_idle(tuple(vm.vm_id for vm, _rel, other in self._replicated() if other == peer))
         if target != self._host.name:
             raise NotSupported("moving this host's VMs away is a planned failover with reverse replication; "
                                "call Failover on the host that takes them over",
@@ -241,12 +242,24 @@ class RedundancyUseCases:
                                    message_id="RedundancyNotActive", member=source, set=rs.name)
         return _Move(rs.set_id, source, moving)
 
-    def _check_idle(self, move: _Move) -> None:
-        for vm_id in move.vm_ids:
+    def _check_idle(self, vm_ids: tuple[str, ...]) -> None:
+        for vm_id in vm_ids:
             job = self._db.jobs.active_on(vm_id)
             if job is not None:
                 raise InUse(f"job {job.job_id} is still running on {vm_id}", message_id="JobBusyOnElement",
                             job=job.job_id, element=vm_id)
+
+    def _guard_members(self, move: _Move) -> None:
+        if self._failover is None:
+            raise NotSupported("this daemon has no failover", message_id="NotImplementedYet",
+                               method="Failover")
+        for vm_id in move.vm_ids:
+            try:
+                self._failover.guards.guard(Operation.INITIATE_FAILOVER, vm_id)
+            except InUse:
+                raise
+            except StandbyError as exc:  # the VM cannot fail over: "2 anything else", not a parameter error
+                raise StandbyError(str(exc), message_id=exc.message_id, **exc.args_map) from exc
 
     def _work(self, move: _Move) -> Callable[[JobHandle], Awaitable[dict[str, str]]]:
         async def work(handle: JobHandle) -> dict[str, str]:
@@ -263,8 +276,6 @@ class RedundancyUseCases:
             raise NotSupported(f"{move.source} can be reached: a planned failover with reverse replication "
                                "is needed, which redundancy sets do not start yet",
                                message_id="RedundancyPlannedPending", set=move.set_id)
-        for vm_id in move.vm_ids:
-            self._failover.guards.guard(Operation.INITIATE_FAILOVER, vm_id)
         done: list[str] = []
         try:
             for vm_id in move.vm_ids:
