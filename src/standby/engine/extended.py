@@ -10,9 +10,10 @@ on B, a replica VM in mode 4 (Extended Replica) on C.
 - Forwarding: B has no running VM, so a "cycle" reads the replica images. C holds B's point P (the
   extended relationship's ``sequence``); B holds P too (a point hold, so retention keeps it and the layers
   above it). The next log carries the clusters allocated in the top images of B's points after P up to the
-  head H — exactly what changed from P to H, since every point's top image holds its own log's writes
-  (merges of points above P only fold those layers together) — read from H's image, as sequence H with
-  parent P. A recorded point triggers it once the extended interval has passed since the last forward.
+  head H — what changed from P to H, since every point's top image holds its own log's writes (a merge
+  adds the older layer to the newer file, so a lost hold, e.g. released by a failover, only makes the log
+  bigger, never wrong) — read from H's image, as sequence H with parent P. A recorded point triggers it
+  once the extended interval has passed since the last forward.
 - ``Resynchronize`` on the replica VM (JobType 121): C's block hashes against B's head, the differing blocks.
 - ``ChangeReplicationModeToPrimary`` (JobType 123) after a committed failover on B: the extended
   relationship becomes B's primary one (mode 1, B→C keeps going), the recovery points of A's relationship go,
@@ -104,23 +105,32 @@ class ExtendedReplication:
 
     def submit_create(self, vm_id: str, settings: ReplicationSettings) -> Job:
         """CreateReplicationRelationship on a replica VM → the extended relationship (JobType 91)."""
+        vm, settings = self.check_create(vm_id, settings)
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            return await self.create(vm, settings)
+
+        return self._submit(JobType.CREATE_REPLICATION_RELATIONSHIP, vm, "ExtendedCreateJob", work)
+
+    def check_create(self, vm_id: str, settings: ReplicationSettings) -> tuple[VirtualMachine,
+                                                                               ReplicationSettings]:
+        """The precondition table and the extended settings rules; the VM and the settings to store."""
         target = self._guards.guard(Operation.CREATE_EXTENDED_RELATIONSHIP, vm_id)
         primary = self._db.relationships.get(vm_id, int(_PRIMARY))
         if self._host:
             settings = dataclasses.replace(settings, primary_connection_point=self._host)
         validate_extended(settings, primary.settings.interval_seconds)
-        vm = target.vm
+        return target.vm, settings
 
-        async def work(handle: JobHandle) -> dict[str, str]:
-            disks = [(d.disk_id, d.size_bytes) for d in replicated_disks(vm)]
-            answer = await self._peer(settings).create_replica(
-                vm, settings, primary_host=self._host or settings.primary_connection_point, disks=disks,
-                extended=True)
-            self._db.relationships.insert(Relationship(vm.vm_id, _EXT, _S.READY_FOR_REPLICATION,
-                                                       ReplicationHealth.WARNING, settings))
-            return {"ReplicaState": str(int(getattr(answer, "state", 0)))}
-
-        return self._submit(JobType.CREATE_REPLICATION_RELATIONSHIP, vm, "ExtendedCreateJob", work)
+    async def create(self, vm: VirtualMachine, settings: ReplicationSettings) -> dict[str, str]:
+        """The extended replica on C (mode 4), then the relationship ``…\\HVR\\1`` here in state 1."""
+        disks = [(d.disk_id, d.size_bytes) for d in replicated_disks(vm)]
+        answer = await self._peer(settings).create_replica(
+            vm, settings, primary_host=self._host or settings.primary_connection_point, disks=disks,
+            extended=True)
+        self._db.relationships.insert(Relationship(vm.vm_id, _EXT, _S.READY_FOR_REPLICATION,
+                                                   ReplicationHealth.WARNING, settings))
+        return {"ReplicaState": str(int(getattr(answer, "state", 0)))}
 
     def submit_start(self, vm_id: str, initial_type: int) -> Job:
         """StartReplication on a replica VM: the extended relationship's initial replication (JobType 94)."""
@@ -232,11 +242,10 @@ class ExtendedReplication:
         return encoder.wire_bytes
 
     def _forwarded(self, vm_id: str, head: RecoveryPoint) -> None:
-        holder = f"{vm_id}:{HOLD_REASON}"
         now = self._clock()
         with self._db.transaction():
-            self._db.point_holds.release(holder)
-            self._db.point_holds.hold(PointHold(head.point_id, holder, HOLD_REASON, now))
+            self._db.point_holds.release(vm_id, HOLD_REASON)
+            self._db.point_holds.hold(PointHold(head.point_id, vm_id, HOLD_REASON, now))
             self._update(vm_id, state=_S.REPLICATING, health=ReplicationHealth.OK, sequence=head.sequence,
                          last_replication_time=now, last_replication_type=ReplicationType.REGULAR)
 
@@ -282,7 +291,6 @@ class ExtendedReplication:
             for old in points:
                 self._db.recovery_points.delete(old.point_id)
             self._db.point_holds.release(vm_id)
-            self._db.point_holds.release(f"{vm_id}:{HOLD_REASON}")
             if site is not None:
                 self._db.replicas.delete(vm_id)
             self._db.cycles.forget(vm_id, int(_PRIMARY))
