@@ -113,6 +113,12 @@ class InProcessPeer:
     async def replica_status(self, vm_id: str) -> ReplicaStatus:
         return self.replica.status(HOST_B, vm_id)
 
+    async def set_state(self, vm_id: str, requested_state: int) -> ReplicationState:
+        return self.replica.set_state(HOST_B, vm_id, requested_state)
+
+    async def remove_replica(self, vm_id: str) -> None:
+        await self.replica.remove(HOST_B, vm_id)
+
 
 @dataclass
 class Site:
