@@ -125,10 +125,12 @@ class BecomeReplica:
             disks = tuple((str(d["disk_id"]), int(d["size"])) for d in body.get("disks") or [])
             planned = body.get("planned_sequence")
             at_least = int(body.get("at_least", 0))
-            return cls(settings, disks, None if planned is None else int(planned), at_least)
+            request = cls(settings, disks, None if planned is None else int(planned), at_least)
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidParameter(f"the reverse request is malformed: {exc}",
                                    message_id="InvalidReplicationSettings") from None
+        validate_replication_settings(request.settings)
+        return request
 
 
 def replicated_disks(vm: VirtualMachine) -> tuple[Disk, ...]:
