@@ -243,7 +243,10 @@ class RedundancyUseCases:
         return _Move(rs.set_id, source, moving)
 
     def _check_idle(self, vm_ids: tuple[str, ...]) -> None:
-        for vm_id in vm_ids:
+        """3 Busy when a job runs on one of the VMs, or on a collection holding one (it acts on them)."""
+        elements = set(vm_ids) | {c.collection_id for vm_id in vm_ids
+                                  for c in self._db.collections.containing(vm_id)}
+        for vm_id in sorted(elements):
             job = self._db.jobs.active_on(vm_id)
             if job is not None:
                 raise InUse(f"job {job.job_id} is still running on {vm_id}", message_id="JobBusyOnElement",
