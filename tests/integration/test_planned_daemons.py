@@ -134,8 +134,11 @@ def test_reverse_is_refused_on_a_primary_and_on_a_replica_that_is_not_failed_ove
         with pytest.raises(cim.CimCallFailed) as failed:
             scenario.reverse(site, host, vm)
         assert failed.value.code == 32775
+    refused = site.a.cli("replication", "reverse", vm.vm_id, check=False)  # the CLI says why, exit 1
+    assert refused.returncode == 1 and "32775" not in refused.stdout and refused.stderr.strip()
     # RevertFailover on the prepared primary cancels the prepare: Replicating again.
-    _job(site.a, f"/api/v1/vms/{vm.vm_id}/failover/prepare")
+    prepared = site.a.cli_json("failover", "start", vm.vm_id, "--prepare")
+    assert prepared["result"]["ReplicationState"] == "4"
     assert scenario.replication_state(site.a, vm.vm_id)[0] == scenario.SYNCED
     scenario.revert(site.a, vm.vm_id)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)
