@@ -38,6 +38,7 @@ ROUTERS: tuple[str, ...] = (
     "standby.api.metrics",
     "standby.api.failover",  # before vms: its POST /{ref}/{action} would catch /{ref}/failover
     "standby.api.vms",
+    "standby.api.groups",
 )
 
 CIMOM_PATH = "/cimom"

@@ -32,6 +32,8 @@ SUBAPPS: tuple[str, ...] = (
     "standby.cli.certs",
     "standby.cli.failover",
     "standby.cli.replication",
+    "standby.cli.group",
+    "standby.cli.redundancy",
 )
 
 app = typer.Typer(

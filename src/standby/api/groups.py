@@ -1,0 +1,277 @@
+"""``/api/v1/groups`` (collections) and ``/api/v1/redundancy-sets``: issue 7 in REST form.
+
+Collections: ``GET /groups`` · ``POST /groups {name, id?}`` · ``GET /groups/{ref}`` (members, state, points,
+statistics) · ``DELETE /groups/{ref}`` · ``PUT|DELETE /groups/{ref}/members/{vm}`` ·
+``POST /groups/{ref}/replication`` (enable: settings like ``/vms/{ref}/replication``) ·
+``POST /groups/{ref}/{action}`` for start, suspend, resume, resync, remove, failover ``{point, force}``,
+revert, commit, test, test-stop, reset-statistics → 202 with the job (reset: 200).
+Redundancy sets: ``GET /redundancy-sets`` · ``POST /redundancy-sets/{id}/failover {from, to}`` → 200
+``{code, name}`` (seed 000's code; the call is synchronous, as ``Msvm_RedundancySet.Failover``).
+``ref`` is a collection id or its unique name. The same use cases as the CIM providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from standby.api.deps import LanguageDep, ServicesDep
+from standby.api.jobs import job_json, job_url
+from standby.domain.entities import Collection, Job, ReplicationSettings
+from standby.domain.enums import FailoverCode
+from standby.domain.errors import InvalidParameter, NotFound, NotSupported
+from standby.engine.group_replication import collection_statistics, reset_collection_statistics
+from standby.engine.operations import CollectionUseCase
+
+if TYPE_CHECKING:
+    from standby.daemon.compose import Services
+    from standby.daemon.group_wiring import Groups
+    from standby.engine.group_failover import GroupFailover
+
+router = APIRouter(prefix="/api/v1", tags=["groups"])
+_U = CollectionUseCase
+_STATE_ACTIONS = {"suspend": _U.SUSPEND_REPLICATION, "resume": _U.RESUME_REPLICATION,
+                  "cancel-initial": _U.CANCEL_INITIAL_REPLICATION, "cancel-resync": _U.CANCEL_RESYNCHRONIZE}
+
+
+class GroupBody(BaseModel):
+    """DefineCollection."""
+
+    name: str = Field(min_length=1, max_length=256)
+    id: str | None = Field(default=None, max_length=256)
+
+
+class EnableBody(BaseModel):
+    """CreateReplicationRelationship of a collection (Msvm_CollectionReplicationSettingData)."""
+
+    element_name: str = Field(min_length=1, max_length=256, description="ElementName (required)")
+    replica_host: str = Field(min_length=1, max_length=256)
+    port: int = Field(default=0, ge=0, le=65535, description="0: the peer port this daemon uses")
+    interval: int = Field(default=300, description="seconds: 30, 300, 900 (1-29 as extension)")
+    history: int = Field(default=0, ge=0, description="RecoveryHistory: 0-16 (Hyper-V), up to 720")
+    app_consistent_hours: int = Field(default=0, ge=0, le=12)
+    compression: bool = True
+
+
+class ActionBody(BaseModel):
+    """Parameters some actions take."""
+
+    point: str | None = Field(default=None, max_length=200, description="collection recovery point id")
+    type: int = Field(default=1, description="StartReplication: 1 network, 2 export, 3 seeded")
+    export_location: str | None = Field(default=None, max_length=4096)
+    start_time: datetime | None = None
+    include_suspended: bool = False
+    force: bool = False
+
+
+class FailoverSetBody(BaseModel):
+    """Msvm_RedundancySet.Failover."""
+
+    source: str | None = Field(default=None, alias="from", max_length=512)
+    target: str | None = Field(default=None, alias="to", max_length=512)
+
+
+def _groups(services: Services) -> Groups:
+    groups = getattr(services, "groups", None)
+    if groups is None:
+        raise NotSupported("this daemon has no group support", message_id="NotImplementedYet",
+                           method="groups")
+    return groups  # type: ignore[no-any-return]
+
+
+def _collection(services: Services, ref: str) -> Collection:
+    found = services.db.collections.find(ref.upper()) or services.db.collections.find(ref)
+    if found is None:
+        named = [c for c in services.db.collections.list() if c.name == ref]
+        if len(named) != 1:
+            raise NotFound(f"no collection {ref!r}", message_id="ObjectNotFound", kind="collection", key=ref)
+        found = named[0]
+    return found
+
+
+def _accepted(services: Services, job: Job, language: str, **extra: Any) -> JSONResponse:
+    body = job_json(job, language, services.clock(), services.jobs.describe(job, language))
+    body.update(extra)
+    return JSONResponse(body, status_code=202, headers={"location": job_url(job.job_id)})
+
+
+def collection_json(services: Services, collection: Collection) -> dict[str, Any]:
+    """A collection with its members, points and settings."""
+    groups = getattr(services, "groups", None)
+    points = groups.assembler.points(collection.collection_id) if groups is not None else \
+        services.db.collection_points.list(collection_id=collection.collection_id)
+    stored = services.db.collection_settings.find(collection.collection_id)
+    return {
+        "id": collection.collection_id, "name": collection.name,
+        "mode": int(collection.replication_mode), "mode_name": collection.replication_mode.name.lower(),
+        "state": int(collection.replication_state),
+        "state_name": collection.replication_state.name.lower().replace("_", " "),
+        "failed_over_type": int(collection.failed_over_type),
+        "last_apply_time": collection.last_apply_time.isoformat() if collection.last_apply_time else None,
+        "members": [{"id": vm, "name": _vm_name(services, vm)} for vm in collection.member_vm_ids],
+        "settings": {"element_name": stored[0], "replica_host": stored[1].recovery_connection_point,
+                     "interval": stored[1].interval_seconds, "history": stored[1].recovery_history}
+        if stored else None,
+        "points": [{"id": p.point_id, "created_at": p.created_at.isoformat(),
+                    "consistency": int(p.consistency), "pause_ms": p.pause_ms,
+                    "members": [{"vm": vm, "point": rp} for vm, rp in p.members]} for p in points],
+    }
+
+
+def _vm_name(services: Services, vm_id: str) -> str:
+    vm = services.db.vms.find(vm_id)
+    return vm.name if vm is not None else vm_id
+
+
+@router.get("/groups", summary="Collections (Msvm_VirtualSystemCollection)")
+def list_groups(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every collection of this host."""
+    return [collection_json(services, c) for c in services.db.collections.list()]
+
+
+@router.post("/groups", status_code=201, summary="DefineCollection")
+def define_group(body: GroupBody, services: ServicesDep) -> dict[str, Any]:
+    """Define an empty collection."""
+    collection = _groups(services).management.define(body.name, body.id, 0)
+    return collection_json(services, collection)
+
+
+@router.get("/groups/{ref}", summary="One collection, with its points and statistics")
+def show_group(ref: str, services: ServicesDep) -> dict[str, Any]:
+    """A collection; ``statistics`` when it replicates."""
+    collection = _collection(services, ref)
+    body = collection_json(services, collection)
+    if int(collection.replication_state):
+        stats, issues = collection_statistics(services.db, services.clock, _groups(services).management,
+                                              collection.collection_id)
+        body["statistics"] = {"successes": stats.success_count, "misses": stats.miss_count,
+                              "bytes": stats.size, "network_failures": stats.network_failures,
+                              "failures": stats.failures, "health": int(stats.health),
+                              "last_success": stats.last_success.isoformat() if stats.last_success else None,
+                              "max_pause_ms": stats.max_pause_ms, "last_pause_ms": stats.last_pause_ms,
+                              "issues": issues}
+    return body
+
+
+@router.delete("/groups/{ref}", status_code=204, summary="DestroyCollection")
+def destroy_group(ref: str, services: ServicesDep) -> None:
+    """Destroy a collection (its VMs stay)."""
+    _groups(services).management.destroy(_collection(services, ref).collection_id)
+
+
+@router.put("/groups/{ref}/members/{vm}", summary="AddMember")
+def add_member(ref: str, vm: str, services: ServicesDep) -> dict[str, Any]:
+    """Add a VM (GUID or name)."""
+    vm_id = _vm_id(services, vm)
+    collection = _groups(services).management.add_member(_collection(services, ref).collection_id, vm_id)
+    return collection_json(services, collection)
+
+
+@router.delete("/groups/{ref}/members/{vm}", summary="RemoveMember")
+def remove_member(ref: str, vm: str, services: ServicesDep) -> dict[str, Any]:
+    """Remove a VM."""
+    vm_id = _vm_id(services, vm)
+    collection = _groups(services).management.remove_member(_collection(services, ref).collection_id, vm_id)
+    return collection_json(services, collection)
+
+
+def _vm_id(services: Services, ref: str) -> str:
+    if services.vms is not None:
+        return str(services.vms.get(ref).vm_id)
+    vm = services.db.vms.find(ref.upper())
+    if vm is None:
+        raise NotFound(f"no virtual machine {ref!r}", message_id="VmNotFound", vm=ref)
+    return vm.vm_id
+
+
+@router.post("/groups/{ref}/replication", status_code=202, summary="CreateReplicationRelationship (async)")
+def enable_group(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Enable replication of every member to one replica host."""
+    engine = _groups(services).replication
+    if engine is None:
+        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
+    port = body.port or services.config.peer.port
+    settings = ReplicationSettings(body.replica_host, port, interval_seconds=body.interval,
+                                   recovery_history=body.history,
+                                   app_consistent_interval_hours=body.app_consistent_hours,
+                                   compression_enabled=body.compression)
+    job = engine.submit_create(_collection(services, ref).collection_id, settings, body.element_name)
+    return _accepted(services, job, language)
+
+
+@router.post("/groups/{ref}/{action}", status_code=202, summary="Group replication and failover actions")
+def group_action(ref: str, action: str, services: ServicesDep, language: LanguageDep,
+                 body: ActionBody | None = None) -> JSONResponse:
+    """start, suspend, resume, cancel-initial, cancel-resync, resync, remove (primary side); failover,
+    revert, commit, test, test-stop (replica side); reset-statistics (either)."""
+    groups, given = _groups(services), body or ActionBody()
+    collection_id = _collection(services, ref).collection_id
+    if action == "reset-statistics":
+        reset_collection_statistics(services.db, services.clock, groups.management, collection_id)
+        return JSONResponse({"reset": True})
+    if action in _PRIMARY_ACTIONS:
+        job = _primary_action(groups, action, collection_id, given)
+    elif action in _REPLICA_ACTIONS:
+        if action == "test":
+            job, test_id = _replica(groups).submit_test(collection_id, given.point)
+            return _accepted(services, job, language, test_group=test_id)
+        job = _replica_action(groups, action, collection_id, given)
+    else:
+        raise InvalidParameter(f"unknown action {action!r}", message_id="GroupUnknownAction", action=action)
+    return _accepted(services, job, language)
+
+
+_PRIMARY_ACTIONS = frozenset({"start", "resync", "remove", *_STATE_ACTIONS})
+_REPLICA_ACTIONS = frozenset({"failover", "revert", "commit", "test", "test-stop"})
+
+
+def _primary_action(groups: Groups, action: str, collection_id: str, given: ActionBody) -> Job:
+    engine = groups.replication
+    if engine is None:
+        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
+    if action == "start":
+        return engine.submit_start(collection_id, given.type, given.export_location, given.start_time)
+    if action == "resync":
+        return engine.submit_resynchronize(collection_id, given.start_time, given.include_suspended)
+    if action == "remove":
+        return engine.submit_remove(collection_id)
+    return engine.submit_state_change(_STATE_ACTIONS[action], collection_id)
+
+
+def _replica(groups: Groups) -> GroupFailover:
+    if groups.failover is None:
+        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
+    return groups.failover
+
+
+def _replica_action(groups: Groups, action: str, collection_id: str, given: ActionBody) -> Job:
+    engine = _replica(groups)
+    if action == "failover":
+        return engine.submit_initiate(collection_id, given.point, force=given.force)
+    if action == "revert":
+        return engine.submit_revert(collection_id)
+    if action == "commit":
+        return engine.submit_commit(collection_id)
+    return engine.submit_revert_test(collection_id)
+
+
+@router.get("/redundancy-sets", summary="Msvm_RedundancySet")
+def list_sets(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every redundancy set of this host."""
+    return [{"id": rs.set_id, "name": rs.name, "type": int(rs.type_of_set), "type_name": rs.type_of_set.name,
+             "status": int(rs.status), "status_name": rs.status.name.lower().replace("_", " "),
+             "members": list(rs.member_ids), "active": rs.active_member_id}
+            for rs in _groups(services).redundancy.sets()]
+
+
+@router.post("/redundancy-sets/{set_id}/failover", summary="Msvm_RedundancySet.Failover (synchronous)")
+async def failover_set(set_id: str, body: FailoverSetBody, services: ServicesDep) -> dict[str, Any]:
+    """Make ``to`` the active member; answers seed 000's code (0 done … 4 parameter error)."""
+    engine = _groups(services).redundancy
+    code = await asyncio.to_thread(engine.failover_now, set_id, body.source, body.target)
+    return {"code": int(code), "name": FailoverCode(code).name.lower().replace("_", " ")}

@@ -1,0 +1,211 @@
+"""``standby group create|add|remove|enable|start|failover|revert|commit|test|show`` (and ``list``,
+``suspend``, ``resume``, ``resync``, ``disable``, ``test-stop``, ``destroy``): VM groups (collections) whose
+members replicate with one consistent cut, failed over all or nothing.
+
+Long operations run as jobs in the daemon; the CLI follows them (``--no-wait`` returns at once) and exits 1
+with the job's error — for a group failover that names the member that failed and why.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from standby.cli.failover import follow
+from standby.cli.output import JsonOption, console, emit
+from standby.cli.state import client, wants_json
+
+NAME = "group"
+app = typer.Typer(help="VM groups: replicated with one consistent cut, failed over together.",
+                  no_args_is_help=True)
+
+GroupArg = Annotated[str, typer.Argument(help="Group name or id")]
+VmArg = Annotated[str, typer.Argument(help="VM name or GUID")]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once the job is accepted.")]
+PointOpt = Annotated[str | None, typer.Option("--point", help="Collection recovery point id (see: standby "
+                                              "group show); the latest when omitted.")]
+_CONSISTENCY = {0: "unknown", 1: "application consistent", 2: "crash consistent", 3: "group crash consistent"}
+
+
+def _group(ref: str) -> str:
+    return f"/api/v1/groups/{ref}"
+
+
+def _action(ctx: typer.Context, ref: str, action: str, body: dict[str, Any] | None, *, what: str,
+            no_wait: bool, as_json: bool) -> None:
+    json_out = wants_json(ctx, as_json)
+    with client(ctx, timeout=60) as daemon:
+        job = daemon.post(f"{_group(ref)}/{action}", body=body)
+        extra = {k: v for k, v in job.items() if k == "test_group"}
+        if not no_wait:
+            job = {**follow(daemon, job, what=what, show=not json_out), **extra}
+    emit(json_out, job, lambda j: console.print(
+        f"{what}: job {j['id']} accepted." if no_wait else f"{what}: done."))
+
+
+@app.command("list")
+def list_groups(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every group of this host."""
+    with client(ctx) as daemon:
+        groups = daemon.get("/api/v1/groups")
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table = Table("Name", "Id", "Mode", "State", "Members", "Points")
+        for g in items:
+            table.add_row(g["name"], g["id"], g["mode_name"], g["state_name"],
+                          ", ".join(m["name"] for m in g["members"]), str(len(g["points"])))
+        console.print(table)
+
+    emit(wants_json(ctx, as_json), groups, render)
+
+
+@app.command("create")
+def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Name of the new group")], *,
+           group_id: Annotated[str | None, typer.Option("--id", help="Its id (made up when omitted)")] = None,
+           as_json: JsonOption = False) -> None:
+    """DefineCollection: an empty group."""
+    with client(ctx) as daemon:
+        group = daemon.post("/api/v1/groups", body={"name": name, "id": group_id})
+    emit(wants_json(ctx, as_json), group, lambda g: console.print(f"group {g['name']} created ({g['id']})."))
+
+
+@app.command("destroy")
+def destroy(ctx: typer.Context, group: GroupArg) -> None:
+    """DestroyCollection (its VMs stay)."""
+    with client(ctx) as daemon:
+        daemon.delete(_group(group))
+    console.print(f"group {group} destroyed.")
+
+
+@app.command("add")
+def add(ctx: typer.Context, group: GroupArg, vm: VmArg, as_json: JsonOption = False) -> None:
+    """AddMember."""
+    with client(ctx) as daemon:
+        result = daemon.put(f"{_group(group)}/members/{vm}")
+    emit(wants_json(ctx, as_json), result, lambda g: console.print(f"{vm} added to {g['name']}."))
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, group: GroupArg, vm: VmArg, as_json: JsonOption = False) -> None:
+    """RemoveMember."""
+    with client(ctx) as daemon:
+        result = daemon.delete(f"{_group(group)}/members/{vm}")
+    emit(wants_json(ctx, as_json), result, lambda g: console.print(f"{vm} removed from {group}."))
+
+
+@app.command("enable")
+def enable(
+    ctx: typer.Context, group: GroupArg,
+    replica_host: Annotated[str, typer.Option("--replica-host", help="The replica (recovery) host")],
+    *,
+    element_name: Annotated[str | None, typer.Option("--element-name", help="ElementName of the settings "
+                                                     "(default: the group's name)")] = None,
+    port: Annotated[int, typer.Option("--port", help="Its peer port (0: this daemon's)")] = 0,
+    interval: Annotated[int, typer.Option("--interval", help="Seconds: 30, 300, 900 (1-29 extension)")] = 300,
+    history: Annotated[int, typer.Option("--history", help="Recovery history: 0-16, up to 720")] = 0,
+    no_wait: NoWait = False, as_json: JsonOption = False,
+) -> None:
+    """CreateReplicationRelationship of the group: every member to the same replica host."""
+    body = {"element_name": element_name or group, "replica_host": replica_host, "port": port,
+            "interval": interval, "history": history}
+    _action(ctx, group, "replication", body, what="enable replication", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("start")
+def start(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """StartReplication: initial replication of every member, then group-consistent cycles."""
+    _action(ctx, group, "start", {"type": 1}, what="initial replication", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("suspend")
+def suspend(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """SuspendReplication."""
+    _action(ctx, group, "suspend", None, what="suspend", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """ResumeReplication."""
+    _action(ctx, group, "resume", None, what="resume", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("resync")
+def resync(ctx: typer.Context, group: GroupArg, *,
+           include_suspended: Annotated[bool, typer.Option("--include-suspended")] = False,
+           no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+    """Resynchronize the members that need it."""
+    _action(ctx, group, "resync", {"include_suspended": include_suspended}, what="resynchronize",
+            no_wait=no_wait, as_json=as_json)
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """RemoveReplicationRelationship of every member (the group stays)."""
+    _action(ctx, group, "remove", None, what="remove replication", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("failover")
+def failover(ctx: typer.Context, group: GroupArg, *, point: PointOpt = None,
+             force: Annotated[bool, typer.Option("--force", help="Do not ask the primary host whether the "
+                                                 "VMs still run")] = False,
+             no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+    """InitiateFailover of every member to its point of a collection point, all or nothing."""
+    _action(ctx, group, "failover", {"point": point, "force": force}, what="group failover",
+            no_wait=no_wait, as_json=as_json)
+
+
+@app.command("revert")
+def revert(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """RevertFailover of every member."""
+    _action(ctx, group, "revert", None, what="revert failover", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("commit")
+def commit(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """CommitFailover of every member."""
+    _action(ctx, group, "commit", None, what="commit failover", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("test")
+def test(ctx: typer.Context, group: GroupArg, *, point: PointOpt = None, no_wait: NoWait = False,
+         as_json: JsonOption = False) -> None:
+    """TestReplicaCollection: a test VM of every member ('<group> - Test')."""
+    _action(ctx, group, "test", {"point": point}, what="test failover", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("test-stop")
+def test_stop(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+        as_json: JsonOption = False) -> None:
+    """RevertTestReplicaCollection: the test VMs go."""
+    _action(ctx, group, "test-stop", None, what="remove test group", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("show")
+def show(ctx: typer.Context, group: GroupArg, as_json: JsonOption = False) -> None:
+    """Members, state, collection recovery points (with the pause of their cut) and statistics."""
+    with client(ctx) as daemon:
+        data = daemon.get(_group(group))
+
+    def render(g: dict[str, Any]) -> None:
+        console.print(f"[bold]{g['name']}[/] ({g['id']}): {g['mode_name']}, {g['state_name']}")
+        console.print("members: " + (", ".join(f"{m['name']} ({m['id']})" for m in g["members"]) or "none"))
+        stats = g.get("statistics")
+        if stats:
+            console.print(f"group cycles: {stats['successes']} ok, {stats['misses']} missed, "
+                          f"{stats['failures'] + stats['network_failures']} failed; last pause "
+                          f"{stats['last_pause_ms']:.1f} ms, longest {stats['max_pause_ms']:.1f} ms")
+        table = Table("Point", "Created", "Consistency", "Pause (ms)", "Members")
+        for p in g["points"]:
+            table.add_row(p["id"], p["created_at"], _CONSISTENCY.get(p["consistency"], str(p["consistency"])),
+                          f"{p['pause_ms']:.1f}", str(len(p["members"])))
+        console.print(table)
+
+    emit(wants_json(ctx, as_json), data, render)
