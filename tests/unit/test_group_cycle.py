@@ -121,9 +121,11 @@ class FakeCapture:
 @dataclass
 class FakePauser:
     log: list[str]
+    user_paused: set[str] = field(default_factory=set)
 
-    async def stop(self, vm_id: str) -> None:
+    async def stop(self, vm_id: str) -> bool:
         self.log.append(f"stop {vm_id[:1]}")
+        return vm_id not in self.user_paused
 
     async def cont(self, vm_id: str) -> None:
         self.log.append(f"cont {vm_id[:1]}")
@@ -260,6 +262,15 @@ def test_a_member_whose_log_does_not_arrive_fails_the_cycle_naming_it() -> None:
     outcomes = {vm: r.outcome for vm, r in result.members}
     assert outcomes[VMS[2]] is CycleOutcome.NETWORK and outcomes[VMS[0]] is CycleOutcome.SUCCESS
     assert "abort C 6" in world.log and "commit A 6" in world.log
+
+
+def test_a_member_its_user_paused_is_not_resumed() -> None:
+    world = make_world()
+    pauser = FakePauser(world.log, {VMS[1]})
+    world.cycle = GroupCycle(world.db, world.cycle._runner, world.capture, pauser, world.clock,
+                             monotonic=world.clock.monotonic)
+    assert world.run().outcome is GroupOutcome.SUCCESS
+    assert "cont B" not in world.log and "transact B" in world.log
 
 
 def test_an_off_member_is_cut_without_a_pause() -> None:

@@ -98,8 +98,8 @@ class GroupCapture(Protocol):
 class Pauser(Protocol):
     """QMP ``stop``/``cont`` of a running VM (without the VM life-cycle's state bookkeeping)."""
 
-    async def stop(self, vm_id: str) -> None:
-        """Halt the vCPUs."""
+    async def stop(self, vm_id: str) -> bool:
+        """Halt the vCPUs; False when they were not running (a paused VM is left as it is)."""
         ...
 
     async def cont(self, vm_id: str) -> None:
@@ -113,9 +113,14 @@ class QmpPauser:
     def __init__(self, hypervisor: Any) -> None:
         self._hv = hypervisor
 
-    async def stop(self, vm_id: str) -> None:
-        """QMP ``stop``."""
-        await self._hv.qmp(vm_id).execute("stop")
+    async def stop(self, vm_id: str) -> bool:
+        """QMP ``stop`` when the VM runs (a VM paused by its user is not ours to resume)."""
+        ops = self._hv.qmp(vm_id)
+        status = await ops.execute("query-status")
+        if not (isinstance(status, dict) and status.get("running")):
+            return False
+        await ops.execute("stop")
+        return True
 
     async def cont(self, vm_id: str) -> None:
         """QMP ``cont``."""
@@ -248,8 +253,7 @@ class GroupCycle:
         try:
             stops = await asyncio.gather(*(self._pauser.stop(cut.vm_id) for cut in online),
                                          return_exceptions=True)
-            paused = [cut.vm_id for cut, outcome in zip(online, stops, strict=True)
-                      if not isinstance(outcome, BaseException)]
+            paused = [cut.vm_id for cut, outcome in zip(online, stops, strict=True) if outcome is True]
             errors = [outcome for outcome in stops if isinstance(outcome, BaseException)]
             if errors:
                 raise errors[0]
