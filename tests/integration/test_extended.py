@@ -25,10 +25,11 @@ from standby.domain.entities import (
     ServiceSettings,
     VirtualMachine,
 )
-from standby.domain.enums import RelationshipIndex, ReplicationMode, ReplicationState
+from standby.domain.enums import JobState, RelationshipIndex, ReplicationMode, ReplicationState
 from standby.domain.errors import InvalidParameter, InvalidState
 from standby.engine.apply import ReplicaApplier
 from standby.engine.extended import ExtendedReplication
+from standby.engine.jobs import JobManager
 from standby.engine.replica import ReplicaSpec, ReplicaStatus, ReplicaUseCases
 from standby.engine.replication import ReplicationUseCases
 from standby.storage import chain
@@ -233,3 +234,26 @@ def test_extended_settings_are_checked(site: Site) -> None:
     with pytest.raises(InvalidState):  # one extended relationship only
         site.extended.check_create(VM_ID, ReplicationSettings(
             recovery_connection_point="hvc.lab.example", recovery_port=8443, interval_seconds=300))
+
+
+def test_modify_and_remove_the_extended_relationship_as_jobs(site: Site) -> None:
+    _enable(site)
+
+    async def run() -> None:
+        jobs = JobManager(site.b, site.clock)
+        extended = ExtendedReplication(ReplicationUseCases(site.b, site.clock), jobs, None,
+                                       lambda s: site.peer, db=site.b, clock=site.clock, host_name=HOST_B)
+        settings = ReplicationSettings(recovery_connection_point="hvc.lab.example", recovery_port=8443,
+                                       interval_seconds=900)
+        with pytest.raises(InvalidParameter):  # the disks of an extended relationship cannot change
+            extended.submit_modify(VM_ID, replace(settings, included_disks=("d0",)))
+        job = await jobs.wait(extended.submit_modify(VM_ID, settings).job_id, 30)
+        assert job.state is JobState.COMPLETED
+        assert site.b.relationships.get(VM_ID, 1).settings.interval_seconds == 900
+        job = await jobs.wait(extended.submit_remove(VM_ID).job_id, 30)
+        assert job.state is JobState.COMPLETED
+
+    asyncio.run(run())
+    assert site.b.relationships.find(VM_ID, 1) is None
+    assert site.c.relationships.find(VM_ID, 0) is None  # C's side went too; its VM stays
+    assert site.c.vms.get(VM_ID).replication_mode is ReplicationMode.NONE

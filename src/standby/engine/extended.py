@@ -156,6 +156,46 @@ class ExtendedReplication:
         return self._submit(JobType.RESYNCHRONIZING_EXTENDED_REPLICATION, target.vm, "ExtendedResyncJob",
                             work)
 
+    def submit_modify(self, vm_id: str, settings: ReplicationSettings) -> Job:
+        """ModifyReplicationSettings on a replica VM: the extended relationship's settings (JobType 92); the
+        included disks cannot change (spec §9.8)."""
+        target = self._guards.guard(Operation.MODIFY_REPLICATION_SETTINGS, vm_id, index=_EXT)
+        current = self._db.relationships.get(vm_id, int(_EXT))
+        primary = self._db.relationships.get(vm_id, int(_PRIMARY))
+        here = current.settings.primary_connection_point
+        settings = dataclasses.replace(settings, primary_connection_point=here)
+        validate_extended(settings, primary.settings.interval_seconds)
+        if set(settings.included_disks) != set(current.settings.included_disks):
+            raise InvalidParameter("the disks of an extended relationship cannot change",
+                                   message_id="InvalidSettingValue", property="included_disks",
+                                   label="included disks", value=settings.included_disks,
+                                   allowed="the current disks")
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            self._update(vm_id, settings=settings)
+            return {"ReplicationInterval": str(settings.interval_seconds)}
+
+        return self._submit(JobType.MODIFY_REPLICATION_RELATIONSHIP_SETTINGS, target.vm, "ExtendedModifyJob",
+                            work)
+
+    def submit_remove(self, vm_id: str) -> Job:
+        """RemoveReplicationRelationshipEx of the extended relationship (JobType 93): C's side is removed
+        when it can be reached (each side is removed on its own), then B's."""
+        target = self._guards.guard(Operation.REMOVE_RELATIONSHIP, vm_id, index=_EXT)
+        rel = self._db.relationships.get(vm_id, int(_EXT))
+
+        async def work(handle: JobHandle) -> dict[str, str]:
+            try:
+                await self._peer(rel.settings).remove_replica(vm_id)
+            except StandbyError as exc:
+                log.warning("the extended replica of %s was not removed: %s", vm_id, exc)
+            with self._db.transaction():
+                self._db.relationships.delete(vm_id, int(_EXT))
+                self._db.point_holds.release(vm_id, HOLD_REASON)
+            return {"ReplicationState": str(int(_S.DISABLED))}
+
+        return self._submit(JobType.REMOVE_REPLICATION_RELATIONSHIP, target.vm, "ExtendedRemoveJob", work)
+
     # -- forwarding ---------------------------------------------------------------------------------------
 
     def on_point(self, point: RecoveryPoint, header: object) -> None:

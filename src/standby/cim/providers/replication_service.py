@@ -206,6 +206,9 @@ def modify_replication_settings(call: MethodCall) -> MethodResult:
     primary = _primary(call.runtime)
     if primary is not None and vm.replication_mode == 1:
         return job_started(call, primary.submit_modify(vm.vm_id, settings))
+    planned = _planned(call.runtime)
+    if planned is not None and vm.replication_mode == 2:  # the extended relationship (helper PF)
+        return job_started(call, planned.extended.submit_modify(vm.vm_id, settings))
     call.runtime.replication.modify_replication_settings(vm.vm_id, settings)
     return done()
 
@@ -236,6 +239,9 @@ def _remove(call: MethodCall, vm_id: str, index: RelationshipIndex) -> MethodRes
     primary = _primary(call.runtime)
     if primary is not None and call.runtime.db.vms.get(vm_id).replication_mode == 1:
         return job_started(call, primary.submit_remove(vm_id, index))
+    planned = _planned(call.runtime)
+    if planned is not None and index is RelationshipIndex.EXTENDED:  # helper PF
+        return job_started(call, planned.extended.submit_remove(vm_id))
     call.runtime.replication.remove_relationship(vm_id, index)
     return done()
 
