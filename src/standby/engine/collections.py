@@ -1,8 +1,10 @@
 """Collection (VM group) use cases: management (spec §8.7) and group replication (§8.1).
 
-Management works on stored data and is implemented: define, add/remove members, rename, destroy. Group
-replication methods check the precondition table (collection rows of ``domain.preconditions``) and then
-raise ``NotSupported`` (``NotImplementedYet``) until the group-replication issue implements them.
+Management works on stored data: define, add/remove members, rename, destroy. ``guard`` is the precondition
+table's verdict (collection rows of ``domain.preconditions``) for a group replication use case; the use
+cases themselves live in ``group_replication.py`` (primary), ``group_failover.py`` (replica) and
+``group_cycle.py`` (group-consistent cuts). ``replicate`` is the guard alone, for a daemon without those
+engines (it still says "not implemented yet" for a use case missing from ``IMPLEMENTED_OPERATIONS``).
 
 Facts for a collection: mode and state are the collection's; ``vm_state`` is Disabled only when every
 member is off; ``replication_received`` means a group recovery point exists; ``test_system_exists`` means a
@@ -60,7 +62,7 @@ _WITH_POINT = frozenset({Operation.COLLECTION_INITIATE_FAILOVER, Operation.COLLE
 
 
 class CollectionUseCases:
-    """Collections: management on stored data, group replication guarded and pending."""
+    """Collections: management on stored data, and the guards of group replication."""
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -104,7 +106,7 @@ class CollectionUseCases:
     def replicate(
         self, use_case: CollectionUseCase, collection_id: str, *, point_id: str | None = None
     ) -> None:
-        """Run a group replication use case: guard, then (today) "not implemented yet"."""
+        """A group replication use case's guard alone (``NotImplementedYet`` when it is not implemented)."""
         operation = GUARDS.get(use_case)
         if operation is None:
             raise ValueError(f"{use_case.value} is not a group replication use case")
