@@ -260,8 +260,15 @@ class CycleRunner:
         peer = self._peers(rel.settings)
         out: dict[str, list[tuple[int, int]]] = {}
         for disk in disks:
-            theirs = await peer.hashes(vm.vm_id, disk.disk_id, HASH_BLOCK)
-            ours = await asyncio.to_thread(reader.hashes, disk, HASH_BLOCK)
+            # Both sides read their whole disk: at the same time, not one after the other (bench P8).
+            # Both finish before an error is raised: the reader's thread must not outlive the cut's export.
+            theirs, ours = await asyncio.gather(peer.hashes(vm.vm_id, disk.disk_id, HASH_BLOCK),
+                                                asyncio.to_thread(reader.hashes, disk, HASH_BLOCK),
+                                                return_exceptions=True)
+            if isinstance(theirs, BaseException):
+                raise theirs
+            if isinstance(ours, BaseException):
+                raise ours
             out[disk.disk_id] = differing_ranges(ours, theirs, HASH_BLOCK, disk.size_bytes)
         return out
 
