@@ -224,7 +224,10 @@ def _build_primary(services: Services) -> Any | None:
     """Helper P's primary side of replication (``daemon/primary_wiring.py``)."""
     from standby.daemon.primary_wiring import build
 
-    return build(services)
+    primary = build(services)
+    if primary is not None and services.hypervisor is not None:  # helper Y: last cycle at a clean stop
+        services.hypervisor.subscribe(primary.scheduler.on_vm_event)
+    return primary
 
 
 def _build_object_manager(services: Services) -> ObjectManager | None:

@@ -6,6 +6,12 @@ A reconcile loop (every ``poll`` seconds) starts and stops those tasks as relati
 an automatic resynchronization in its window (AutoResynchronize, spec §9.7), and notices when the replica
 imported an exported initial replica (state 2 → 3). The daemon starts it after start-up recovery and stops
 it before it exits.
+
+A replicating primary VM that stops cleanly (``on_vm_event``: the guest powered off, or a stop we asked for)
+gets one last cycle at once, cut from its persistent bitmaps with the VM off (the path a planned-failover
+prepare takes), so the replica's head equals the disk without waiting an interval or a failover. That cut
+touches the images, so the clean-stop stamps (``db.disk_stamps``, which detect a disk changed while off) are
+taken again after it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time as _time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, time
@@ -23,11 +30,14 @@ from standby.domain.entities import Relationship
 from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMode, ReplicationState
 from standby.domain.errors import StandbyError
 from standby.engine.cycle import CycleRunner, PeerFactory
+from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.store.sqlite import Database
 
 log = logging.getLogger(__name__)
 MIN_INTERVAL = 1.0
 Key = tuple[str, int]
+#: QEMU exits after which the persistent bitmaps are trustworthy (a crash sends the VM to state 9 instead).
+CLEAN_STOPS = frozenset({VmEventKind.STOPPED, VmEventKind.GUEST_SHUTDOWN})
 
 
 class Resyncer(Protocol):
@@ -62,6 +72,7 @@ class Scheduler:
         self._local_time = local_time or (lambda: datetime.now().time())
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._finals: dict[str, asyncio.Task[None]] = {}
 
     @property
     def running(self) -> list[Key]:
@@ -75,14 +86,62 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Cancel every task and wait for them (a cycle cut short aborts its cut)."""
-        tasks = [t for t in [self._loop_task, *self._tasks.values()] if t is not None]
+        tasks = [t for t in [self._loop_task, *self._tasks.values(), *self._finals.values()] if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._finals.clear()
         self._loop_task = None
+
+    # -- the last cycle at a clean stop -------------------------------------------------------------------
+
+    def on_vm_event(self, event: VmEvent) -> None:
+        """Hypervisor subscriber: a replicating primary VM that stopped cleanly gets its last cycle now."""
+        if self._loop_task is None or event.kind not in CLEAN_STOPS:
+            return  # not started, or stopping (the daemon powering its VMs off at exit)
+        rel = self._db.relationships.find(event.vm_id, int(RelationshipIndex.PRIMARY))
+        if rel is None or rel.state is not ReplicationState.REPLICATING or not self._is_primary(rel):
+            return
+        running = self._finals.get(event.vm_id)
+        if running is not None and not running.done():
+            return
+        self._finals[event.vm_id] = asyncio.create_task(self.final_cycle(event.vm_id),
+                                                        name=f"final-cycle-{event.vm_id}")
+
+    async def final_cycle(self, vm_id: str) -> None:
+        """One DELTA cycle of a VM that is off (after any cycle in flight), then stamp its images again."""
+        index = RelationshipIndex.PRIMARY
+        rel = self._db.relationships.find(vm_id, int(index))
+        if rel is None or rel.state is not ReplicationState.REPLICATING:
+            return
+        try:
+            result = await self._runner.run(vm_id, index)
+            log.info("last cycle of %s at its clean stop: %s, sequence %s, %s bytes", vm_id, result.outcome,
+                     result.sequence, result.dirty_bytes)
+        except StandbyError as exc:  # recorded by the runner; the next start or prepare sends the rest
+            log.info("last cycle of %s at its clean stop: %s", vm_id, exc)
+        # Even a failed cut settled its bitmaps in the images: this daemon changed them, not someone else.
+        self._restamp(vm_id)
+
+    def _restamp(self, vm_id: str) -> None:
+        # The off-VM cut rewrote the images' bitmaps; stamps of the clean stop (if still there, i.e. the VM
+        # did not start meanwhile) must describe the images as the cut left them.
+        vm = self._db.vms.find(vm_id)
+        if vm is None or not self._db.disk_stamps.get(vm_id) \
+                or self._vm_state(vm_id) is not EnabledState.DISABLED:
+            return
+        stamps = []
+        for disk in vm.disks:
+            try:
+                info = os.stat(disk.path)
+            except OSError:
+                stamps.append((disk.disk_id, -1, -1))
+                continue
+            stamps.append((disk.disk_id, info.st_size, info.st_mtime_ns))
+        self._db.disk_stamps.put(vm_id, stamps)
 
     async def _reconcile_forever(self) -> None:
         while True:
