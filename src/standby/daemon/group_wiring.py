@@ -50,7 +50,8 @@ def build(services: Services) -> Groups:
     failover = getattr(services, "failover", None)
     groups = Groups(management, assembler,
                     RedundancyUseCases(db, clock, services.host, jobs=services.jobs, failover=failover,
-                                       reachable=_reachable(services)))
+                                       reachable=_reachable(services), planned=_planned_move(services)))
+    services.add_recovery_hook("collections", _recover_collections)
     primary, hypervisor = getattr(services, "primary", None), services.hypervisor
     if primary is not None and hypervisor is not None:
         from standby.engine.capture import Capture
@@ -66,6 +67,40 @@ def build(services: Services) -> Groups:
                                         assembler=assembler, planned=getattr(planned, "planned", None),
                                         reverse=getattr(planned, "reverse", None))
     return groups
+
+
+def _planned_move(services: Services) -> Any:
+    """Redundancy-set planned moves (``engine.group_planned``) when this daemon has both sides."""
+    planned, failover = getattr(services, "planned", None), getattr(services, "failover", None)
+    if planned is None or failover is None or getattr(services, "primary", None) is None:
+        return None
+    from standby.engine.group_planned import PlannedMove
+
+    config = services.config
+
+    def peer(host: str, port: int | None) -> Any:
+        from standby.peer.client import PeerClient
+        from standby.peer.tls import PeerTls
+
+        ca = getattr(getattr(config, "tls", None), "ca_file", None)
+        if ca is None:
+            raise Unavailable("replication needs [tls] ca_file (the site CA) in the configuration",
+                              message_id="PeerTlsMissing")
+        tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
+        url_host = f"[{host}]" if ":" in host else host
+        return PeerClient(f"https://{url_host}:{port or config.peer.port}", tls)
+
+    return PlannedMove(services.db, services.jobs, failover=failover, planned=planned.planned,
+                       reverse=planned.reverse, peer=peer, peer_port=config.peer.port)
+
+
+async def _recover_collections(services: Services) -> None:
+    """Settle collections a stopped daemon left mid-operation (``engine.group_recovery``)."""
+    from standby.engine.group_recovery import settle_collections
+
+    touched = await settle_collections(services.db, services.clock, getattr(services, "failover", None))
+    if touched:
+        log.info("collection recovery", extra={"fields": {"collections": ",".join(touched)}})
 
 
 def _reachable(services: Services) -> Any:

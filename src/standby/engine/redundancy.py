@@ -14,9 +14,10 @@ From = To, or From not the active member (for a host set: From runs no VM replic
 a member or the set's type (or a set whose VMs do not replicate) has no failover; 3 when an operation runs on
 a member; 2 for anything else. For a VM set whose replica is here, the failover is unplanned to the latest
 point when From cannot be reached; for a host set, that for every VM replicated From → To, all or nothing.
-A planned failover (From reachable, or the primary here) needs planned failover with reverse replication on
-both hosts; until that is wired to redundancy sets it answers 1. Each VM moved leaves a
-``FailoverIndication`` record.
+When From can be reached (or is this host) the move is a planned failover with reverse replication, zero
+loss (``engine.group_planned.PlannedMove``; the VM must be turned off on From); a host set moves its VMs one
+after the other and stops at the first failure (the VMs moved before it stay moved: a finished reverse has
+no undo). Each VM moved leaves a ``FailoverIndication`` record (planned: type 1 Other, "Planned").
 """
 
 from __future__ import annotations
@@ -79,24 +80,30 @@ class PeerSystem:
 
 @dataclass(frozen=True, slots=True)
 class _Move:
-    """What a failover will do: fail over these local replica VMs (unplanned) from ``source`` to here."""
+    """What a failover will do: move these VMs from host ``source`` to host ``target``. ``outgoing``: the
+    VMs are primaries here (a planned move driven from this host); else replicas here (planned when
+    ``source`` answers, unplanned to the latest point when not)."""
 
     set_id: str
     source: str
     vm_ids: tuple[str, ...]
+    target: str = ""
+    outgoing: bool = False
 
 
 class RedundancyUseCases:
     """Derives, lists and fails over redundancy sets (see the module docstring)."""
 
     def __init__(self, db: Database, clock: Clock, host: Host, *, jobs: JobManager | None = None,
-                 failover: Any = None, reachable: Reachable | None = None) -> None:
+                 failover: Any = None, reachable: Reachable | None = None, planned: Any = None) -> None:
         self._db = db
         self._clock = clock
         self._host = host
         self._jobs = jobs
         self._failover = failover
         self._reachable = reachable
+        #: ``engine.group_planned.PlannedMove`` (None: planned moves answer 1 Not supported).
+        self.planned = planned
 
     # -- the sets -------------------------------------------------------------------------------------------
 
@@ -222,25 +229,34 @@ class RedundancyUseCases:
         vm_id = rs.set_id[len(VM_SET):]
         self._check_idle((vm_id,))
         if SEPARATOR in target:  # the primary is here: a planned failover to the replica host
-            raise NotSupported("a failover to the replica host is a planned failover with reverse "
-                               "replication; start it on the replica host, or with the failover methods",
-                               message_id="RedundancyPlannedPending", set=rs.name)
-        return _Move(rs.set_id, source.split(SEPARATOR, 1)[1], (vm_id,))
+            self._require_planned(rs)
+            return _Move(rs.set_id, self._host.name, (vm_id,), target.split(SEPARATOR, 1)[1], outgoing=True)
+        return _Move(rs.set_id, source.split(SEPARATOR, 1)[1], (vm_id,), self._host.name)
 
     def _host_move(self, rs: RedundancySet, source: str, target: str) -> _Move:
         peer = target if source == self._host.name else source
         self._check_idle(tuple(vm.vm_id for vm, _rel, other in self._replicated() if other == peer))
         if target != self._host.name:
-            raise NotSupported("moving this host's VMs away is a planned failover with reverse replication; "
-                               "call Failover on the host that takes them over",
-                               message_id="RedundancyPlannedPending", set=rs.name)
+            self._require_planned(rs)
+            leaving = tuple(vm.vm_id for vm, rel, peer in self._replicated()
+                            if peer == target and vm.replication_mode is ReplicationMode.PRIMARY)
+            if not leaving:
+                raise InvalidParameter(f"{source} runs no virtual machine replicated to {target}",
+                                       message_id="RedundancyNotActive", member=source, set=rs.name)
+            return _Move(rs.set_id, source, leaving, target, outgoing=True)
         moving = tuple(vm.vm_id for vm, rel, peer in self._replicated()
                        if peer == source and vm.replication_mode in _RECOVERY
                        and rel.state not in _FAILED_OVER)
         if not moving:
             raise InvalidParameter(f"{source} runs no virtual machine replicated to {target}",
                                    message_id="RedundancyNotActive", member=source, set=rs.name)
-        return _Move(rs.set_id, source, moving)
+        return _Move(rs.set_id, source, moving, target)
+
+    def _require_planned(self, rs: RedundancySet) -> None:
+        if self.planned is None:
+            raise NotSupported("a planned failover with reverse replication needs the primary side of "
+                               "replication on this daemon", message_id="RedundancyPlannedPending",
+                               set=rs.name)
 
     def _check_idle(self, vm_ids: tuple[str, ...]) -> None:
         """3 Busy when a job runs on one of the VMs, or on a collection holding one (it acts on them)."""
@@ -256,9 +272,10 @@ class RedundancyUseCases:
         if self._failover is None:
             raise NotSupported("this daemon has no failover", message_id="NotImplementedYet",
                                method="Failover")
+        operation = Operation.PREPARE_PLANNED_FAILOVER if move.outgoing else Operation.INITIATE_FAILOVER
         for vm_id in move.vm_ids:
             try:
-                self._failover.guards.guard(Operation.INITIATE_FAILOVER, vm_id)
+                self._failover.guards.guard(operation, vm_id)
             except InUse:
                 raise
             except StandbyError as exc:  # the VM cannot fail over: "2 anything else", not a parameter error
@@ -271,14 +288,12 @@ class RedundancyUseCases:
         return work
 
     async def run(self, move: _Move) -> dict[str, str]:
-        """Carry a planned move out: unplanned failovers to the latest point, all or nothing."""
+        """Carry a move out: planned when From answers (or is here), else unplanned, all or nothing."""
         if self._failover is None:
             raise NotSupported("this daemon has no failover", message_id="NotImplementedYet",
                                method="Failover")
-        if self._reachable is not None and await self._reachable(move.source):
-            raise NotSupported(f"{move.source} can be reached: a planned failover with reverse replication "
-                               "is needed, which redundancy sets do not start yet",
-                               message_id="RedundancyPlannedPending", set=move.set_id)
+        if move.outgoing or (self._reachable is not None and await self._reachable(move.source)):
+            return await self._run_planned(move)
         done: list[str] = []
         try:
             for vm_id in move.vm_ids:
@@ -293,10 +308,34 @@ class RedundancyUseCases:
             self._indicate(move, vm_id)
         return {"Moved": str(len(done))}
 
-    def _indicate(self, move: _Move, vm_id: str) -> None:
+    async def _run_planned(self, move: _Move) -> dict[str, str]:
+        """One VM after the other; a failure stops (its own steps are rolled back, earlier moves stand)."""
+        if self.planned is None:
+            raise NotSupported(f"{move.source} can be reached: a planned failover with reverse replication "
+                               "is needed, which this daemon cannot run",
+                               message_id="RedundancyPlannedPending", set=move.set_id)
+        moved = 0
+        for vm_id in move.vm_ids:
+            try:
+                if move.outgoing:
+                    await self.planned.from_primary(vm_id)
+                else:
+                    await self.planned.from_replica(vm_id)
+            except StandbyError as exc:
+                if moved:
+                    raise type(exc)(f"{exc}; {moved} virtual machine(s) moved before stay moved",
+                                    message_id="RedundancyPlannedStopped", reason=str(exc),
+                                    moved=moved) from exc
+                raise
+            moved += 1
+            self._indicate(move, vm_id, planned=True)
+        return {"Moved": str(moved), "Planned": "true"}
+
+    def _indicate(self, move: _Move, vm_id: str, *, planned: bool = False) -> None:
+        kind = FailoverIndicationType.OTHER if planned else FailoverIndicationType.UNPLANNED
         self._db.failover_indications.insert(FailoverIndication(
-            str(uuid.uuid4()).upper(), move.set_id, vm_id, self._host.name, move.source,
-            FailoverIndicationType.UNPLANNED, "", PerceivedSeverity.INFORMATION, self._clock()))
+            str(uuid.uuid4()).upper(), move.set_id, vm_id, move.target or self._host.name, move.source,
+            kind, "Planned" if planned else "", PerceivedSeverity.INFORMATION, self._clock()))
 
 
 def _peer_of(vm: VirtualMachine, rel: Relationship) -> str:

@@ -183,6 +183,27 @@ class PeerClient:
         await self._json("POST", f"/replicas/{vm_id}/settings",
                          json={"settings": json.loads(codec.settings_out(settings))})
 
+    async def prepare_planned(self, vm_id: str) -> dict[str, Any]:
+        """``POST /vms/{vm_id}/planned-failover/prepare``: the primary prepares a planned failover (a
+        redundancy-set move driven by the replica host); the prepare job's result."""
+        return await self._json("POST", f"/vms/{vm_id}/planned-failover/prepare", json={},
+                                timeout=self._long_timeout())
+
+    async def cancel_planned(self, vm_id: str) -> dict[str, Any]:
+        """``POST /vms/{vm_id}/planned-failover/cancel``: undo that prepare (RevertFailover on the
+        primary)."""
+        return await self._json("POST", f"/vms/{vm_id}/planned-failover/cancel", json={})
+
+    async def take_over(self, vm_id: str, body: dict[str, object]) -> dict[str, Any]:
+        """``POST /vms/{vm_id}/planned-failover/take-over``: the replica host fails the prepared VM over and
+        reverses the relationship (body ``{port}``: the caller's peer port); the combined result."""
+        return await self._json("POST", f"/vms/{vm_id}/planned-failover/take-over", json=body,
+                                timeout=self._long_timeout())
+
+    def _long_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self._http.timeout.connect, read=self._apply_timeout,
+                             write=self._http.timeout.write, pool=self._http.timeout.pool)
+
     async def vm_running(self, vm_id: str) -> tuple[bool, EnabledState]:
         """``GET /vms/{vm_id}/running`` on the VM's (primary) host."""
         data = await self._json("GET", f"/vms/{vm_id}/running")

@@ -206,3 +206,43 @@ async def replica_settings(vm_id: str, request: Request, replica: Replica,
                                message_id="InvalidReplicationSettings") from None
     stored = planned.target.update_settings(site.vm_id, settings)
     return {"vm_id": site.vm_id, "settings": json.loads(codec.settings_out(stored))}
+
+
+# -- redundancy-set planned moves (helper X, additive) -----------------------------------------------------
+
+
+def _planned_move(request: Request) -> Any:
+    groups = getattr(request.app.state.services, "groups", None)
+    move = getattr(getattr(groups, "redundancy", None), "planned", None)
+    if move is None:
+        raise Unavailable("this host cannot take part in a planned failover", message_id="PrimaryUnavailable")
+    return move
+
+
+@router.post("/vms/{vm_id}/planned-failover/prepare", summary="Prepare a planned failover (redundancy set)")
+async def planned_prepare(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+    """The replica host moves the VM: this primary prepares (job 96, waited for); the job's result."""
+    replica.authorize(caller)
+    result: dict[str, Any] = await _planned_move(request).prepare_for_peer(vm_id.strip().upper())
+    return result
+
+
+@router.post("/vms/{vm_id}/planned-failover/cancel", summary="Cancel a planned-failover prepare")
+async def planned_cancel(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+    """Undo the prepare above (unlock, Replicating again); a no-op when nothing is prepared."""
+    replica.authorize(caller)
+    result: dict[str, Any] = await _planned_move(request).cancel_for_peer(vm_id.strip().upper())
+    return result
+
+
+@router.post("/vms/{vm_id}/planned-failover/take-over", summary="Fail over and reverse (redundancy set)")
+async def planned_take_over(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+    """The prepared primary moves the VM here: InitiateFailover to the planned point, then reverse replication
+    back to the caller (body ``{port}``: the caller's peer port)."""
+    site = replica.authorize_replica(caller, vm_id)
+    body = await request.json()
+    port = body.get("port") if isinstance(body, dict) else None
+    if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
+        raise InvalidParameter("port must be a TCP port number", message_id="InvalidReplicationSettings")
+    result: dict[str, Any] = await _planned_move(request).take_over(site.vm_id, port=port or None, check=True)
+    return result
