@@ -1,4 +1,5 @@
-"""pywbem (PyPI) against a real daemon: reads, the failover methods as they exist today, jobs, German text."""
+"""pywbem (PyPI) against a real daemon: reads, every failover method with its job polled to completion and its
+effect checked (states, the failover overlays on the real images), refusals, German text."""
 
 from __future__ import annotations
 
@@ -6,10 +7,33 @@ import pytest
 import pywbem
 from pywbem import CIMClassName, CIMInstanceName, Uint16
 
+from standby import i18n
 from standby.daemon.testing import DaemonProcess
-from standby.engine.operations import CollectionUseCase, UseCase
-from tests.interop.conftest import COLLECTION_ID, POINT_ID, PRIMARY_VM, REPLICA_VM
-from tests.interop.helpers import CLUSTER, VIRT, connect, expected_start, service_path, vm_path, wait_for_job
+from tests.interop.conftest import (
+    COLLECTION_ID,
+    LOST_VM,
+    PEER_VM,
+    POINT_ID,
+    PRIMARY_VM,
+    REDUNDANCY_SET_ID,
+    REPLICA_VM,
+    SECOND_VM,
+    Seeded,
+)
+from tests.interop.helpers import (
+    CLUSTER,
+    VIRT,
+    backing_of,
+    collection_state,
+    completed,
+    connect,
+    failover_overlay,
+    replication_state,
+    same_content,
+    service_path,
+    vm_path,
+    wait_for_job,
+)
 
 
 def test_enumerate_vms(url: str) -> None:
@@ -54,14 +78,14 @@ def test_every_ref_form_reaches_the_same_vm(url: str, form: str) -> None:
     assert rv == 32775
 
 
-def _failover_result(conn: pywbem.WBEMConnection, rv: int, out: dict[str, object]) -> None:
-    assert rv == expected_start(UseCase.INITIATE_FAILOVER)
-    if rv == 4096:
-        job = wait_for_job(conn, out["Job"])  # type: ignore[arg-type]
-        assert job["JobState"] == 7, job["ErrorDescription"]
+def _revert(conn: pywbem.WBEMConnection, vm_id: str) -> None:
+    rv, out = conn.InvokeMethod("RevertFailover", service_path(conn), ComputerSystem=vm_path(conn, vm_id))
+    job = completed(conn, int(rv), dict(out))
+    assert job["JobType"] == 98
+    assert replication_state(conn, vm_id) == 3
 
 
-def test_initiate_failover_on_the_replica_with_null_snapshot(url: str) -> None:
+def test_initiate_failover_with_null_snapshot_and_revert(url: str, seeded: Seeded) -> None:
     conn = connect(url)
     rv, out = conn.InvokeMethod(
         "InitiateFailover",
@@ -69,10 +93,17 @@ def test_initiate_failover_on_the_replica_with_null_snapshot(url: str) -> None:
         ComputerSystem=vm_path(conn, REPLICA_VM),
         SnapshotSettingData=None,
     )
-    _failover_result(conn, int(rv), dict(out))
+    job = completed(conn, int(rv), dict(out))
+    assert job["JobType"] == 97
+    assert replication_state(conn, REPLICA_VM) == 5
+    # NULL is the latest point: the failover disk is an overlay on its image.
+    overlay = failover_overlay(seeded, REPLICA_VM)
+    assert backing_of(overlay) == seeded.images[REPLICA_VM][-1]
+    _revert(conn, REPLICA_VM)
+    assert not overlay.exists()
 
 
-def test_initiate_failover_on_the_replica_with_a_real_recovery_point(url: str) -> None:
+def test_initiate_failover_on_the_replica_with_a_real_recovery_point(url: str, seeded: Seeded) -> None:
     conn = connect(url)
     (point,) = [
         i.path
@@ -86,7 +117,13 @@ def test_initiate_failover_on_the_replica_with_a_real_recovery_point(url: str) -
         ComputerSystem=vm_path(conn, REPLICA_VM),
         SnapshotSettingData=point,
     )
-    _failover_result(conn, int(rv), dict(out))
+    completed(conn, int(rv), dict(out))
+    assert replication_state(conn, REPLICA_VM) == 5
+    older, latest = seeded.images[REPLICA_VM]
+    overlay = failover_overlay(seeded, REPLICA_VM)
+    assert backing_of(overlay) == older
+    assert same_content(overlay, older) and not same_content(overlay, latest)
+    _revert(conn, REPLICA_VM)
 
 
 def test_dangling_ref_is_an_invalid_parameter(url: str) -> None:
@@ -113,35 +150,93 @@ def test_revert_failover_without_a_failover_is_an_invalid_state(url: str) -> Non
     assert rv == 32775
 
 
-def test_collection_initiate_failover(url: str) -> None:
+@pytest.mark.parametrize("point", ["NULL", "REF"])
+def test_collection_initiate_failover_and_revert(url: str, seeded: Seeded, point: str) -> None:
     conn = connect(url, CLUSTER)
     (collection,) = [
         p
         for p in conn.EnumerateInstanceNames("Msvm_VirtualSystemCollection")
         if p.keybindings["CollectionID"] == COLLECTION_ID
     ]
+    (cut,) = [
+        p
+        for p in conn.EnumerateInstanceNames("Msvm_CollectionRecoveryPoint")
+        if p.keybindings["CollectionID"] == COLLECTION_ID
+    ]
+    assert list(conn.GetInstance(cut)["VirtualMachineIds"]) == [REPLICA_VM, SECOND_VM]
+    service = service_path(conn, "Msvm_CollectionReplicationService")
     rv, out = conn.InvokeMethod(
-        "InitiateFailover",
-        service_path(conn, "Msvm_CollectionReplicationService"),
-        Collection=collection,
-        CollectionRecoveryPoint=None,
+        "InitiateFailover", service, Collection=collection,
+        CollectionRecoveryPoint=cut if point == "REF" else None,
     )
-    # The seeded group has no collection recovery point yet: refused as a wrong state until one exists.
-    assert rv in (32775, expected_start(CollectionUseCase.INITIATE_FAILOVER))
-    if rv == 4096:
-        assert wait_for_job(conn, out["Job"])["JobState"] in (7, 10)
+    completed(conn, int(rv), dict(out))
+    assert collection_state(conn) == 5
+    for vm_id in (REPLICA_VM, SECOND_VM):
+        assert replication_state(conn, vm_id) == 5
+        assert backing_of(failover_overlay(seeded, vm_id)) == seeded.images[vm_id][-1]
+    rv, out = conn.InvokeMethod("RevertFailover", service, Collection=collection)
+    completed(conn, int(rv), dict(out))
+    assert collection_state(conn) == 3
+    assert replication_state(conn, REPLICA_VM) == 3 and replication_state(conn, SECOND_VM) == 3
 
 
-def test_redundancy_set_failover(url: str) -> None:
+def test_redundancy_set_failover_to_the_replica(url: str) -> None:
     conn = connect(url, CLUSTER)
-    (rset,) = conn.EnumerateInstanceNames("Msvm_RedundancySet")
+    (rset,) = [
+        p
+        for p in conn.EnumerateInstanceNames("Msvm_RedundancySet")
+        if p.keybindings["InstanceID"] == f"Microsoft:{REDUNDANCY_SET_ID}"
+    ]
+    members = {str(p["Name"]) for p in conn.Associators(rset, AssocClass="Msvm_MemberOfRedundancySet")}
+    assert members == {REPLICA_VM, PEER_VM}
+    # The primary host (hosta.invalid) cannot be reached: an unplanned failover to the latest point, code 0.
     rv, out = conn.InvokeMethod(
-        "Failover", rset, FailoverFrom=vm_path(conn, PRIMARY_VM), FailoverTo=vm_path(conn, REPLICA_VM)
+        "Failover", rset, FailoverFrom=cluster_vm(PEER_VM), FailoverTo=cluster_vm(REPLICA_VM)
     )
-    # CIM_RedundancySet.Failover codes: 0 done, 1 not supported (until the failover issues), 4096 job.
-    assert rv in (0, 1, 4096)
-    if rv == 4096:
-        assert wait_for_job(conn, out["Job"])["JobState"] == 7
+    assert rv == 0
+    assert not out
+    assert replication_state(conn, REPLICA_VM) == 5
+    assert conn.GetInstance(rset)["RedundancyStatus"] == 4  # Redundancy Lost until reverted
+    _revert(connect(url), REPLICA_VM)
+    assert conn.GetInstance(rset)["RedundancyStatus"] == 2
+
+
+def cluster_vm(name: str) -> CIMInstanceName:
+    """An Msvm_ComputerSystem REF in the cluster namespace (peer VMs are named ``<GUID>@<host>``)."""
+    return CIMInstanceName("Msvm_ComputerSystem", {"CreationClassName": "Msvm_ComputerSystem", "Name": name},
+                           namespace=CLUSTER)
+
+
+def test_failing_failover_job_in_german(url: str) -> None:
+    english, german = connect(url), connect(url, language="de")
+    rv, out = german.InvokeMethod(
+        "InitiateFailover",
+        service_path(german),
+        ComputerSystem=vm_path(german, LOST_VM),
+        SnapshotSettingData=None,
+    )
+    assert rv == 4096
+    job = wait_for_job(german, out["Job"])
+    assert (job["JobState"], job["ErrorCode"]) == (10, 32779)  # Exception, file not found
+    assert job["ErrorDescription"].startswith("Das Datenträgerabbild ")
+    assert job["ErrorDescription"].endswith(" ist nicht vorhanden.")
+    summary = job["ErrorSummaryDescription"]
+    assert summary == i18n.return_code_text(32779, "de") != i18n.return_code_text(32779, "en")
+    assert job["JobStatus"] == i18n.job_state_text(10, "de")
+    same = english.GetInstance(job.path)
+    assert same["ErrorDescription"].endswith(f"{LOST_VM}/disks/d0/rp-0000000001.qcow2 does not exist")
+    assert same["ErrorSummaryDescription"] == "Initiate Failover failed."
+    assert replication_state(english, LOST_VM) == 3  # nothing stayed failed over
+
+
+def test_completed_failover_job_in_german(url: str) -> None:
+    conn = connect(url, language="de-DE")
+    rv, out = conn.InvokeMethod(
+        "InitiateFailover", service_path(conn), ComputerSystem=vm_path(conn, REPLICA_VM)
+    )
+    job = completed(conn, int(rv), dict(out))
+    assert job["JobStatus"] == i18n.job_state_text(7, "de") != i18n.job_state_text(7, "en")
+    _revert(conn, REPLICA_VM)
 
 
 def test_system_certificates_static_and_on_the_instance(url: str) -> None:
@@ -157,10 +252,12 @@ def test_system_certificates_static_and_on_the_instance(url: str) -> None:
 
 def test_request_replication_state_change(url: str) -> None:
     conn = connect(url)
-    rv, _ = conn.InvokeMethod(
-        "RequestReplicationStateChange", vm_path(conn, PRIMARY_VM), RequestedState=Uint16(7)
-    )
-    assert rv == expected_start(UseCase.REQUEST_REPLICATION_STATE_CHANGE) or rv == 0
+    for requested in (7, 3):  # suspend the primary's replication, then resume it (the seeded state again)
+        rv, out = conn.InvokeMethod(
+            "RequestReplicationStateChange", vm_path(conn, PRIMARY_VM), RequestedState=Uint16(requested)
+        )
+        completed(conn, int(rv), dict(out))
+        assert replication_state(conn, PRIMARY_VM) == requested
     rv, _ = conn.InvokeMethod(
         "RequestReplicationStateChange", vm_path(conn, PRIMARY_VM), RequestedState=Uint16(12345)
     )
