@@ -9,19 +9,25 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from standby.engine.operations import CollectionUseCase, UseCase
 from tests.interop.conftest import (
+    CLUSTER,
     COLLECTION_ID,
+    COLLECTION_POINT_ID,
     PASSWORD,
+    PEER_VM,
     POINT_ID,
     PRIMARY_VM,
     REDUNDANCY_SET_ID,
     REPLICA_VM,
+    SECOND_VM,
     USER,
+    VIRT,
+    Seeded,
 )
-from tests.interop.helpers import expected_start
+from tests.interop.helpers import TERMINAL_JOB_STATES, backing_of, failover_overlay
 
 PYWBEMCLI = str(Path(sys.executable).parent / "pywbemcli")
 SERVICE = (
@@ -39,7 +45,7 @@ def vm(vm_id: str) -> str:
     return f'Msvm_ComputerSystem.CreationClassName="Msvm_ComputerSystem",Name="{vm_id}"'
 
 
-def cli(url: str, *args: str, namespace: str = "root/virtualization/v2") -> str:
+def cli(url: str, *args: str, namespace: str = VIRT) -> str:
     """Run pywbemcli; fail with its output unless it exits 0."""
     command = [PYWBEMCLI, "-s", url, "-u", USER, "-p", PASSWORD, "-d", namespace, "--no-warn", *args]
     done = subprocess.run(
@@ -73,34 +79,76 @@ def test_enumerate_vms(url: str) -> None:
     assert REPLICA_VM in names
 
 
-def test_initiate_failover_null_snapshot(url: str) -> None:
-    output = cli(
-        url, "instance", "invokemethod", SERVICE, "InitiateFailover", "-p", f"ComputerSystem={vm(REPLICA_VM)}"
-    )
-    assert return_value(output) == expected_start(UseCase.INITIATE_FAILOVER)
+def job_of(output: str) -> str:
+    """The Msvm_ConcreteJob path in an invokemethod's output (the Job out-parameter)."""
+    joined = output.replace('"\n"', "")  # pywbemcli folds long values MOF-style
+    match = re.search(r'Msvm_ConcreteJob\.InstanceID=\\"([0-9A-F-]+)\\"', joined)
+    assert match, output
+    return f'Msvm_ConcreteJob.InstanceID="{match.group(1)}"'
+
+
+def prop(output: str, name: str) -> int:
+    """An integer property of an ``instance get`` output (MOF)."""
+    match = re.search(rf"^\s*{name} = (\d+);$", output, re.MULTILINE)
+    assert match, output
+    return int(match.group(1))
+
+
+def wait_job(url: str, job: str, timeout: float = 60.0) -> str:
+    """``instance get`` the job until it is terminal; its last output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = cli(url, "instance", "get", job)
+        if prop(output, "JobState") in TERMINAL_JOB_STATES:
+            return output
+        assert time.monotonic() < deadline, f"{job} did not finish:\n{output}"
+        time.sleep(0.2)
+
+
+def run_job(url: str, *args: str, namespace: str = VIRT) -> str:
+    """An invokemethod that answers 4096, its job polled (always read in root/virtualization/v2) to 7."""
+    output = cli(url, "instance", "invokemethod", *args, namespace=namespace)
+    assert return_value(output) == 4096, output
+    job = wait_job(url, job_of(output))
+    assert (prop(job, "JobState"), prop(job, "ErrorCode")) == (7, 0), job
+    return job
+
+
+def replication_state(url: str, vm_id: str) -> int:
+    """The VM's ReplicationState through ``instance get``."""
+    return prop(cli(url, "instance", "get", vm(vm_id), "--pl", "ReplicationState"), "ReplicationState")
+
+
+def revert(url: str, vm_id: str) -> None:
+    """RevertFailover of a failed-over replica through pywbemcli; state 3 again."""
+    job = run_job(url, SERVICE, "RevertFailover", "-p", f"ComputerSystem={vm(vm_id)}")
+    assert prop(job, "JobType") == 98
+    assert replication_state(url, vm_id) == 3
+
+
+def test_initiate_failover_null_snapshot_and_revert(url: str) -> None:
+    job = run_job(url, SERVICE, "InitiateFailover", "-p", f"ComputerSystem={vm(REPLICA_VM)}")
+    assert prop(job, "JobType") == 97
+    assert replication_state(url, REPLICA_VM) == 5
+    revert(url, REPLICA_VM)
     output = cli(
         url, "instance", "invokemethod", SERVICE, "InitiateFailover", "-p", f"ComputerSystem={vm(PRIMARY_VM)}"
     )
     assert return_value(output) == 32775
 
 
-def test_initiate_failover_with_a_recovery_point(url: str) -> None:
+def test_initiate_failover_with_a_recovery_point(url: str, seeded: Seeded) -> None:
     point = f'Msvm_VirtualSystemSettingData.InstanceID="Microsoft:{POINT_ID}"'
-    output = cli(
-        url,
-        "instance",
-        "invokemethod",
-        SERVICE,
-        "InitiateFailover",
-        "-p",
-        f"ComputerSystem={vm(REPLICA_VM)}",
-        "-p",
-        f"SnapshotSettingData={point}",
+    run_job(
+        url, SERVICE, "InitiateFailover", "-p", f"ComputerSystem={vm(REPLICA_VM)}",
+        "-p", f"SnapshotSettingData={point}",
     )
-    assert return_value(output) == expected_start(UseCase.INITIATE_FAILOVER)
+    assert replication_state(url, REPLICA_VM) == 5
+    assert backing_of(failover_overlay(seeded, REPLICA_VM)) == seeded.images[REPLICA_VM][0]
+    revert(url, REPLICA_VM)
 
 
-def test_revert_failover(url: str) -> None:
+def test_revert_failover_without_a_failover(url: str) -> None:
     output = cli(
         url, "instance", "invokemethod", SERVICE, "RevertFailover", "-p", f"ComputerSystem={vm(REPLICA_VM)}"
     )
@@ -132,25 +180,21 @@ def test_job_started_and_read(url: str) -> None:
         "BypassProxyServer=false",
     )
     assert return_value(output) == 4096
-    joined = output.replace('"\n"', "")  # pywbemcli folds long values MOF-style
-    match = re.search(r'Msvm_ConcreteJob\.InstanceID=\\"([0-9A-F-]+)\\"', joined)
-    assert match, output
-    job = cli(url, "instance", "get", f'Msvm_ConcreteJob.InstanceID="{match.group(1)}"')
-    assert "JobState = " in job and "JobType = 115" in job
+    job = wait_job(url, job_of(output))
+    assert prop(job, "JobType") == 115
+    assert (prop(job, "JobState"), prop(job, "ErrorCode")) == (10, 32777)  # nothing listens on port 1
 
 
-def test_collection_initiate_failover(url: str) -> None:
-    output = cli(
-        url,
-        "instance",
-        "invokemethod",
-        COLLECTION_SERVICE,
-        "InitiateFailover",
-        "-p",
-        f'Collection=Msvm_VirtualSystemCollection.CollectionID="{COLLECTION_ID}"',
-        namespace="root/HyperVCluster/v2",
+def test_collection_initiate_failover_and_revert(url: str) -> None:
+    collection = f'Collection=Msvm_VirtualSystemCollection.CollectionID="{COLLECTION_ID}"'
+    point = (
+        "CollectionRecoveryPoint=Msvm_CollectionRecoveryPoint."
+        f'CollectionID="{COLLECTION_ID}",InstanceID="Microsoft:{COLLECTION_POINT_ID}"'
     )
-    assert return_value(output) in (32775, expected_start(CollectionUseCase.INITIATE_FAILOVER))
+    run_job(url, COLLECTION_SERVICE, "InitiateFailover", "-p", collection, "-p", point, namespace=CLUSTER)
+    assert replication_state(url, REPLICA_VM) == 5 and replication_state(url, SECOND_VM) == 5
+    run_job(url, COLLECTION_SERVICE, "RevertFailover", "-p", collection, namespace=CLUSTER)
+    assert replication_state(url, REPLICA_VM) == 3 and replication_state(url, SECOND_VM) == 3
 
 
 def test_redundancy_set_failover(url: str) -> None:
@@ -161,9 +205,11 @@ def test_redundancy_set_failover(url: str) -> None:
         f'Msvm_RedundancySet.InstanceID="Microsoft:{REDUNDANCY_SET_ID}"',
         "Failover",
         "-p",
-        f"FailoverFrom={vm(PRIMARY_VM)}",
+        f"FailoverFrom={vm(PEER_VM)}",
         "-p",
         f"FailoverTo={vm(REPLICA_VM)}",
-        namespace="root/HyperVCluster/v2",
+        namespace=CLUSTER,
     )
-    assert return_value(output) in (0, 1, 4096)
+    assert return_value(output) == 0  # the primary host cannot be reached: unplanned, done
+    assert replication_state(url, REPLICA_VM) == 5
+    revert(url, REPLICA_VM)
