@@ -13,7 +13,8 @@ on B, a replica VM in mode 4 (Extended Replica) on C.
   head H — what changed from P to H, since every point's top image holds its own log's writes (a merge
   adds the older layer to the newer file, so a lost hold, e.g. released by a failover, only makes the log
   bigger, never wrong) — read from H's image, as sequence H with parent P. A recorded point triggers it
-  once the extended interval has passed since the last forward.
+  once the extended interval has passed since the last forward (a point that comes earlier is forwarded
+  when the interval ends, so the last point before the primary stops reaches C too).
 - ``Resynchronize`` on the replica VM (JobType 121): C's block hashes against B's head, the differing blocks.
 - ``ChangeReplicationModeToPrimary`` (JobType 123) after a committed failover on B: the extended
   relationship becomes B's primary one (mode 1, B→C keeps going), the recovery points of A's relationship go,
@@ -100,6 +101,7 @@ class ExtendedReplication:
         #: The apply lock of the replica side (``ReplicaApplier.lock``): forwarding reads the chain.
         self.chain_lock: Callable[[str], asyncio.Lock] = lambda vm_id: self._lock(f"chain:{vm_id}")
         self._tasks: set[asyncio.Task[object]] = set()
+        self._pending: set[str] = set()
 
     # -- create / start -----------------------------------------------------------------------------------
 
@@ -209,15 +211,26 @@ class ExtendedReplication:
         rel = self._db.relationships.find(point.vm_id, int(_EXT))
         if rel is None or rel.state is not _S.REPLICATING or self._runner is None:
             return
+        if point.vm_id in self._pending:
+            return  # a forward is already waiting for the interval; it takes the newest head
         last = rel.last_replication_time
-        if last is not None and self._clock() - last < timedelta(seconds=rel.settings.interval_seconds):
-            return
+        wait = 0.0
+        if last is not None:
+            wait = (timedelta(seconds=rel.settings.interval_seconds) - (self._clock() - last)).total_seconds()
+        # Too early: forward when the interval ends rather than at the next point - after the primary's last
+        # cycle (a clean stop) there is no next point, and the head would never reach C.
+        self._pending.add(point.vm_id)
         loop = asyncio.get_running_loop()
-        task: asyncio.Task[object] = loop.create_task(self._forward_quietly(point.vm_id))
+        task: asyncio.Task[object] = loop.create_task(self._forward_quietly(point.vm_id, max(0.0, wait)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _forward_quietly(self, vm_id: str) -> object:
+    async def _forward_quietly(self, vm_id: str, delay: float = 0.0) -> object:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+        finally:
+            self._pending.discard(vm_id)
         try:
             return await self.forward(vm_id, LogKind.DELTA)
         except StandbyError as exc:  # the next point tries again; a refusal set state 9
