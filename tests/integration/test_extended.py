@@ -257,3 +257,29 @@ def test_modify_and_remove_the_extended_relationship_as_jobs(site: Site) -> None
     assert site.b.relationships.find(VM_ID, 1) is None
     assert site.c.relationships.find(VM_ID, 0) is None  # C's side went too; its VM stays
     assert site.c.vms.get(VM_ID).replication_mode is ReplicationMode.NONE
+
+
+def test_a_point_before_the_interval_ends_is_forwarded_when_it_ends(site: Site) -> None:
+    _enable(site)
+    asyncio.run(site.extended.forward(VM_ID, LogKind.INITIAL))
+    forwarded_at = site.b.relationships.get(VM_ID, 1).last_replication_time
+    assert forwarded_at is not None
+    _random(site.source, 5 * MiB, 64 * 1024)
+    site.ship_to_b(2, 1, LogKind.DELTA, [(5 * MiB, 64 * 1024)])
+    site.clock.now = forwarded_at + timedelta(seconds=299.8)  # 0.2 s of the 300 s interval left
+    head = site.b.recovery_points.latest(VM_ID)
+    assert head is not None
+
+    async def run() -> None:
+        site.extended.on_point(head, None)
+        site.extended.on_point(head, None)  # already waiting: no second forward
+        assert site.peer.shipped[1:] == []  # not yet
+        for _ in range(400):
+            if not site.extended._tasks:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert len(site.peer.shipped) == 2  # the initial log, then this one - no next point needed
+    assert _same(site.source, site.head_image(site.c))
+    assert site.b.relationships.get(VM_ID, 1).sequence == 2

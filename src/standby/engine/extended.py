@@ -209,7 +209,7 @@ class ExtendedReplication:
 
     def _maybe_forward(self, point: RecoveryPoint) -> None:
         rel = self._db.relationships.find(point.vm_id, int(_EXT))
-        if rel is None or rel.state is not _S.REPLICATING or self._runner is None:
+        if rel is None or rel.state is not _S.REPLICATING or self._peers is None:  # forwarding needs only C
             return
         if point.vm_id in self._pending:
             return  # a forward is already waiting for the interval; it takes the newest head
