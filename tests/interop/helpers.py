@@ -69,7 +69,7 @@ def wait_for_job(conn: pywbem.WBEMConnection, job: CIMInstanceName, timeout: flo
 def completed(conn: pywbem.WBEMConnection, rv: int, out: dict[str, object]) -> CIMInstance:
     """A method that started a job (4096) whose job completed (7, ErrorCode 0); the job."""
     assert rv == 4096, rv
-    job = wait_for_job(conn, out["Job"])  # type: ignore[arg-type]
+    job = wait_for_job(conn, out["Job"])
     assert (job["JobState"], job["ErrorCode"]) == (7, 0), job["ErrorDescription"]
     return job
 

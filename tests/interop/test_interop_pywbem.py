@@ -3,6 +3,8 @@ effect checked (states, the failover overlays on the real images), refusals, Ger
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import pywbem
 from pywbem import CIMClassName, CIMInstanceName, Uint16
@@ -312,11 +314,12 @@ def test_associators_and_query(url: str) -> None:
 
 def test_unknown_namespace_class_and_method(url: str) -> None:
     conn = connect(url)
-    for call, code in [
+    calls: list[tuple[Callable[[], object], int]] = [
         (lambda: conn.EnumerateInstances("Msvm_ComputerSystem", namespace="root/nope"), 3),
         (lambda: conn.EnumerateInstances("Msvm_Nope"), 5),
         (lambda: conn.InvokeMethod("Frobnicate", service_path(conn)), 17),
-    ]:
+    ]
+    for call, code in calls:
         with pytest.raises(pywbem.CIMError) as info:
             call()
         assert info.value.status_code == code
