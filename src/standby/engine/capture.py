@@ -645,3 +645,11 @@ class _ThreadStream:
             self._stop.set()
             # The producer holds an NBD connection: it must be gone before the export can be deleted.
             await asyncio.to_thread(self._thread.join, 60.0)
+            # A getter cancelled while it waited (the cycle was cancelled) still blocks a worker thread in
+            # ``get``; give it something to return, or the event loop's executor never shuts down.
+            self._release_getter()
+
+    def _release_getter(self) -> None:
+        import queue
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(self._DONE)
