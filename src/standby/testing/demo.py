@@ -115,7 +115,11 @@ def replicate(story: Story) -> str:
 def disaster(story: Story) -> str:
     vm = story.need_vm()
     stopped = guestvm.shut_down(story.site.a, vm.vm_id)
-    return f"A's VM is off (its writer had written {stopped} records)"
+    if stopped is None:
+        raise StepFailed("A's VM did not shut down cleanly")
+    point = scenario.wait_last_changes(story.site.b, vm.vm_id, stopped)
+    return (f"A's VM is off (its writer had written {stopped} records); its last changes reached B "
+            f"in one more cycle: point {point.sequence} holds all {stopped}")
 
 
 def failover_to(story: Story, point: PointInfo | None) -> str:
@@ -199,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"   {site.describe()}")
         run_step(story, "1. a test-guest VM writing records on A", (), create_vm)
         run_step(story, "2. replication A -> B", scenario.REPLICATION, replicate)
-        run_step(story, "3. disaster: A's VM stops", (), disaster)
+        run_step(story, "3. A's VM shuts down (then: disaster on A)", (), disaster)
         run_step(story, "4. failover to the latest point", scenario.FAILOVER,
                  lambda s: failover_to(s, None))
         run_step(story, "5. revert the failover", scenario.FAILOVER, revert)

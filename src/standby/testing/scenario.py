@@ -120,6 +120,19 @@ def wait_points(host: TestHost, vm_id: str, *, beyond: int, timeout: float = 300
     return poll(f"a recovery point after sequence {beyond} on {host.label}", probe, timeout=timeout)
 
 
+def wait_last_changes(host: TestHost, vm_id: str, records: int, *, timeout: float = 120) -> cim.PointInfo:
+    """After a clean stop of the primary VM its last changes are sent in one more cycle: wait until the
+    replica's newest point holds all ``records`` the writer wrote, and return that point."""
+    def probe() -> cim.PointInfo | None:
+        found = points(host, vm_id)
+        if not found:
+            return None
+        check = guestvm.check_image(point_image(host, vm_id, found[-1]))
+        return found[-1] if check.good and check.records == records else None
+
+    return poll(f"the last changes ({records} records) on {host.label}", probe, timeout=timeout, interval=1.0)
+
+
 def point_image(host: TestHost, vm_id: str, point: cim.PointInfo, disk_id: str = "d0") -> Path:
     """The top image of a point's disk in the replica folder (docs/replication.md, "Files")."""
     assert point.sequence is not None, "a recovery point without a sequence number"
