@@ -377,7 +377,7 @@ def _open_disks(disks: list[_Disk], bases: dict[str, Path]) -> None:
         if base is None:
             chain.create_image(disk.partial, disk.size)
         else:
-            chain.create_overlay(disk.partial, base)
+            chain.create_overlay(disk.partial, base, size=disk.size)
         disk.server = chain.NbdServer(disk.partial, writable=True)
         disk.client = disk.server.connect([chain.BASE_ALLOCATION])
 

@@ -70,14 +70,21 @@ def create_image(path: Path, size: int) -> None:
     _run(["create", "-q", "-f", "qcow2", str(path), str(size)], path)
 
 
-def create_overlay(path: Path, backing: Path) -> None:
-    """A new qcow2 overlay on ``backing``; named relative when both share a folder."""
+def create_overlay(path: Path, backing: Path, *, size: int = 0) -> None:
+    """A new qcow2 overlay on ``backing``; named relative when both share a folder.
+
+    With ``size`` (the disk's virtual size) qemu-img does not open the backing chain (``-u``): opening it
+    costs time linear in its depth (bench P7: 3-4 s at 570 points, 9 ms with ``-u``). Only for callers
+    that open the chain right after anyway (the applier's qemu-nbd), which then reports a broken one.
+    """
     _refuse_existing(path)
     if not backing.is_file():
         raise FileNotFound(f"backing image {backing} does not exist", message_id="DiskFileMissing",
                            path=str(backing))
     name = backing.name if backing.parent.resolve() == path.parent.resolve() else str(backing.resolve())
-    _run(["create", "-q", "-f", "qcow2", "-b", name, "-F", "qcow2", str(path)], path)
+    unsafe = ["-u"] if size > 0 else []
+    sized = [str(size)] if size > 0 else []
+    _run(["create", "-q", "-f", "qcow2", *unsafe, "-b", name, "-F", "qcow2", str(path), *sized], path)
 
 
 def image_info(path: Path) -> dict[str, object]:
@@ -212,7 +219,18 @@ class NbdServer:
 
     def connect(self, meta_contexts: Iterable[str] = ()) -> NbdClient:
         """A client on this server's export."""
-        return NbdClient.connect_unix(str(self.socket), EXPORT, meta_contexts)
+        try:
+            return NbdClient.connect_unix(str(self.socket), EXPORT, meta_contexts)
+        except Unavailable as lost:
+            # qemu-nbd opens the image's backing chain only now: a broken chain ends it, and its
+            # message says why, not the reset connection.
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                raise lost from None
+            err = self._errors.read_text(errors="replace").strip()
+            raise ChainError(f"qemu-nbd could not serve {self.image}: {err or self._proc.returncode}",
+                             message_id="ImageOperationFailed", path=str(self.image), reason=err) from None
 
     def close(self) -> None:
         """Stop qemu-nbd (it flushes on SIGTERM) and remove the socket folder."""
