@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,19 +97,19 @@ def run_row(site: Site, opts: Options) -> list[Figure]:
     done = [r for r in records if r.outcome is CycleOutcome.SUCCESS]
     misses = sum(r.outcome is CycleOutcome.MISS for r in records)
     failed = len(records) - len(done) - misses
-    starts = sorted(r.started_at for r in done)
-    periods = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
-    durations = [r.latency_ms / 1000 for r in done]
+    durations = sorted(r.latency_ms / 1000 for r in done)
     rate = got.written / got.wall / 1e6
     max_lag = max(lags) if lags else float("nan")
-    summary = (f"{len(done)} cycles in {got.wall:.0f} s, {misses} missed, {failed} failed; writes "
-               f"{rate:.1f} MB/s; cycle time median {median(durations):.2f} s, max {max(durations):.2f} s; "
-               f"{got.cpu}") if done else "no cycle completed"
-    period = median(periods) if periods else float("nan")
+    # The mean time between acknowledged cuts; the interval is sustained when no cycle overran it.
+    period = got.wall / len(done) if done else float("nan")
+    slowest = durations[-1] if durations else float("nan")
+    summary = (f"{len(done)} cycles in {got.wall:.0f} s, {misses} intervals missed, {failed} failed; writes "
+               f"{rate:.1f} MB/s; cycle time median {median(durations):.2f} s, p90 "
+               f"{percentile(durations, 90):.2f} s, max {slowest:.2f} s; {got.cpu}") if done else "no cycle"
     return [
         Figure("P2", f"interval sustained under {RATE / 1e6:.0f} MB/s ({seconds:.0f} s run)", period,
-               "s between cuts (median)", float(INTERVAL), "interval asked", period / INTERVAL,
-               "sustained ÷ asked", f"{INTERVAL} s", bool(periods) and period <= INTERVAL * 1.05,
+               "s between cuts (mean)", float(INTERVAL), "interval asked", period / INTERVAL,
+               "sustained ÷ asked", f"{INTERVAL} s, no miss", bool(done) and misses == 0 and failed == 0,
                note=summary),
         Figure("P2", "replication lag (now − last acknowledged cut)", max_lag, "s max",
                target=f"≤ {TARGET_LAG} s", met=bool(lags) and max_lag <= TARGET_LAG,

@@ -19,6 +19,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import apply_alone
 from bench.common import Figure, GiB, MiB, Options, fsync_path, median, run, say, scratch, timed
 from bench.rig import Primary, Site, pattern_file
 
@@ -91,4 +92,13 @@ def run_row(site: Site, opts: Options) -> list[Figure]:
             "P4", f"delta cycle of {mib} MiB, {variant.label}", rate, "MiB/s", rate_convert,
             "qemu-img convert -O qcow2 + fsync", ratio, "throughput ÷ convert", f"≥ {TARGET}",
             ratio >= TARGET, [round(mib / s, 1) for s in variant.seconds], note=variant.cpu))
+    say(f"P4: the replica's apply alone, {mib} MiB from memory (bench/apply_alone.py)")
+    alone = apply_alone.measure(mib, repeat)
+    convert = median(alone["qemu-img convert"])
+    for name in ("apply", "apply no-verify"):
+        rate = mib / median(alone[name])
+        figures.append(Figure(
+            "P4", f"breakdown: replica {name} alone (log from memory, no capture, no network)", rate, "MiB/s",
+            mib / convert, "qemu-img convert -O qcow2 + fsync", rate * convert / mib, "throughput ÷ convert",
+            samples=[round(mib / s, 1) for s in alone[name]]))
     return figures

@@ -42,7 +42,7 @@ async def _resyncs(site: Site, folder: Path, size: int, repeat: int) -> tuple[li
 
 
 def _read_all(image: Path, size: int) -> None:
-    target = json.dumps({"driver": "null-co", "size": size})
+    target = json.dumps({"driver": "raw", "file": {"driver": "null-co", "size": size}})
     run("qemu-img", "convert", "-n", "-U", "-O", "raw", str(image), f"json:{target}")
 
 

@@ -65,11 +65,12 @@ class Site:
 
 
 def pattern_file(path: Path, size: int = 4 * MiB, *, compressible: bool = True) -> Path:
-    """Data for ``qemu-io write -s``: half random, half text (zstd-1 ≈ 2:1), or all random."""
-    text = (b"standby keeps a warm copy of a running VM's disks on another host. " * 70000)
+    """Data for ``qemu-io write -s`` (which fills every write from the file's start): 2 KiB random, 2 KiB
+    text, alternating — so any write of 4 KiB or more is half compressible (zstd-1 ≈ 2:1)."""
+    text = (b"standby keeps a warm copy of a running VM's disks on another host. " * 40)[:2048]
     with path.open("wb") as out:
-        for offset in range(0, size, MiB):
-            out.write(text[:MiB] if compressible and (offset // MiB) % 2 else os.urandom(MiB))
+        for offset in range(0, size, 2048):
+            out.write(text if compressible and (offset // 2048) % 2 else os.urandom(2048))
     return path
 
 

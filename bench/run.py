@@ -113,22 +113,25 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
                 found = [Figure(row, ROWS[row][1], None, "", note=f"failed: {exc}")]
             for figure in found:
-                figure.note = figure.note or ""
                 print("   " + line(figure), flush=True)
             print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
             figures.extend(found)
+            _save(figures, facts, argv, args.markdown)  # after every row: an interrupted run keeps its rows
     finally:
         site.close()
-    command = "bench/bench.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    return 0
+
+
+def _save(figures: list[Figure], facts: dict[str, str], argv: list[str] | None, table: Path | None) -> None:
+    command = ("bench/bench.sh " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     RESULTS.mkdir(exist_ok=True)
-    payload = {"machine": facts, "command": command.strip(), "figures": [f.as_dict() for f in figures]}
+    payload = {"machine": facts, "command": command, "figures": [f.as_dict() for f in figures]}
     stamp = facts["date"].replace(" ", "T").replace(":", "")
     for name in ("latest.json", f"{stamp}.json"):
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
         (RESULTS / name).write_text(text, encoding="utf-8")
-    if args.markdown:
-        args.markdown.write_text(markdown(figures, facts, command.strip()), encoding="utf-8")
-    return 0
+    if table:
+        table.write_text(markdown(figures, facts, command), encoding="utf-8")
 
 
 if __name__ == "__main__":
