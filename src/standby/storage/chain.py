@@ -29,6 +29,7 @@ from types import TracebackType
 import xxhash
 
 from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
+from standby.storage.children import bound_to_daemon
 from standby.storage.nbd import STATE_ZERO, Extent, NbdClient
 
 QEMU_IMG = "qemu-img"
@@ -184,7 +185,7 @@ class NbdServer:
         # stderr goes to a file: a pipe nobody reads could fill up and stall qemu-nbd.
         self._errors = self._dir / "stderr"
         with self._errors.open("wb") as errors:
-            self._proc = subprocess.Popen([*args, str(image)], stdin=subprocess.DEVNULL,
+            self._proc = subprocess.Popen(bound_to_daemon([*args, str(image)]), stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=errors)
         try:
             self._wait_ready()

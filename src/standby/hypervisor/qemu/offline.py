@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from standby.domain.errors import StandbyError, Unavailable
+from standby.storage.children import bound_to_daemon
 
 QEMU_IMG = "qemu-img"
 QEMU_NBD = "qemu-nbd"
@@ -96,7 +97,8 @@ class QemuNbdExport:
             raise Unavailable("qemu-nbd is not installed", message_id="ToolMissing", tool=QEMU_NBD)
         self.socket_path.unlink(missing_ok=True)
         self._proc = await asyncio.create_subprocess_exec(
-            *self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            *bound_to_daemon(self.argv()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20.0
         while not self.socket_path.exists():
