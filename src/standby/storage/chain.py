@@ -4,6 +4,9 @@
   (backing named relative to the overlay's folder, so renames inside the folder keep chains intact);
 * ``merge(older, newer)``: drop the point of ``older`` — commit ``newer``'s delta into ``older`` (its
   backing), then rename ``older`` over ``newer``; whoever read ``newer`` reads the same bytes afterwards;
+* ``walk_chain`` / ``read_header``: the backing chain read from the qcow2 headers themselves (our own parser
+  of QEMU's docs/interop/qcow2.txt), checked file by file — constant work per link, no qemu-img process;
+  ``backing_file`` and ``chain_of`` use it;
 * ``NbdServer``: ``qemu-nbd`` serving one image on a unix socket (writable or read-only);
 * block hashes (xxh3-128 per block, all-zero blocks as 16 zero bytes, holes skipped through
   ``base:allocation``) and a full-image digest built from them.
@@ -19,10 +22,13 @@ import json
 import os
 import shutil
 import socket
+import stat
+import struct
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -102,25 +108,19 @@ def virtual_size(path: Path) -> int:
 
 
 def backing_file(path: Path) -> Path | None:
-    """The absolute path of the image's backing file, or None for a standalone image."""
-    info = image_info(path)
-    name = info.get("full-backing-filename") or info.get("backing-filename")
-    if not name:
-        return None
-    backing = Path(str(name))
-    return backing if backing.is_absolute() else (path.parent / backing)
+    """The path of the image's backing file (relative names joined to the image's folder, as QEMU does), or
+    None for a standalone image; read from the qcow2 header (a raw image has no backing file)."""
+    if not path.is_file():
+        raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
+    with path.open("rb") as image:
+        if image.read(4) != QCOW2_MAGIC:
+            return None
+    return read_header(path).backing
 
 
 def chain_of(path: Path) -> list[Path]:
-    """The image and its backing files, top first."""
-    chain = [path]
-    seen = {path.resolve()}
-    while (backing := backing_file(chain[-1])) is not None:
-        if backing.resolve() in seen:
-            raise ChainError(f"backing chain of {path} loops", message_id="ChainLoop", path=str(path))
-        seen.add(backing.resolve())
-        chain.append(backing)
-    return chain
+    """The image and its backing files, top first (checked as ``walk_chain`` does)."""
+    return [link.path for link in walk_chain(path, top_format=None)]
 
 
 def merge(older: Path, newer: Path) -> None:
@@ -165,6 +165,167 @@ def _refuse_existing(path: Path) -> None:
     if path.exists() or path.is_symlink():
         raise InvalidParameter(f"{path} already exists", message_id="AlreadyExists", kind="image",
                                key=str(path))
+
+
+# -- backing chains from the qcow2 headers ----------------------------------------------------------------
+# Opening a chain with qemu-img or qemu-nbd costs time linear in its depth (bench P7: ~5 s at 840 points);
+# reading each file's first cluster does not open anything else, so a failover overlay can be created with
+# ``qemu-img create -u`` after this walk has checked the chain (constant time at any depth for the overlay).
+
+QCOW2_MAGIC = b"QFI\xfb"
+#: Header fields up to ``nb_snapshots``/``snapshots_offset`` (version 2) and the version 3 additions.
+_V2_HEADER = struct.Struct(">4sIQIIQIIQQIIQ")
+_V3_EXTRA = struct.Struct(">QQQII")
+_EXT_HEAD = struct.Struct(">II")
+_EXT_END, _EXT_BACKING_FORMAT, _EXT_DATA_FILE = 0x00000000, 0xE2792ACA, 0x44415441
+#: Incompatible feature bits QEMU 7.2 knows (dirty, corrupt, external data file, compression type,
+#: extended L2); any other bit makes QEMU refuse the image, so we refuse it too.
+_KNOWN_INCOMPATIBLE = 0x1F
+_CORRUPT = 0x2
+_HEADER_READ = 64 * 1024  # the header and its extensions live in the first cluster (≥ 512 B, ≤ 2 MiB)
+_MAX_BACKING_NAME = 1023  # QEMU's limit
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One image of a backing chain as its parent's header (or the caller) names it."""
+
+    path: Path
+    format: str  # "qcow2" or "raw"
+    size: int  # virtual size in bytes (a raw file's length)
+
+
+@dataclass(frozen=True)
+class Qcow2Header:
+    """What the chain walk needs of a qcow2 header."""
+
+    version: int
+    size: int
+    backing: Path | None
+    backing_format: str | None
+    data_file: Path | None
+
+
+def read_header(path: Path) -> Qcow2Header:
+    """Parse the qcow2 header of ``path`` (docs/interop/qcow2.txt); ``ChainError`` when it is not a usable
+    qcow2 (wrong magic, unknown version or features, marked corrupt, names out of bounds)."""
+    try:
+        with path.open("rb") as image:
+            data = image.read(_HEADER_READ)
+    except FileNotFoundError:
+        raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path)) from None
+    except OSError as exc:
+        raise _bad(path, f"cannot read it: {exc.strerror}") from None
+    if len(data) < _V2_HEADER.size or data[:4] != QCOW2_MAGIC:
+        raise ChainError(f"{path} is not a qcow2 image", message_id="BadImage", path=str(path))
+    (_, version, backing_offset, backing_size, cluster_bits, size, _crypt, _l1_size, _l1_offset,
+     _refcount_offset, _refcount_clusters, _snapshots, _snapshots_offset) = _V2_HEADER.unpack_from(data)
+    if version not in (2, 3):
+        raise _bad(path, f"qcow2 version {version} is not supported")
+    if not 9 <= cluster_bits <= 21:
+        raise _bad(path, f"cluster bits {cluster_bits} out of range")
+    header_length = _V2_HEADER.size
+    if version == 3:
+        if len(data) < _V2_HEADER.size + _V3_EXTRA.size:
+            raise _bad(path, "truncated version 3 header")
+        incompatible, _compatible, _autoclear, _refcount_order, header_length = _V3_EXTRA.unpack_from(
+            data, _V2_HEADER.size)
+        if incompatible & ~_KNOWN_INCOMPATIBLE:
+            raise _bad(path, f"unknown incompatible features {incompatible:#x}")
+        if incompatible & _CORRUPT:
+            raise _bad(path, "QEMU marked it corrupt")
+    extensions = _extensions(path, data, header_length, backing_offset or len(data))
+    backing = None
+    if backing_offset:
+        if backing_size == 0 or backing_size > _MAX_BACKING_NAME or backing_offset + backing_size > len(data):
+            raise _bad(path, "backing file name out of bounds")
+        backing = _linked(path, data[backing_offset:backing_offset + backing_size])
+    raw_format = extensions.get(_EXT_BACKING_FORMAT)
+    data_file = extensions.get(_EXT_DATA_FILE)
+    return Qcow2Header(version, size, backing, raw_format.decode("ascii", "replace") if raw_format else None,
+                       _linked(path, data_file) if data_file else None)
+
+
+def _extensions(path: Path, data: bytes, start: int, limit: int) -> dict[int, bytes]:
+    """Header extensions (type → data) from ``start`` to the end marker."""
+    found: dict[int, bytes] = {}
+    offset = start
+    while True:
+        if offset + _EXT_HEAD.size > min(limit, len(data)):
+            raise _bad(path, "header extensions run past the header")
+        kind, length = _EXT_HEAD.unpack_from(data, offset)
+        offset += _EXT_HEAD.size
+        if kind == _EXT_END:
+            return found
+        if offset + length > len(data):
+            raise _bad(path, "header extension out of bounds")
+        found[kind] = data[offset:offset + length]
+        offset += (length + 7) & ~7
+
+
+def _linked(path: Path, raw_name: bytes) -> Path:
+    """A file a header names, relative names joined to the naming image's folder (QEMU's rule)."""
+    name = raw_name.decode("utf-8", "surrogateescape")
+    if name.startswith("json:") or "\0" in name:
+        raise _bad(path, f"names {name!r}, which is not a plain file")
+    named = Path(name)
+    return named if named.is_absolute() else path.parent / named
+
+
+def _bad(path: Path, reason: str) -> ChainError:
+    return ChainError(f"{path} is not a usable qcow2 image: {reason}", message_id="ImageOperationFailed",
+                      path=str(path), reason=reason)
+
+
+def walk_chain(top: Path, *, top_format: str | None = "qcow2") -> list[ChainLink]:
+    """``top`` and every backing file under it, top first, each checked: it exists, it is the format its
+    parent names (qcow2, or raw — which ends the chain; a missing format name is probed by the magic as
+    QEMU does), its qcow2 header parses, its external data file exists, and no file appears twice.
+
+    ``top_format`` None probes the top as well. Raises ``FileNotFound`` (a missing file), ``ChainError``
+    (a malformed header, a loop, an unsupported format). Cost: one small read per link.
+    """
+    links: list[ChainLink] = []
+    seen: set[Path] = set()
+    path, fmt = top, top_format
+    while True:
+        _must_exist(path, top)
+        real = path.resolve()
+        if real in seen:
+            raise ChainError(f"backing chain of {top} loops at {path}", message_id="ChainLoop", path=str(top))
+        seen.add(real)
+        if fmt is None:
+            with path.open("rb") as image:
+                fmt = "qcow2" if image.read(4) == QCOW2_MAGIC else "raw"
+        if fmt == "raw":
+            links.append(ChainLink(path, "raw", _raw_size(path)))
+            return links
+        if fmt != "qcow2":
+            raise ChainError(f"{path} in the backing chain of {top} is a {fmt} image; standby chains hold "
+                             "qcow2 images (and raw at the bottom)", message_id="BadImage", path=str(path))
+        header = read_header(path)
+        if header.data_file is not None:
+            _must_exist(header.data_file, top)
+        links.append(ChainLink(path, "qcow2", header.size))
+        if header.backing is None:
+            return links
+        path, fmt = header.backing, header.backing_format
+
+
+def _must_exist(path: Path, top: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise FileNotFound(f"{path} in the backing chain of {top} does not exist",
+                           message_id="DiskFileMissing", path=str(path)) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise ChainError(f"{path} in the backing chain of {top} is not a file", message_id="BadImage",
+                         path=str(path))
+
+
+def _raw_size(path: Path) -> int:
+    with path.open("rb") as image:
+        return image.seek(0, os.SEEK_END)
 
 
 # -- qemu-nbd -----------------------------------------------------------------------------------------------

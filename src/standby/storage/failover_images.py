@@ -1,46 +1,50 @@
 """``qemu-img`` for failover: overlays over a recovery point (constant time, nothing copied) and chains.
 
 A failover disk, a test VM's disk and the seed disk are each a qcow2 overlay whose backing file is a
-recovery point's top image (or the seed ISO): ``qemu-img create -b <backing> -F <format>`` writes only a
-header, whatever the disk's size. Failures become ``standby.domain.errors`` here.
+recovery point's top image (or the seed ISO): ``qemu-img create -u -b <backing> -F <format> <size>`` writes
+only a header, whatever the disk's size and the chain's depth. ``-u`` keeps qemu-img from opening the backing
+chain (time linear in its depth: 5.4 s at 840 points, bench P7); ``chain.walk_chain`` checks the chain first
+from the qcow2 headers (every file there, each a qcow2 or raw at the bottom, no loop) and gives the size, so
+a broken chain is still refused before anything is made. Failures become ``standby.domain.errors`` here.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
+from standby.storage import chain
 
 QEMU_IMG = "qemu-img"
 
 
 def create_overlay(path: Path, backing: Path, *, backing_format: str = "qcow2") -> Path:
-    """A new qcow2 at ``path`` over ``backing`` (absolute path recorded); an old file there is replaced."""
+    """A new qcow2 at ``path`` over ``backing`` (absolute path recorded); an old file there is replaced.
+
+    The backing chain is checked from its headers first (``FileNotFound`` / ``ChainError`` when broken);
+    the overlay gets the backing's virtual size, as qemu-img would give it after opening the chain.
+    """
     backing = backing.absolute()
     if not backing.is_file():
         raise FileNotFound(f"{backing} does not exist", message_id="DiskFileMissing", path=str(backing))
+    size = chain.walk_chain(backing, top_format=backing_format)[0].size
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    _run(["create", "-q", "-f", "qcow2", "-b", str(backing), "-F", backing_format, str(partial)], path)
+    _run(["create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", backing_format, str(partial),
+          str(size)], path)
     partial.replace(path)
     return path
 
 
 def backing_chain(path: Path) -> list[Path]:
-    """``path`` and every backing file under it, top first (absolute paths)."""
+    """``path`` and every backing file under it, top first (absolute paths), read from the qcow2 headers
+    (no lock is taken: a running VM may hold the image)."""
     if not path.is_file():
         raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
-    # -U: a running VM holds the image's lock; reading the headers is still safe.
-    out = _run(["info", "-U", "--backing-chain", "--output=json", str(path)], path)
-    images = json.loads(out)
-    found: list[Path] = []
-    for image in images if isinstance(images, list) else [images]:
-        found.append(Path(str(image["filename"])).absolute())
-    return found
+    return [link.path.absolute() for link in chain.walk_chain(path.absolute(), top_format=None)]
 
 
 def remove(paths: list[Path]) -> None:
