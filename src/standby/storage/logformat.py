@@ -121,6 +121,8 @@ class Frame:
     offset: int
     length: int
     data: bytes | None
+    #: The xxh3-128 the frame carried (verified against ``data``); zero bytes for a ZERO frame.
+    checksum: bytes = _ZERO_DIGEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,18 +256,20 @@ class LogDecoder:
         if len(self._buffer) < FRAME_HEADER_SIZE + stored:
             return None
         self._check_frame_header(kind, disk, offset, length, stored)
-        self._digest.update(bytes(self._buffer[:FRAME_HEADER_SIZE]))
-        payload = bytes(self._buffer[FRAME_HEADER_SIZE : FRAME_HEADER_SIZE + stored])
+        # One copy at most: the payload is decompressed (or copied) straight out of the buffer.
+        with memoryview(self._buffer) as view:
+            self._digest.update(view[:FRAME_HEADER_SIZE])
+            data = None if kind == FrameType.ZERO else self._unpack(
+                view[FRAME_HEADER_SIZE : FRAME_HEADER_SIZE + stored], flags, length)
         del self._buffer[: FRAME_HEADER_SIZE + stored]
         self._frames += 1
         self._data_bytes += length
-        if kind == FrameType.ZERO:
+        if data is None:
             return Frame(disk, offset, length, None)
-        data = self._unpack(payload, flags, length)
         if xxhash.xxh3_128_digest(data) != checksum:
             raise LogCorrupt(f"checksum mismatch in frame at disk {disk} offset {offset}",
                              message_id="LogCorrupt")
-        return Frame(disk, offset, length, data)
+        return Frame(disk, offset, length, data, checksum)
 
     def _check_frame_header(self, kind: int, disk: int, offset: int, length: int, stored: int) -> None:
         assert self.header is not None
@@ -278,9 +282,9 @@ class LogDecoder:
             raise LogCorrupt(f"frame at offset {offset} length {length} is out of bounds",
                              message_id="LogCorrupt")
 
-    def _unpack(self, payload: bytes, flags: int, length: int) -> bytes:
+    def _unpack(self, payload: memoryview, flags: int, length: int) -> bytes:
         if not flags & _FLAG_ZSTD:
-            data = payload
+            data = bytes(payload)
         else:
             try:
                 data = self._decompressor.decompress(payload, max_output_size=length)

@@ -3,7 +3,8 @@
 standby reads the dirty extents of a fleecing export and writes logs into replica overlays through NBD
 (DESIGN §4). libnbd's Python binding exists only for Debian's system Python, so this is our own client of the
 protocol (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md). It is synchronous on purpose:
-callers run it in a worker thread; throughput comes from keeping several requests in flight, not from asyncio.
+callers run it in a worker thread; throughput comes from keeping several requests in flight, not from asyncio
+(``read_many``, ``write_many``, and ``WriteWindow`` for writes that stay in flight across calls).
 
 Every socket or protocol failure is translated here into ``domain.errors`` (``Unavailable`` when the server
 cannot be reached or goes away, ``StandbyError`` for protocol violations and server-side errors).
@@ -380,21 +381,16 @@ class NbdClient:
 
     def write_many(self, writes: Iterable[tuple[int, bytes | None, int]], depth: int = 8) -> int:
         """Pipeline ``(offset, data, length)`` writes; ``data`` None writes zeros. Returns bytes written."""
-        self._require_writable()
-        in_flight: deque[int] = deque()
-        total = 0
+        window = self.write_window(depth)
         for offset, data, length in writes:
-            self._check_range(offset, length)
-            if data is None:
-                in_flight.append(self._zero_request(offset, length))
-            else:
-                in_flight.append(self._send_request(_CMD_WRITE, offset, length, data))
-            total += length
-            if len(in_flight) >= depth:
-                self._wait(in_flight.popleft())
-        while in_flight:
-            self._wait(in_flight.popleft())
-        return total
+            window.write(offset, data, length)
+        window.drain()
+        return window.written
+
+    def write_window(self, depth: int = 8) -> WriteWindow:
+        """A :class:`WriteWindow` on this connection: writes stay in flight across calls."""
+        self._require_writable()
+        return WriteWindow(self, depth)
 
     def _zero_request(self, offset: int, length: int) -> int:
         if self.can_write_zeroes:
@@ -472,6 +468,47 @@ class NbdClient:
             if count == 0:
                 raise Unavailable("NBD server closed the connection")
             received += count
+
+
+class WriteWindow:
+    """Writes kept in flight across calls: at most ``depth`` requests wait for their reply.
+
+    A caller that writes as data arrives (the replica's applier) sends the next request while the server
+    still works on the earlier ones, instead of waiting for every reply at the end of each batch. Replies
+    are checked in request order; the first error raises (``NbdError``) from ``write`` or ``drain``.
+    """
+
+    def __init__(self, client: NbdClient, depth: int = 8) -> None:
+        if depth < 1:
+            raise InvalidParameter("depth must be at least 1")
+        self._client = client
+        self._depth = depth
+        self._in_flight: deque[int] = deque()
+        #: Bytes sent so far (data and zero ranges).
+        self.written = 0
+
+    def write(self, offset: int, data: bytes | None, length: int) -> None:
+        """Send one write (``data`` None: zeros); wait for the oldest reply only when the window is full."""
+        client = self._client
+        client._check_range(offset, length)  # the window is part of the client: its private helpers
+        if data is None:
+            cookie = client._zero_request(offset, length)
+        else:
+            cookie = client._send_request(_CMD_WRITE, offset, length, data)
+        self._in_flight.append(cookie)
+        self.written += length
+        while len(self._in_flight) >= self._depth:
+            client._wait(self._in_flight.popleft())
+
+    def drain(self) -> None:
+        """Wait until every write sent is answered (raise the first error)."""
+        while self._in_flight:
+            self._client._wait(self._in_flight.popleft())
+
+    @property
+    def in_flight(self) -> int:
+        """Writes sent and not yet answered."""
+        return len(self._in_flight)
 
 
 def _append_merged(extents: list[Extent], extent: Extent) -> None:
