@@ -25,8 +25,16 @@ from standby.domain.enums import (
     ReplicationType,
 )
 from standby.domain.errors import InvalidState, StandbyError, Unavailable
+from standby.domain.replica import OutOfSequence
 from standby.engine.capture import Cut, ReadMode, TrackingLost
-from standby.engine.cycle import EXPORT_LOG, EXPORT_MANIFEST, CycleRunner, export_folder
+from standby.engine.cycle import (
+    EXPORT_LOG,
+    EXPORT_MANIFEST,
+    HEARTBEAT,
+    CycleRunner,
+    export_folder,
+    heartbeat_possible,
+)
 from standby.engine.statistics import report
 from standby.storage.logformat import LogDecoder, LogKind
 from standby.store.sqlite import Database
@@ -86,6 +94,8 @@ class FakeCapture:
     bitmaps: list[int] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     lost: bool = False
+    online: bool = True
+    counted: list[int] = field(default_factory=list)  # the sequences whose dirty count was read
 
     def write(self, offset: int, data: bytes) -> None:
         self.content[offset:offset + len(data)] = data
@@ -95,6 +105,13 @@ class FakeCapture:
         if self.lost:
             raise TrackingLost("lost", message_id="TrackingLost", disk="d0")
         return max(self.bitmaps) if self.bitmaps else None
+
+    async def dirty_bytes(self, vm_id: str, disks: Any, sequence: int) -> int | None:
+        self.counted.append(sequence)
+        if not self.online or not self.bitmaps or sequence != max(self.bitmaps):
+            return None
+        # the recording bitmap holds the writes since the cut and, after an abort, the merged-back ones
+        return sum(length for _, length in self.dirty | self.shipping)
 
     async def cut(self, vm_id: str, disks: Any, sequence: int, *, previous: int | None, now: datetime,
                   app_consistent: bool = False) -> Cut:
@@ -127,6 +144,7 @@ class FakePeer:
     fail: StandbyError | None = None
     logs: list[tuple[int, int, LogKind, int]] = field(default_factory=list)  # seq, parent, kind, bytes
     received: int = 0
+    heartbeats: list[int] = field(default_factory=list)
 
     async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> dict[str, int]:
         decoder = LogDecoder()
@@ -143,6 +161,14 @@ class FakePeer:
         self.logs.append((sequence, decoder.header.parent_sequence, decoder.header.kind, len(writes)))
         self.head = sequence
         return {"head_sequence": sequence}
+
+    async def heartbeat(self, vm_id: str, sequence: int) -> int:
+        if self.fail is not None:
+            raise self.fail
+        if sequence != self.head:
+            raise OutOfSequence(self.head, f"heartbeat for {sequence}, head is {self.head}")
+        self.heartbeats.append(sequence)
+        return self.head
 
     async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
         return block_hashes(bytes(self.replica), block_size)
@@ -223,6 +249,7 @@ def test_a_network_failure_aborts_and_the_next_cycle_ships_everything() -> None:
 
 def test_out_of_sequence_and_lost_tracking_require_a_resync() -> None:
     world = make_world()
+    world.capture.write(0, b"\x21" * 65536)  # a log, not a heartbeat (see the heartbeat tests below)
     world.peer.fail = InvalidState("parent 3 is not the head", message_id="LogOutOfSequence")
     assert world.run().outcome is CycleOutcome.FAILURE
     assert world.rel().state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
@@ -337,3 +364,116 @@ def test_statistics_cover_every_field_and_reset() -> None:
 
 def test_bitmap_names_round_trip() -> None:
     assert bitmap_name(12) == "rep-12"
+
+
+# -- idle cycles: a heartbeat instead of a log ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(CycleKind))
+@pytest.mark.parametrize("app_due", [False, True])
+@pytest.mark.parametrize("tracked", [3, 4, None])
+def test_heartbeat_possible_only_for_a_plain_delta_with_the_acknowledged_bitmap(
+        kind: CycleKind, app_due: bool, tracked: int | None) -> None:
+    possible = heartbeat_possible(kind, state=ReplicationState.REPLICATING, tracked=tracked, acknowledged=3,
+                                  pending=None, app_consistent_due=app_due, special=False)
+    assert possible is (kind is CycleKind.DELTA and not app_due and tracked == 3)
+
+
+@pytest.mark.parametrize(("state", "pending", "special", "acknowledged"), [
+    (ReplicationState.RESYNCHRONIZING, None, False, 3),
+    (ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, None, False, 3),
+    (ReplicationState.REPLICATING, "cycle:4", False, 3),  # a cut is pending: it ships
+    (ReplicationState.REPLICATING, None, True, 3),  # an export, a given resync diff or a group's cut
+    (ReplicationState.REPLICATING, None, False, 0),  # nothing acknowledged yet
+])
+def test_no_heartbeat_outside_plain_replication(state: ReplicationState, pending: str | None, special: bool,
+                                                acknowledged: int) -> None:
+    assert not heartbeat_possible(CycleKind.DELTA, state=state, tracked=acknowledged,
+                                  acknowledged=acknowledged, pending=pending, app_consistent_due=False,
+                                  special=special)
+
+
+def test_a_clean_cycle_sends_a_heartbeat_and_cuts_nothing() -> None:
+    world = make_world()
+    world.clock.now = NOW + timedelta(seconds=30)
+    result = world.run()
+    assert (result.outcome, result.sequence, result.dirty_bytes, result.wire_bytes, result.detail) == (
+        CycleOutcome.SUCCESS, 3, 0, 0, HEARTBEAT)
+    assert world.capture.calls == [] and world.capture.counted == [3]
+    assert world.peer.heartbeats == [3] and world.peer.logs == []
+    rel = world.rel()
+    assert (rel.sequence, rel.intent, rel.state) == (3, None, ReplicationState.REPLICATING)
+    assert rel.last_replication_time == NOW + timedelta(seconds=30)  # moved on from a minute before NOW
+    assert rel.last_replication_type is ReplicationType.NONE  # as the fixture left it: no new cut
+    assert rel.health is ReplicationHealth.OK
+    [record] = world.db.cycles.list(VM_ID, int(P))
+    assert (record.outcome, record.dirty_bytes, record.wire_bytes, record.detail) == (
+        CycleOutcome.SUCCESS, 0, 0, HEARTBEAT)
+    stats = report(world.db, world.rel(), NOW + timedelta(seconds=30))
+    assert (stats.success_count, stats.size_bytes, stats.pending_bytes) == (1, 0, 0)
+
+
+def test_a_write_ships_with_the_next_cycle_and_then_heartbeats_resume() -> None:
+    world = make_world()
+    world.run()
+    world.capture.write(5 * 65536, b"\x5a" * 65536)
+    shipped = world.run()
+    assert shipped.sequence == 4 and shipped.dirty_bytes == 65536 and shipped.detail == ""
+    assert world.peer.logs == [(4, 3, LogKind.DELTA, 1)] and world.peer.replica == world.capture.content
+    idle = world.run()
+    assert idle.detail == HEARTBEAT and idle.sequence == 4
+    assert world.peer.heartbeats == [3, 4] and world.capture.calls == ["cut 4 prev 3", "commit 4"]
+
+
+def test_an_app_consistent_cut_due_is_taken_even_when_clean() -> None:
+    settings = ReplicationSettings("replica.example", 8443, app_consistent_interval_hours=1)
+    world = make_world(settings=settings)
+    result = world.run()
+    assert world.capture.calls == ["cut 4 prev 3", "commit 4"] and world.peer.heartbeats == []
+    assert result.detail == "" and world.peer.logs == [(4, 3, LogKind.DELTA, 0)]
+
+
+@pytest.mark.parametrize("kind", [CycleKind.PLANNED, CycleKind.RESYNC])
+def test_planned_and_resync_cycles_ship_even_when_clean(kind: CycleKind) -> None:
+    world = make_world()
+    world.run(kind)
+    assert world.capture.calls[0].startswith("cut 4") and world.peer.heartbeats == []
+    assert world.capture.counted == []
+
+
+def test_after_an_aborted_cut_the_next_cycle_ships_whatever_the_count() -> None:
+    world = make_world()
+    world.capture.bitmaps = [4]  # cut 4 was aborted: rep-3 merged into rep-4, maybe nothing in it
+    result = world.run()
+    assert world.capture.counted == [] and world.peer.heartbeats == []
+    assert result.sequence == 5 and world.peer.logs == [(5, 3, LogKind.DELTA, 0)]
+
+
+def test_an_off_vm_is_cut_as_before() -> None:
+    world = make_world()
+    world.capture.online = False  # its bitmaps are in the images: counting them is not cheap
+    world.run()
+    assert world.capture.calls == ["cut 4 prev 3", "commit 4"] and world.peer.heartbeats == []
+
+
+def test_a_heartbeat_out_of_sequence_requires_a_resync() -> None:
+    world = make_world()
+    world.peer.head = 2  # the replica lost point 3
+    result = world.run()
+    assert result.outcome is CycleOutcome.FAILURE and "out of sequence" in result.detail
+    assert world.capture.calls == []
+    rel = world.rel()
+    assert rel.state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION and rel.intent is None
+    assert rel.health is ReplicationHealth.CRITICAL
+
+
+def test_an_unreachable_replica_fails_the_heartbeat_as_a_network_failure() -> None:
+    world = make_world()
+    world.peer.fail = Unavailable("replica down")
+    result = world.run()
+    assert result.outcome is CycleOutcome.NETWORK and result.sequence == 3
+    rel = world.rel()
+    assert (rel.state, rel.intent, rel.last_replication_time) == (
+        ReplicationState.REPLICATING, None, NOW - timedelta(minutes=1))
+    stats = report(world.db, rel, NOW)
+    assert (stats.success_count, stats.network_failure_count, stats.pending_bytes) == (0, 1, 0)

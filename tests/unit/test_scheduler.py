@@ -11,6 +11,7 @@ from typing import Any
 from standby.domain.cycles import CycleOutcome
 from standby.domain.entities import ReplicationSettings
 from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationState
+from standby.engine.cycle import HEARTBEAT
 from standby.engine.scheduler import Scheduler
 from tests.unit.test_cycle import VM_ID, World, make_world
 
@@ -58,7 +59,36 @@ def test_a_replicating_relationship_gets_a_task_that_runs_cycles() -> None:
 
     records = asyncio.run(scenario())
     assert len(records) >= 2 and all(r.outcome is CycleOutcome.SUCCESS for r in records)
+    # Nothing was written: every cycle was a heartbeat, no cut, the acknowledged sequence stays.
+    assert all(r.detail == HEARTBEAT for r in records) and world.capture.calls == []
+    assert world.rel().sequence == 3 and len(world.peer.heartbeats) == len(records)
+
+
+def test_a_task_ships_what_the_vm_wrote_before_each_cycle() -> None:
+    world = make_world()
+    real_run = world.runner.run
+    written: list[int] = []
+
+    async def write_then_run(*args: Any, **kwargs: Any) -> Any:
+        written.append(len(written))
+        world.capture.write(len(written) * 65536, b"\x42" * 65536)
+        return await real_run(*args, **kwargs)
+
+    world.runner.run = write_then_run  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        sched = scheduler(world)
+        await sched.reconcile()
+        await _until_cycles(world, 2)
+        await sched.stop()
+
+    asyncio.run(scenario())
+    records = [r for r in world.db.cycles.list(VM_ID, 0) if r.outcome is CycleOutcome.SUCCESS]
+    assert len(records) >= 2 and all(r.dirty_bytes == 65536 for r in records)
     assert world.rel().sequence == 3 + len(records)
+    # each acknowledged cycle carried its write (a cycle cut short by ``stop`` leaves its write pending)
+    assert all(world.peer.replica[i * 65536:(i + 1) * 65536] == b"\x42" * 65536
+               for i in range(1, len(records) + 1))
 
 
 def test_an_off_vm_is_skipped() -> None:

@@ -12,6 +12,9 @@ cycle ships those blocks again — nothing is lost. Both tear the cut down in DE
 idempotent: after a daemon restart they settle whatever a half-done cycle left in QEMU.
 
 A VM that is off is cut with ``qemu-img bitmap`` on its images and read through ``qemu-nbd -B rep-P``.
+
+``dirty_bytes`` reads how much the recording bitmap of a running VM has marked since the last cut (QMP only,
+no cut): the cycle sends a heartbeat instead of a log when it is zero (engine/cycle.py).
 """
 
 from __future__ import annotations
@@ -213,6 +216,22 @@ class Capture:
                                "required", message_id="TrackingLost", disk=",".join(found))
         only = next(iter(sets), frozenset())
         return next(iter(only), None)
+
+    async def dirty_bytes(self, vm_id: str, disks: Sequence[Disk], sequence: int) -> int | None:
+        """Bytes the bitmap ``rep-<sequence>`` has marked dirty over ``disks`` (one QMP query per disk), or
+        None when that cannot be told cheaply: the VM is off (its bitmaps sit in the images; counting them
+        needs a process) or a disk lacks that bitmap. Zero means no write since cut ``sequence``."""
+        if not self.running(vm_id):
+            return None
+        ops = self._hv.qmp(vm_id)
+        name = bitmap_name(sequence)
+        total = 0
+        for disk in disks:
+            counts = await ops.dirty_counts(_fmt(disk))
+            if name not in counts:
+                return None
+            total += counts[name]
+        return total
 
     async def drop_tracking(self, vm_id: str, disks: Sequence[Disk]) -> None:
         """Settle any cut and remove every replication bitmap (the relationship was removed)."""

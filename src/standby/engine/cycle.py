@@ -5,10 +5,16 @@ the acknowledgement, abort on any failure. The relationship's ``intent`` (``cycl
 ``resync:N``) is written before the cut, so a daemon that dies mid-cycle finds it at start-up and aborts the
 cut (``recover``): the old bitmap is merged back and the next cycle ships those blocks again.
 
-Outcomes: success → ``sequence`` = N, LastReplicationTime; the replica refusing the log as out of sequence
-(409 → ``InvalidState``) or lost change tracking → state 9 (resynchronization required, health Critical);
-an unreachable replica → a network failure (counted; retried next interval); anything else → a failure.
-Every attempt is recorded in ``db.cycles`` for the statistics and health.
+An idle VM is not cut: before a delta cycle of a running VM the runner reads the dirty count of the bitmap
+recording since the last acknowledged cut (``Capture.dirty_bytes``); when it is zero, no app-consistent cut is
+due and nothing is pending, it sends a heartbeat (``PeerPort.heartbeat``) instead of a log. The replica
+checks that the sequence is its head and records LastReplicationTime; no new recovery point. The cycle
+counts as a success of 0 bytes (``CycleRecord.detail`` "heartbeat"), LastReplicationTime moves on.
+
+Outcomes: success → ``sequence`` = N, LastReplicationTime; the replica refusing the log (or heartbeat) as out
+of sequence (409 → ``InvalidState``) or lost change tracking → state 9 (resynchronization required, health
+Critical); an unreachable replica → a network failure (counted; retried next interval); anything else → a
+failure. Every attempt is recorded in ``db.cycles`` for the statistics and health.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ _INTENT_KIND = {CycleKind.DELTA: IntentKind.CYCLE, CycleKind.INITIAL: IntentKind
 #: States an initial replication or a resync leaves for Replicating when its log is acknowledged.
 _FINISHING = frozenset({ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
                         ReplicationState.RESYNCHRONIZING})
+#: ``CycleRecord.detail`` of a successful cycle that sent a heartbeat instead of a log (nothing changed).
+HEARTBEAT = "heartbeat"
 #: Name of the exported initial replica inside ``<folder>/<VMName>_<VMGUID>/`` (read by ImportInitialReplica).
 EXPORT_LOG = "initial.sblog"
 EXPORT_MANIFEST = "manifest.json"
@@ -74,6 +82,11 @@ class PeerPort(Protocol):
 
     async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> Any:
         """Ship one log; the answer carries ``head_sequence``. 409 → ``InvalidState``."""
+        ...
+
+    async def heartbeat(self, vm_id: str, sequence: int) -> int:
+        """Nothing changed since cut ``sequence`` (the replica's head): no log; the head sequence.
+        409 → ``InvalidState`` (``LogOutOfSequence``) as for a log."""
         ...
 
     async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
@@ -205,12 +218,16 @@ class CycleRunner:
             raise TrackingLost(f"virtual machine {vm.name} does not track changes; a resynchronization is "
                                "required", message_id="TrackingLost", disk="")
         pending = parse_intent(rel.intent)
+        started = self._clock()
+        app_consistent = self._app_consistent_due(rel, started)
+        if await self._idle(request, disks, tracked, app_consistent):
+            return await self._heartbeat(request, started, t0)
         sequence = next_sequence(rel.sequence, [bitmap_name(tracked)] if tracked else [],
                                  pending[1] if pending else None)
         rel = self._set(rel, intent=intent(_INTENT_KIND[kind], sequence))
         started = self._clock()
         cut = await self._capture.cut(vm.vm_id, disks, sequence, previous=None if fresh else tracked,
-                                      now=started, app_consistent=self._app_consistent_due(rel, started))
+                                      now=started, app_consistent=app_consistent)
         try:
             dirty, wire = await self._ship(replace(request, rel=rel), cut)
         except BaseException:
@@ -220,6 +237,33 @@ class CycleRunner:
         result = CycleResult(sequence, CycleOutcome.SUCCESS, dirty, wire, self._monotonic() - t0)
         self._succeeded(rel, kind, cut, request.export_dir is not None)
         self._record(rel, kind, result, started, app=(cut.app_consistent, cut.app_consistent_failed))
+        return result
+
+    async def _idle(self, request: _Request, disks: tuple[Disk, ...], tracked: int | None,
+                    app_consistent_due: bool) -> bool:
+        """Whether this cycle may send a heartbeat instead of cutting: ``heartbeat_possible`` and the bitmap
+        recording since the acknowledged cut is clean on every disk."""
+        rel = request.rel
+        if not heartbeat_possible(request.kind, state=rel.state, tracked=tracked, acknowledged=rel.sequence,
+                                  pending=rel.intent, app_consistent_due=app_consistent_due,
+                                  special=request.export_dir is not None or request.differing is not None
+                                  or bool(request.extra)):
+            return False
+        # A write that lands after this read is recorded in the same bitmap, which stays the recording
+        # one, so the next cycle ships it: a heartbeat never hides a write. None (off VM, bitmap not found)
+        # means "cannot tell": cut as usual.
+        return await self._capture.dirty_bytes(rel.vm_id, disks, rel.sequence) == 0
+
+    async def _heartbeat(self, request: _Request, started: datetime, t0: float) -> CycleResult:
+        """Tell the replica its head is still current (no cut, no log); record a 0-byte success."""
+        rel = request.rel
+        self._described[rel.vm_id] = 0
+        await self._peers(rel.settings).heartbeat(rel.vm_id, rel.sequence)
+        result = CycleResult(rel.sequence, CycleOutcome.SUCCESS, 0, 0, self._monotonic() - t0,
+                             detail=HEARTBEAT)
+        # LastReplicationTime: the replica holds everything written before the count was read.
+        self._set(self._db.relationships.get(rel.vm_id, int(rel.index)), last_replication_time=started)
+        self._record(rel, CycleKind.DELTA, result, started, app=(False, False))
         return result
 
     async def _ship(self, request: _Request, cut: Cut) -> tuple[int, int]:
@@ -454,6 +498,17 @@ class CycleRunner:
                 self._set(rel, intent=None, state=state)
             settled.append(vm.vm_id)
         return settled
+
+
+def heartbeat_possible(kind: CycleKind, *, state: ReplicationState, tracked: int | None, acknowledged: int,
+                       pending: str | None, app_consistent_due: bool, special: bool) -> bool:
+    """Whether a cycle may be a heartbeat if its disks turn out clean: a plain delta cycle (not initial,
+    resync, planned, exported or a group's) of a Replicating relationship, no app-consistent cut due, no
+    cut pending, and the recording bitmap the acknowledged cut's own. After an aborted cut that bitmap is
+    the aborted one (the older was merged into it): the cycle ships, whatever the count says, as the
+    replica may or may not hold the aborted cut."""
+    return (kind is CycleKind.DELTA and state is ReplicationState.REPLICATING and not special
+            and not app_consistent_due and pending is None and acknowledged > 0 and tracked == acknowledged)
 
 
 def _out_of_sequence(exc: BaseException) -> bool:

@@ -1,5 +1,6 @@
 """Replica-side use cases behind the peer routes (docs/replication.md): authorize the calling host, create
-the replica VM and its relationship, report status, apply logs, hash the head, mirror state changes, remove.
+the replica VM and its relationship, report status, apply logs, take the heartbeats of idle cycles (the head
+is current as of then; no new point), hash the head, mirror state changes, remove.
 
 The caller is the host name from its TLS client certificate (the peer listener extracts it). Files live
 in ``<ReplicaStorageLocation>/<VMName>_<VMGUID>/``, resolved with symlinks: a location with ``..``, a VM
@@ -30,8 +31,18 @@ from standby.domain.enums import (
     ReplicationMode,
     ReplicationState,
 )
-from standby.domain.errors import AccessDenied, FileNotFound, InvalidParameter, InvalidState, NotFound
+from standby.domain.errors import (
+    AccessDenied,
+    FileNotFound,
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+    Unavailable,
+)
 from standby.domain.replica import (
+    APPLYING_STATES,
+    FAILED_OVER_STATES,
+    OutOfSequence,
     ReplicaSite,
     authorize_caller,
     authorize_for_replica,
@@ -42,6 +53,7 @@ from standby.domain.replica import (
 )
 from standby.engine.apply import ApplyResult, ReplicaApplier, read_file_chunks
 from standby.storage import chain
+from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
 
 Clock = Callable[[], datetime]
@@ -151,6 +163,39 @@ class ReplicaUseCases:
         """Apply one streamed log (``ReplicaApplier.apply``)."""
         site = self.authorize_replica(caller, vm_id)
         return await self.applier.apply(site.vm_id, sequence, chunks)
+
+    async def heartbeat(self, caller: str, vm_id: str, sequence: int) -> int:
+        """The primary's idle cycle: nothing changed since its cut ``sequence``, so no log and no new point.
+
+        ``sequence`` must be the head (else ``OutOfSequence``, answered 409 as for a log: the primary
+        resyncs); the head then is current as of now: LastReplicationTime and health OK, in one store
+        update. A suspended replica refuses (503) as it refuses logs; a failed-over one only reports its head
+        (logs are kept aside then, a heartbeat has nothing to keep). Returns the head sequence.
+        """
+        site = self.authorize_replica(caller, vm_id)
+        async with self.applier.lock(site.vm_id):
+            relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
+            head = self._db.recovery_points.latest(site.vm_id)
+            head_sequence = head.sequence if head else 0
+            if relationship.state in FAILED_OVER_STATES:
+                return head_sequence
+            if relationship.state not in APPLYING_STATES:
+                raise Unavailable(f"replication of {site.vm_id} is suspended on the replica (state "
+                                  f"{int(relationship.state)})", message_id="ReplicaNotAccepting",
+                                  vm=site.vm_id, state=str(int(relationship.state)))
+            if head is None or head.sequence != sequence:
+                raise OutOfSequence(head_sequence, f"heartbeat for point {sequence}, head is "
+                                                   f"{head_sequence if head else 'none'}")
+            for attempt in range(3):  # a mirrored state change (not under this lock) may write meanwhile
+                try:
+                    self._db.relationships.update(replace(relationship, last_replication_time=self._clock(),
+                                                          health=ReplicationHealth.OK))
+                    break
+                except StaleWrite:
+                    if attempt == 2:
+                        raise
+                    relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
+            return head_sequence
 
     async def hashes(self, caller: str, vm_id: str, disk_id: str, block_size: int) -> bytes:
         """16-byte xxh3-128 per block of the head's image of ``disk_id`` (the VM's own disk before IR)."""

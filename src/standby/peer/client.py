@@ -153,6 +153,12 @@ class PeerClient:
         return LogAck(int(data["head_sequence"]), None if point is None else str(point),
                       bool(data.get("applied", True)), bool(data.get("kept_aside", False)))
 
+    async def heartbeat(self, vm_id: str, sequence: int) -> int:
+        """``POST /replicas/{vm_id}/heartbeat``: nothing changed since cut ``sequence`` (the replica's head);
+        the head sequence. 409 → ``OutOfSequence`` as for a log."""
+        data = await self._json("POST", f"/replicas/{vm_id}/heartbeat", json={"sequence": sequence})
+        return int(data["head_sequence"])
+
     async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
         """``POST /replicas/{vm_id}/hashes``: 16 bytes per block of the replica's head."""
         response = await self._send("POST", f"/replicas/{vm_id}/hashes",

@@ -3,7 +3,7 @@
 The caller is the host named by its client certificate (``request.state.peer_host``, set by
 ``peer.app.PeerGate``); every route authorizes it through ``engine.replica.ReplicaUseCases``. Errors answer
 ``{code, name, message}`` with the statuses of docs/ARCHITECTURE.md; an out-of-sequence log answers 409 with
-``head_sequence`` and ``reason`` too, a damaged log 422.
+``head_sequence`` and ``reason`` too (so does a heartbeat whose sequence is not the head), a damaged log 422.
 """
 
 from __future__ import annotations
@@ -129,6 +129,20 @@ async def put_log(vm_id: str, sequence: int, request: Request, replica: Replica,
     result = await replica.put_log(caller, vm_id, sequence, _body(request))
     return {"head_sequence": result.head_sequence, "point_id": result.point_id, "applied": result.applied,
             "kept_aside": result.kept_aside}
+
+
+class HeartbeatBody(BaseModel):
+    """``POST /replicas/{vm_id}/heartbeat``: the primary's last acknowledged sequence (its cut's)."""
+
+    sequence: int = Field(ge=1)
+
+
+@router.post("/replicas/{vm_id}/heartbeat", summary="An idle cycle: nothing changed since the head")
+async def heartbeat(vm_id: str, body: HeartbeatBody, replica: Replica, caller: Caller) -> dict[str, object]:
+    """200 ``{head_sequence}``: the head is current as of now (no new point); 409 with ``head_sequence``
+    when ``sequence`` is not the head, as for an out-of-sequence log; 503 when suspended here."""
+    head = await replica.heartbeat(caller, vm_id, body.sequence)
+    return {"head_sequence": head}
 
 
 @router.post("/replicas/{vm_id}/hashes", summary="Block hashes of the head")

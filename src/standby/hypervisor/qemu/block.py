@@ -99,6 +99,13 @@ class QemuBlockOps:
                 return list(entry.get("dirty-bitmaps", []))
         raise StandbyError(f"no block node {node}")
 
+    async def dirty_counts(self, node: str) -> dict[str, int]:
+        """Bytes each named dirty bitmap of a node has set (``dirty-bitmaps[].count``), by bitmap name.
+
+        Anonymous bitmaps (a backup job's own) are left out.
+        """
+        return {str(b["name"]): int(b.get("count", 0)) for b in await self.bitmaps(node) if b.get("name")}
+
     async def transaction(self, actions: Sequence[Mapping[str, Any]]) -> None:
         """``transaction``: every action or none (``bitmap_action``, ``backup_action``)."""
         await self._qmp.execute("transaction", {"actions": [dict(a) for a in actions]})
