@@ -133,8 +133,24 @@ def test_malformed_headers_are_refused(tmp_path: Path, offset: int, fmt: str, va
 def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
     paths = _chain(tmp_path / "d0", 2)
     paths[0].write_bytes(paths[0].read_bytes()[:40])
+    with pytest.raises(chain.ChainError, match="truncated header"):
+        chain.walk_chain(paths[-1])
+    paths[0].write_bytes(b"QFI")
     with pytest.raises(chain.ChainError, match="not a qcow2 image"):
         chain.walk_chain(paths[-1])
+
+
+def test_a_backing_name_past_the_first_read_is_found(tmp_path: Path) -> None:
+    # qemu-img puts the name right after the header; the spec allows anywhere in the first cluster.
+    paths = _chain(tmp_path / "d0", 2)
+    name = paths[0].name.encode()
+    _patch(paths[1], 8, ">QI", 6000, len(name))
+    with paths[1].open("r+b") as image:
+        image.seek(6000)
+        image.write(name)
+    assert [link.path for link in chain.walk_chain(paths[-1])] == paths[::-1]
+    assert subprocess.run(["qemu-img", "info", "--backing-chain", str(paths[1])], check=False,
+                          capture_output=True).returncode == 0  # qemu agrees the header is valid
 
 
 def test_the_failover_overlay_reads_like_its_backing(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -112,10 +112,8 @@ def backing_file(path: Path) -> Path | None:
     None for a standalone image; read from the qcow2 header (a raw image has no backing file)."""
     if not path.is_file():
         raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
-    with path.open("rb") as image:
-        if image.read(4) != QCOW2_MAGIC:
-            return None
-    return read_header(path).backing
+    header = _read_qcow2(path, probe=True)
+    return header.backing if header is not None else None
 
 
 def chain_of(path: Path) -> list[Path]:
@@ -182,7 +180,9 @@ _EXT_END, _EXT_BACKING_FORMAT, _EXT_DATA_FILE = 0x00000000, 0xE2792ACA, 0x444154
 #: extended L2); any other bit makes QEMU refuse the image, so we refuse it too.
 _KNOWN_INCOMPATIBLE = 0x1F
 _CORRUPT = 0x2
-_HEADER_READ = 64 * 1024  # the header and its extensions live in the first cluster (≥ 512 B, ≤ 2 MiB)
+#: What is read first: the header, its extensions and the backing name fit in it for every image qemu-img
+#: makes; the spec only promises the first cluster (≤ 2 MiB), which is read when they do not.
+_FIRST_READ = 4096
 _MAX_BACKING_NAME = 1023  # QEMU's limit
 
 
@@ -209,15 +209,51 @@ class Qcow2Header:
 def read_header(path: Path) -> Qcow2Header:
     """Parse the qcow2 header of ``path`` (docs/interop/qcow2.txt); ``ChainError`` when it is not a usable
     qcow2 (wrong magic, unknown version or features, marked corrupt, names out of bounds)."""
+    header = _read_qcow2(path, probe=False)
+    assert header is not None
+    return header
+
+
+class _Short(Exception):
+    """The part of the file read so far ends before a field the header points at."""
+
+
+def _read_qcow2(path: Path, *, probe: bool) -> Qcow2Header | None:
+    """The header of ``path``; with ``probe``, None when the file does not start with the qcow2 magic."""
     try:
         with path.open("rb") as image:
-            data = image.read(_HEADER_READ)
+            data = image.read(_FIRST_READ)
+            if data[:4] == QCOW2_MAGIC:
+                try:
+                    return _parse(path, data, complete=len(data) < _FIRST_READ)
+                except _Short:
+                    cluster = 1 << min(max(data[23], 9), 21) if len(data) >= 24 else _FIRST_READ
+                    image.seek(0)
+                    data = image.read(cluster)
     except FileNotFoundError:
         raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path)) from None
     except OSError as exc:
         raise _bad(path, f"cannot read it: {exc.strerror}") from None
-    if len(data) < _V2_HEADER.size or data[:4] != QCOW2_MAGIC:
+    if data[:4] != QCOW2_MAGIC:
+        if probe:
+            return None
         raise ChainError(f"{path} is not a qcow2 image", message_id="BadImage", path=str(path))
+    try:
+        return _parse(path, data, complete=True)
+    except _Short:
+        raise _bad(path, "header fields point past its first cluster") from None
+
+
+def _parse(path: Path, data: bytes, *, complete: bool) -> Qcow2Header:
+    """Parse a header from the first bytes of the file (``complete``: nothing more is there to read)."""
+
+    def need(end: int, what: str) -> None:
+        if end > len(data):
+            if not complete:
+                raise _Short
+            raise _bad(path, what)
+
+    need(_V2_HEADER.size, "truncated header")
     (_, version, backing_offset, backing_size, cluster_bits, size, _crypt, _l1_size, _l1_offset,
      _refcount_offset, _refcount_clusters, _snapshots, _snapshots_offset) = _V2_HEADER.unpack_from(data)
     if version not in (2, 3):
@@ -226,39 +262,43 @@ def read_header(path: Path) -> Qcow2Header:
         raise _bad(path, f"cluster bits {cluster_bits} out of range")
     header_length = _V2_HEADER.size
     if version == 3:
-        if len(data) < _V2_HEADER.size + _V3_EXTRA.size:
-            raise _bad(path, "truncated version 3 header")
+        need(_V2_HEADER.size + _V3_EXTRA.size, "truncated version 3 header")
         incompatible, _compatible, _autoclear, _refcount_order, header_length = _V3_EXTRA.unpack_from(
             data, _V2_HEADER.size)
         if incompatible & ~_KNOWN_INCOMPATIBLE:
             raise _bad(path, f"unknown incompatible features {incompatible:#x}")
         if incompatible & _CORRUPT:
             raise _bad(path, "QEMU marked it corrupt")
-    extensions = _extensions(path, data, header_length, backing_offset or len(data))
+    cluster = 1 << cluster_bits
     backing = None
     if backing_offset:
-        if backing_size == 0 or backing_size > _MAX_BACKING_NAME or backing_offset + backing_size > len(data):
+        if backing_size == 0 or backing_size > _MAX_BACKING_NAME or backing_offset + backing_size > cluster:
             raise _bad(path, "backing file name out of bounds")
+        need(backing_offset + backing_size, "backing file name out of bounds")
         backing = _linked(path, data[backing_offset:backing_offset + backing_size])
+    extensions = _extensions(path, data, header_length, min(backing_offset or cluster, cluster), need)
     raw_format = extensions.get(_EXT_BACKING_FORMAT)
     data_file = extensions.get(_EXT_DATA_FILE)
     return Qcow2Header(version, size, backing, raw_format.decode("ascii", "replace") if raw_format else None,
                        _linked(path, data_file) if data_file else None)
 
 
-def _extensions(path: Path, data: bytes, start: int, limit: int) -> dict[int, bytes]:
-    """Header extensions (type → data) from ``start`` to the end marker."""
+def _extensions(path: Path, data: bytes, start: int, limit: int,
+                need: Callable[[int, str], None]) -> dict[int, bytes]:
+    """Header extensions (type → data) from ``start`` to the end marker, which must come before ``limit``."""
     found: dict[int, bytes] = {}
     offset = start
     while True:
-        if offset + _EXT_HEAD.size > min(limit, len(data)):
+        if offset + _EXT_HEAD.size > limit:
             raise _bad(path, "header extensions run past the header")
+        need(offset + _EXT_HEAD.size, "header extensions run past the file")
         kind, length = _EXT_HEAD.unpack_from(data, offset)
         offset += _EXT_HEAD.size
         if kind == _EXT_END:
             return found
-        if offset + length > len(data):
+        if offset + length > limit:
             raise _bad(path, "header extension out of bounds")
+        need(offset + length, "header extension out of bounds")
         found[kind] = data[offset:offset + length]
         offset += (length + 7) & ~7
 
@@ -286,24 +326,20 @@ def walk_chain(top: Path, *, top_format: str | None = "qcow2") -> list[ChainLink
     (a malformed header, a loop, an unsupported format). Cost: one small read per link.
     """
     links: list[ChainLink] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
     path, fmt = top, top_format
     while True:
-        _must_exist(path, top)
-        real = path.resolve()
-        if real in seen:
+        found = _must_exist(path, top)
+        if (found.st_dev, found.st_ino) in seen:
             raise ChainError(f"backing chain of {top} loops at {path}", message_id="ChainLoop", path=str(top))
-        seen.add(real)
-        if fmt is None:
-            with path.open("rb") as image:
-                fmt = "qcow2" if image.read(4) == QCOW2_MAGIC else "raw"
-        if fmt == "raw":
-            links.append(ChainLink(path, "raw", _raw_size(path)))
-            return links
-        if fmt != "qcow2":
+        seen.add((found.st_dev, found.st_ino))
+        if fmt not in (None, "qcow2", "raw"):
             raise ChainError(f"{path} in the backing chain of {top} is a {fmt} image; standby chains hold "
                              "qcow2 images (and raw at the bottom)", message_id="BadImage", path=str(path))
-        header = read_header(path)
+        header = None if fmt == "raw" else _read_qcow2(path, probe=fmt is None)
+        if header is None:  # raw (named so, or probed): the bottom of the chain
+            links.append(ChainLink(path, "raw", _raw_size(path)))
+            return links
         if header.data_file is not None:
             _must_exist(header.data_file, top)
         links.append(ChainLink(path, "qcow2", header.size))
@@ -312,15 +348,16 @@ def walk_chain(top: Path, *, top_format: str | None = "qcow2") -> list[ChainLink
         path, fmt = header.backing, header.backing_format
 
 
-def _must_exist(path: Path, top: Path) -> None:
+def _must_exist(path: Path, top: Path) -> os.stat_result:
     try:
-        mode = path.stat().st_mode
+        found = path.stat()
     except OSError:
         raise FileNotFound(f"{path} in the backing chain of {top} does not exist",
                            message_id="DiskFileMissing", path=str(path)) from None
-    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+    if not (stat.S_ISREG(found.st_mode) or stat.S_ISBLK(found.st_mode)):
         raise ChainError(f"{path} in the backing chain of {top} is not a file", message_id="BadImage",
                          path=str(path))
+    return found
 
 
 def _raw_size(path: Path) -> int:
