@@ -72,6 +72,25 @@ def test_block_hashes_match_the_raw_content(points: list[Path], tmp_path: Path) 
     assert hashes[10 * 16:11 * 16] == bytes(16)  # never written: a hole, not read
 
 
+@pytest.mark.parametrize("read_size", [1, 256 * 1024, 4 * MiB, 32 * MiB])
+def test_hashes_do_not_depend_on_the_read_size(tmp_path: Path, read_size: int) -> None:
+    # Odd size (the last block partial), allocated zeros (read, hashed as zeros), holes (not read), data
+    # across read boundaries.
+    path = tmp_path / "odd.qcow2"
+    chain.create_image(path, 9 * MiB + 1536)
+    _io(path, "write -P 0x51 100k 3M", "write -P 0 5M 1M", "write -P 0x52 9M 1536")
+    expected = _manual_hashes(_raw(path, tmp_path), 256 * 1024)
+    with chain.NbdServer(path, writable=False) as server, server.connect([chain.BASE_ALLOCATION]) as client:
+        hashes, read = chain.nbd_hashes(client, 256 * 1024, read_size=read_size)
+    assert hashes == expected
+    assert read < 9 * MiB  # the holes were skipped
+
+
+def test_reads_join_runs_of_blocks_between_zero_blocks() -> None:
+    runs = list(chain._runs(10, {2, 3, 7}, 4, 38, 12))
+    assert runs == [(0, 8), (16, 12), (32, 6)]  # at most 3 blocks a read; the last one short
+
+
 def test_merge_keeps_every_remaining_point(points: list[Path], tmp_path: Path) -> None:
     before = [chain.image_digest(path) for path in points]
     raw_before = [_raw(path, tmp_path) for path in points]

@@ -29,8 +29,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-import xxhash
-
 from standby.domain.cycles import bitmap_name, bitmap_sequence
 from standby.domain.entities import Disk, VirtualMachine
 from standby.domain.enums import EnabledState
@@ -38,6 +36,7 @@ from standby.domain.errors import InvalidParameter, InvalidState, NotFound, Stan
 from standby.hypervisor.qemu import offline
 from standby.hypervisor.qemu.block import backup_action, bitmap_action
 from standby.hypervisor.qemu.images import create_qcow2
+from standby.storage import chain
 from standby.storage.logformat import MAX_FRAME, is_zero
 from standby.storage.nbd import STATE_DIRTY, STATE_ZERO, NbdClient, dirty_ranges
 
@@ -509,17 +508,10 @@ class CutReader:
         if block_size <= 0 or block_size % 512:
             raise InvalidParameter(f"block size {block_size} must be a positive multiple of 512")
         with self._connect(disk, "base:allocation") as client:
-            size = client.size
-            count = -(-size // block_size)
-            digests = [ZERO_HASH] * count
-            zero = [(e.offset, e.end) for e in client.block_status("base:allocation") if e.flags & STATE_ZERO]
-            todo = [(i * block_size, min(block_size, size - i * block_size)) for i in range(count)
-                    if not _covered(zero, i * block_size, min(size, (i + 1) * block_size))]
-            for offset, data in client.read_many(todo, self.depth):
-                self.bytes_read += len(data)
-                if not is_zero(data):
-                    digests[offset // block_size] = xxhash.xxh3_128_digest(data)
-        return b"".join(digests)
+            # The replica hashes its head with the same function (chain.image_block_hashes): one rule.
+            digests, read = chain.nbd_hashes(client, block_size)
+        self.bytes_read += read
+        return digests
 
 
 def differing_ranges(ours: bytes, theirs: bytes, block_size: int, size: int) -> list[tuple[int, int]]:
@@ -546,10 +538,6 @@ def _check_names(disk: Disk, cut: Cut, names: list[str], inconsistent: list[str]
         raise TrackingLost(f"disk {disk.disk_id} does not track changes since cut {cut.previous} (found "
                            f"{names or 'none'}{', inconsistent' if inconsistent else ''}); a "
                            "resynchronization is required", message_id="TrackingLost", disk=disk.disk_id)
-
-
-def _covered(zero: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(z_start <= start and end <= z_end for z_start, z_end in zero)
 
 
 def _split(ranges: list[tuple[int, int]], chunk: int) -> list[tuple[int, int]]:
