@@ -122,10 +122,25 @@ class FakeCapture:
 class FakePauser:
     log: list[str]
     user_paused: set[str] = field(default_factory=set)
+    clock: Clock | None = None
+    fail_stop: str | None = None
+    cancel_at_stop: str | None = None
+    outer: asyncio.Task[Any] | None = None
 
-    async def stop(self, vm_id: str) -> bool:
-        self.log.append(f"stop {vm_id[:1]}")
+    async def running(self, vm_id: str) -> bool:
+        if self.clock is not None:
+            self.clock.mono += 0.002  # asked before the window: must not count in the pause
+        self.log.append(f"status {vm_id[:1]}")
         return vm_id not in self.user_paused
+
+    async def stop(self, vm_id: str) -> None:
+        self.log.append(f"stop {vm_id[:1]}")
+        await asyncio.sleep(0)  # let the other members' stops interleave, as replies would
+        if vm_id == self.fail_stop:
+            raise Unavailable("the monitor did not answer", message_id="QmpUnavailable")
+        if vm_id == self.cancel_at_stop and self.outer is not None:
+            self.outer.cancel()  # e.g. the scheduler stopping while the members are paused
+            await asyncio.sleep(1)
 
     async def cont(self, vm_id: str) -> None:
         self.log.append(f"cont {vm_id[:1]}")
@@ -188,12 +203,14 @@ def test_every_member_pauses_once_around_the_transactions_only() -> None:
     assert result.outcome is GroupOutcome.SUCCESS, result.detail
     steps = world.log
     last_prepare = max(i for i, s in enumerate(steps) if s.startswith("prepare"))
+    last_status = max(i for i, s in enumerate(steps) if s.startswith("status"))
     first_stop = min(i for i, s in enumerate(steps) if s.startswith("stop"))
-    last_stop = max(i for i, s in enumerate(steps) if s.startswith("stop"))
     transacts = [i for i, s in enumerate(steps) if s.startswith("transact")]
     conts = [i for i, s in enumerate(steps) if s.startswith("cont")]
     exports = [i for i, s in enumerate(steps) if s.startswith("export")]
-    assert last_prepare < first_stop and last_stop < min(transacts)
+    assert last_prepare < last_status < first_stop
+    for vm in "ABC":  # each member's transaction follows its own stop; nobody resumes before every cut
+        assert steps.index(f"stop {vm}") < steps.index(f"transact {vm}") < min(conts)
     assert max(transacts) < min(conts) and max(conts) < min(exports)
     assert len(transacts) == len(conts) == 3
     assert result.pause_ms == pytest.approx(12.0)  # three transactions of 4 ms, nothing else while paused
@@ -262,6 +279,46 @@ def test_a_member_whose_log_does_not_arrive_fails_the_cycle_naming_it() -> None:
     outcomes = {vm: r.outcome for vm, r in result.members}
     assert outcomes[VMS[2]] is CycleOutcome.NETWORK and outcomes[VMS[0]] is CycleOutcome.SUCCESS
     assert "abort C 6" in world.log and "commit A 6" in world.log
+
+
+def test_the_status_query_stays_out_of_the_pause_window() -> None:
+    world = make_world()
+    pauser = FakePauser(world.log, clock=world.clock)
+    world.cycle = GroupCycle(world.db, world.cycle._runner, world.capture, pauser, world.clock,
+                             monotonic=world.clock.monotonic)
+    result = world.run()
+    assert result.outcome is GroupOutcome.SUCCESS
+    assert result.pause_ms == pytest.approx(12.0)  # the three 2 ms status queries came before the window
+
+
+def test_a_failed_stop_resumes_every_member_a_stop_went_to_and_aborts_all_cuts() -> None:
+    world = make_world()
+    pauser = FakePauser(world.log, fail_stop=VMS[1])
+    world.cycle = GroupCycle(world.db, world.cycle._runner, world.capture, pauser, world.clock,
+                             monotonic=world.clock.monotonic)
+    result = world.run()
+    assert result.outcome is GroupOutcome.NETWORK and "did not answer" in result.detail
+    assert "transact B" not in world.log  # no cut of a member that may still run
+    # B's stop may have reached QEMU even though its answer did not come back: B is resumed as well.
+    assert sorted(s for s in world.log if s.startswith("cont")) == ["cont A", "cont B", "cont C"]
+    assert sorted(s for s in world.log if s.startswith("abort")) == ["abort A 6", "abort B 6", "abort C 6"]
+    assert not world.peer.headers
+
+
+def test_a_cycle_cancelled_inside_the_window_resumes_every_member_a_stop_went_to() -> None:
+    world = make_world()
+    pauser = FakePauser(world.log, cancel_at_stop=VMS[2])
+    world.cycle = GroupCycle(world.db, world.cycle._runner, world.capture, pauser, world.clock,
+                             monotonic=world.clock.monotonic)
+
+    async def cancelled() -> None:
+        pauser.outer = asyncio.create_task(world.cycle.run(GROUP))
+        await pauser.outer
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(cancelled())
+    assert sorted(s for s in world.log if s.startswith("cont")) == ["cont A", "cont B", "cont C"]
+    assert sorted(s for s in world.log if s.startswith("abort")) == ["abort A 6", "abort B 6", "abort C 6"]
 
 
 def test_a_member_its_user_paused_is_not_resumed() -> None:

@@ -5,8 +5,12 @@ Primary, one group cycle (``GroupCycle.run``):
    group cycles never deadlock) and ``CycleRunner.open_cut`` writes each member's intent;
 2. fleecing nodes are added while the guests run (``Capture.prepare_cut``); for an app-consistent cut every
    guest is frozen through its agent first;
-3. every running member is paused with QMP ``stop`` (all at once), each member's cut transaction runs, and
-   ``cont`` resumes them in a ``finally`` — the pause is measured in milliseconds;
+3. which members run is asked first (a VM its user paused is not ours to resume); then every running member
+   is paused with QMP ``stop`` and its cut transaction follows its own ``stop`` at once (members do not wait
+   for each other's ``stop``: each is paused from its ``stop`` until the common ``cont``, so every cut equals
+   its member's state at the moment the last one stopped); once every transaction has answered, ``cont``
+   resumes them all in a ``finally``. The pause recorded is the window, from the first ``stop`` sent to the
+   last ``cont`` answered (it bounds every member's own pause);
 4. the guests are thawed, the cuts exported, and every member's log is shipped with the same ``CutTag`` in
    its header ``extra`` (``CycleRunner.close_cut`` commits or aborts each one).
 Every group cycle is recorded (``db.group_cycles``) with its pause.
@@ -98,8 +102,12 @@ class GroupCapture(Protocol):
 class Pauser(Protocol):
     """QMP ``stop``/``cont`` of a running VM (without the VM life-cycle's state bookkeeping)."""
 
-    async def stop(self, vm_id: str) -> bool:
-        """Halt the vCPUs; False when they were not running (a paused VM is left as it is)."""
+    async def running(self, vm_id: str) -> bool:
+        """Whether the vCPUs run now (asked before the pause window, so it costs the window nothing)."""
+        ...
+
+    async def stop(self, vm_id: str) -> None:
+        """Halt the vCPUs."""
         ...
 
     async def cont(self, vm_id: str) -> None:
@@ -113,14 +121,14 @@ class QmpPauser:
     def __init__(self, hypervisor: Any) -> None:
         self._hv = hypervisor
 
-    async def stop(self, vm_id: str) -> bool:
-        """QMP ``stop`` when the VM runs (a VM paused by its user is not ours to resume)."""
-        ops = self._hv.qmp(vm_id)
-        status = await ops.execute("query-status")
-        if not (isinstance(status, dict) and status.get("running")):
-            return False
-        await ops.execute("stop")
-        return True
+    async def running(self, vm_id: str) -> bool:
+        """QMP ``query-status``: whether the vCPUs run (a VM paused by its user is not ours to resume)."""
+        status = await self._hv.qmp(vm_id).execute("query-status")
+        return isinstance(status, dict) and bool(status.get("running"))
+
+    async def stop(self, vm_id: str) -> None:
+        """QMP ``stop`` (QEMU drains and flushes the disks before it answers)."""
+        await self._hv.qmp(vm_id).execute("stop")
 
     async def cont(self, vm_id: str) -> None:
         """QMP ``cont``."""
@@ -247,25 +255,38 @@ class GroupCycle:
         return hours > 0 and (last is None or self._clock() - last >= timedelta(hours=hours))
 
     async def _paused_transactions(self, online: list[Cut]) -> float:
-        """Pause every running member, run each transaction, resume them all; the pause in ms."""
-        paused: list[str] = []
+        """Pause every running member, run each transaction, resume them all; the pause window in ms.
+
+        Only ``stop``, the transactions and ``cont`` happen inside the window (whether a member runs is asked
+        before it). A failure of any member still resumes every member a ``stop`` was sent to, then raises
+        (the caller aborts every cut); so does a cancellation.
+        """
+        running = await asyncio.gather(*(self._pauser.running(cut.vm_id) for cut in online))
+        to_pause = {cut.vm_id for cut, runs in zip(online, running, strict=True) if runs}
+        sent: list[str] = []  # every member a stop went to, even one whose reply never came: resume it too
         t0 = self._monotonic()
         try:
-            stops = await asyncio.gather(*(self._pauser.stop(cut.vm_id) for cut in online),
-                                         return_exceptions=True)
-            paused = [cut.vm_id for cut, outcome in zip(online, stops, strict=True) if outcome is True]
-            errors = [outcome for outcome in stops if isinstance(outcome, BaseException)]
+            outcomes = await asyncio.gather(*(self._pause_and_cut(cut, cut.vm_id in to_pause, sent)
+                                              for cut in online), return_exceptions=True)
+            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
             if errors:
                 raise errors[0]
-            await asyncio.gather(*(self._capture.transact_cut(cut) for cut in online))
         finally:
-            resumed = await asyncio.gather(*(self._pauser.cont(vm_id) for vm_id in paused),
+            resumed = await asyncio.gather(*(self._pauser.cont(vm_id) for vm_id in sent),
                                            return_exceptions=True)
             pause_ms = (self._monotonic() - t0) * 1000.0
-            for vm_id, outcome in zip(paused, resumed, strict=True):
+            for vm_id, outcome in zip(sent, resumed, strict=True):
                 if isinstance(outcome, BaseException):  # the VM stays paused: say so loudly
                     log.error("could not resume %s after a group cut: %s", vm_id, outcome)
         return pause_ms
+
+    async def _pause_and_cut(self, cut: Cut, pause: bool, sent: list[str]) -> None:
+        """One member's part of the window: its ``stop``, then at once its transaction (no wait for the
+        others' ``stop``: it stays paused until every cut is taken, see the module docstring)."""
+        if pause:
+            sent.append(cut.vm_id)
+            await self._pauser.stop(cut.vm_id)
+        await self._capture.transact_cut(cut)
 
     def _record(self, collection: Collection, result: GroupCycleResult, started: datetime) -> None:
         level = consistency([result.app_consistent]) if result.outcome is GroupOutcome.SUCCESS \
