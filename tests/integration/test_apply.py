@@ -84,7 +84,13 @@ class Rig:
                            cut_time=self.clock.now)
         if cut is not None:
             chunks = [b"".join(chunks)[:cut]]
-        return asyncio.run(self.replica.put_log(PRIMARY, VM_ID, sequence, stream(chunks)))
+        return asyncio.run(self._apply_settled(sequence, chunks))
+
+    async def _apply_settled(self, sequence: int, chunks: list[bytes]) -> ApplyResult:
+        # The replica answers before retention; the assertions here are about the chain after it.
+        result = await self.replica.put_log(PRIMARY, VM_ID, sequence, stream(chunks))
+        await self.replica.applier.settled(VM_ID)
+        return result
 
 
 def build_log(

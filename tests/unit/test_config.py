@@ -192,3 +192,14 @@ def test_verifier_checks_users_and_remembers_successes() -> None:
     assert not verifier.known("admin", "wrong")
     assert not verifier.verify("nobody", "s3cret")
     assert not PasswordVerifier({}).has_users
+
+
+def test_replica_verify_writes_is_off_by_default_and_round_trips(tmp_path: Path) -> None:
+    assert parse_config({}, data_dir=tmp_path).replica.verify_writes is False
+    config = parse_config({"replica": {"verify_writes": True}}, data_dir=tmp_path)
+    assert config.replica.verify_writes is True
+    assert parse_config(tomllib.loads(to_toml(config))) == config
+    with pytest.raises(ConfigError, match="verify_writes"):
+        parse_config({"replica": {"verify_writes": "yes"}}, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="verify"):
+        parse_config({"replica": {"verify": True}}, data_dir=tmp_path)

@@ -108,6 +108,16 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """How this host applies the logs it receives as a replica."""
+
+    #: Read every written range back against its frame checksum before a point counts. Off by default:
+    #: every frame's xxh3 is checked before it is written, qemu-nbd answers each write with its error and
+    #: flush + fsync make the point durable; the read-back doubles the replica's I/O.
+    verify_writes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TlsConfig:
     """Trust between hosts: the site CA that signs every host certificate (``standby certs init``)."""
 
@@ -138,6 +148,7 @@ class Config:
     source: Path | None = None
     tls: TlsConfig = field(default_factory=TlsConfig)
     peer: PeerConfig = field(default_factory=PeerConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
 
     @property
     def users_map(self) -> dict[str, str]:
@@ -196,6 +207,7 @@ def parse_config(
         source=source,
         tls=_tls(top.table("tls"), replication),
         peer=_peer(top.table("peer"), listeners.https.address),
+        replica=_replica(top.table("replica")),
     )
     top.finish()
     _check_ports(config.listeners)
@@ -324,6 +336,12 @@ def _replication(table: TomlTable) -> ReplicationConfig:
     return result
 
 
+def _replica(table: TomlTable) -> ReplicaConfig:
+    result = ReplicaConfig(verify_writes=table.boolean("verify_writes", False))
+    table.finish()
+    return result
+
+
 def _tls(table: TomlTable, replication: ReplicationConfig) -> TlsConfig:
     # ``[replication] ca_file`` came first (TestReplicationConnection); it stays a fallback.
     result = TlsConfig(ca_file=table.path("ca_file", None) or replication.ca_file)
@@ -382,6 +400,7 @@ def to_toml(config: Config) -> str:
         ("tls", [("ca_file", config.tls.ca_file)]),
         ("peer", [("enabled", config.peer.enabled), ("address", config.peer.address),
                   ("port", config.peer.port)]),
+        ("replica", [("verify_writes", config.replica.verify_writes)]),
     ]
     for name, items in sections:
         lines.append(f"[{name}]")

@@ -3,13 +3,19 @@
 ``ReplicaApplier.apply(vm_id, sequence, chunks)`` decodes the log as it streams (``LogDecoder``), judges it
 (``domain.replica.judge_log``: a repeat answers the head, out of sequence raises ``OutOfSequence``),
 creates ``rp-N.qcow2.partial`` over the head's images (standalone images of the disks' sizes for an
-initial log), serves each through ``qemu-nbd`` and writes DATA frames and WRITE_ZEROES for ZERO frames with
-pipelined NBD requests, flushes, re-reads every written range against the frame checksums (and the
-full-image digests of ``header.extra["digests"]`` when the primary sent them), fsyncs and renames; then one
-store transaction records the ``RecoveryPoint`` and updates the relationship (LastReplicationTime,
-LastApplyTime, state 3 after initial replication) and the VM's disks (they point at the head). Retention
-(``domain.retention``) then merges points, journaled in the relationship's ``intent``
-(``merge:<older>:<newer>``) so start-up finishes a merge a crash interrupted.
+initial log) and serves each through ``qemu-nbd``. The event loop keeps receiving while one writer thread
+per apply (``_Writer``, fed through a queue of a few MiB) checks every frame's xxh3 and writes DATA frames,
+and WRITE_ZEROES for ZERO frames, with NBD writes kept in flight across batches (``WriteWindow``). Then it
+flushes, checks the full-image digests of ``header.extra["digests"]`` when the primary sent them (resync),
+optionally re-reads every written range against the frame checksums (``verify_writes``, ``[replica]
+verify_writes``: off by default, qemu-nbd already answers every write with its error), fsyncs and renames;
+then one store transaction records the ``RecoveryPoint`` and updates the relationship (LastReplicationTime,
+LastApplyTime, state 3 after initial replication) and the VM's disks (they point at the head). Any failure
+before the rename discards the partial files: a log is applied whole or not at all.
+
+``apply`` answers once the point is durable and recorded. Retention (``domain.retention``) then runs in a
+task that still holds the VM's lock (``settled`` waits for it): it merges points, journaled in the
+relationship's ``intent`` (``merge:<older>:<newer>``) so start-up finishes a merge a crash interrupted.
 
 While the replica is failed over (state 5/6/12) logs are kept aside in ``incoming/`` and applied later by
 ``apply_kept_logs``. One lock per VM serializes applies, merges and removal.
@@ -21,6 +27,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -51,15 +59,19 @@ from standby.domain.replica import (
 )
 from standby.domain.retention import PointInfo, plan_retention
 from standby.storage import chain
-from standby.storage.logformat import Frame, LogCorrupt, LogDecoder, LogHeader, LogKind
-from standby.storage.nbd import NbdClient
+from standby.storage.logformat import LogCorrupt, LogDecoder, LogHeader, LogKind
+from standby.storage.nbd import NbdClient, WriteWindow
 from standby.store.sqlite import Database
 
 log = logging.getLogger("standby.apply")
 
 Clock = Callable[[], datetime]
-#: Bytes gathered before one decode-and-write step in a worker thread.
+#: Bytes gathered before they are handed to the apply's writer thread.
 BATCH = 1024 * 1024
+#: Batches received ahead of the writer (memory stays at about QUEUED × BATCH per apply).
+QUEUED = 4
+#: NBD writes in flight per disk, across batches.
+WRITE_DEPTH = 8
 INCOMING = "incoming"
 LOG_SUFFIX = ".sbylog"
 MERGE_INTENT = "merge:"
@@ -77,6 +89,8 @@ class ApplyResult:
     kept_aside: bool = False
     frames: int = 0
     data_bytes: int = 0
+    #: A resync log: retention afterwards keeps no history before it.
+    resync: bool = False
 
 
 @dataclass
@@ -89,16 +103,23 @@ class _Disk:
     final: Path
     server: chain.NbdServer | None = None
     client: NbdClient | None = None
+    window: WriteWindow | None = None
+    #: (offset, length, checksum or None for zeros) of every write, kept only for the read-back verify.
     written: list[tuple[int, int, bytes | None]] = field(default_factory=list)
 
 
 class ReplicaApplier:
     """Applies logs into recovery-point chains and keeps them retained (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, *, verify_writes: bool = False) -> None:
         self._db = db
         self._clock = clock
+        #: Read every written range back against its checksum before the point counts (``[replica]
+        #: verify_writes``): doubles the I/O; without it every frame is still checked before it is written.
+        self.verify_writes = verify_writes
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Retention running after an apply answered, per VM (it holds the VM's lock until done).
+        self._settling: dict[str, asyncio.Task[None]] = {}
         #: Called with every recorded point and its log header (group cuts assemble collection points).
         self.point_listeners: list[Callable[[RecoveryPoint, LogHeader], None]] = []
 
@@ -109,9 +130,45 @@ class ReplicaApplier:
     # -- apply --------------------------------------------------------------------------------------------
 
     async def apply(self, vm_id: str, sequence: int | None, chunks: AsyncIterator[bytes]) -> ApplyResult:
-        """Apply one streamed log (``sequence`` None: take it from the header, as for imports)."""
-        async with self.lock(vm_id):
-            return await self._apply_locked(vm_id, sequence, chunks)
+        """Apply one streamed log (``sequence`` None: take it from the header, as for imports).
+
+        Returns once the new point is durable and recorded; retention then runs in the background, still
+        holding the VM's lock (the next apply, a merge or a removal waits for it; ``settled`` too).
+        """
+        lock = self.lock(vm_id)
+        await lock.acquire()
+        try:
+            result = await self._apply_locked(vm_id, sequence, chunks)
+        except BaseException:
+            lock.release()
+            raise
+        if result.applied and result.point_id is not None:
+            self._retain_after(vm_id, lock, resync=result.resync)
+        else:
+            lock.release()
+        return result
+
+    async def settled(self, vm_id: str) -> None:
+        """Wait until the retention that followed the VM's last apply has finished."""
+        task = self._settling.get(vm_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _retain_after(self, vm_id: str, lock: asyncio.Lock, *, resync: bool) -> None:
+        """Run retention in a task that owns ``lock`` (held by the caller) and releases it when done."""
+        async def run() -> None:
+            try:
+                await self._retain(vm_id, resync=resync)
+            except Exception:
+                # The point is durable and recorded; a failed merge stays journaled for start-up recovery.
+                log.exception("retention after an apply failed", extra={"fields": {"vm": vm_id}})
+            finally:
+                lock.release()
+                if self._settling.get(vm_id) is task:
+                    del self._settling[vm_id]
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"retention {vm_id}")
+        self._settling[vm_id] = task
 
     async def _apply_locked(self, vm_id: str, sequence: int | None,
                             chunks: AsyncIterator[bytes]) -> ApplyResult:
@@ -148,29 +205,30 @@ class ReplicaApplier:
     ) -> ApplyResult:
         disks = self._plan_disks(site, head, header)
         renamed = False
+        writer: _Writer | None = None
         try:
             bases = {} if header.kind == LogKind.INITIAL else self._base_images(site.vm_id, head)
             await asyncio.to_thread(_open_disks, disks, bases)
-            await asyncio.to_thread(_feed_and_write, decoder, first, disks)
+            # The event loop keeps receiving while one thread decodes and writes (a bounded queue between).
+            writer = _Writer(decoder, disks, verify=self.verify_writes)
+            await writer.put(first)
             async for chunk in stream:
-                await asyncio.to_thread(_feed_and_write, decoder, chunk, disks)
+                await writer.put(chunk)
+            await writer.close()
             summary = decoder.finish()
-            await asyncio.to_thread(_finish_disks, disks, header)
+            await asyncio.to_thread(_finish_disks, disks, header, self.verify_writes)
             renamed = True
             point = self._record(site, relationship, head, header, disks)
         except BaseException:
+            if writer is not None:
+                await writer.abort()
             await asyncio.to_thread(_discard, disks, renamed)
             raise
         self._tell_listeners(point, header)
         log.info("log applied", extra={"fields": {"vm": site.vm_id, "sequence": header.sequence,
                                                   "frames": summary.frames, "bytes": summary.data_bytes}})
-        try:
-            await self._retain(site.vm_id, resync=header.kind == LogKind.RESYNC)
-        except StandbyError:
-            # The point is durable and recorded; a failed merge stays journaled for start-up recovery.
-            log.exception("retention after an apply failed", extra={"fields": {"vm": site.vm_id}})
         return ApplyResult(header.sequence, point.point_id, applied=True, frames=summary.frames,
-                           data_bytes=summary.data_bytes)
+                           data_bytes=summary.data_bytes, resync=header.kind == LogKind.RESYNC)
 
     def _plan_disks(self, site: ReplicaSite, head: RecoveryPoint | None, header: LogHeader) -> list[_Disk]:
         vm = self._db.vms.get(site.vm_id)
@@ -262,13 +320,17 @@ class ReplicaApplier:
         return ApplyResult(head.sequence if head else 0, None, applied=False, kept_aside=True)
 
     async def apply_kept_logs(self, vm_id: str) -> list[ApplyResult]:
-        """Apply the logs kept in ``incoming/`` in sequence order (after a failover is reverted)."""
+        """Apply the logs kept in ``incoming/`` in sequence order (after a failover is reverted).
+
+        Returns after the retention that followed the last of them (a background job, not an answer).
+        """
         site = self._db.replicas.get(vm_id)
         folder = Path(site.storage_root) / INCOMING
         results = []
         for path in sorted(folder.glob(f"*{LOG_SUFFIX}")) if folder.is_dir() else []:
             results.append(await self.apply(vm_id, None, read_file_chunks(path)))
             chain.remove_quietly(path)
+        await self.settled(vm_id)
         return results
 
     # -- retention ----------------------------------------------------------------------------------------
@@ -380,29 +442,103 @@ def _open_disks(disks: list[_Disk], bases: dict[str, Path]) -> None:
             chain.create_overlay(disk.partial, base, size=disk.size)
         disk.server = chain.NbdServer(disk.partial, writable=True)
         disk.client = disk.server.connect([chain.BASE_ALLOCATION])
+        disk.window = disk.client.write_window(WRITE_DEPTH)
 
 
-def _feed_and_write(decoder: LogDecoder, data: bytes, disks: list[_Disk]) -> None:
-    frames = decoder.feed(data)
-    by_disk: dict[int, list[Frame]] = {}
-    for frame in frames:
-        by_disk.setdefault(frame.disk_index, []).append(frame)
-    for index, group in by_disk.items():
-        disk = disks[index]
-        assert disk.client is not None
-        disk.client.write_many(((frame.offset, frame.data, frame.length) for frame in group), depth=16)
-        disk.written.extend((frame.offset, frame.length,
-                             None if frame.data is None else xxhash.xxh3_128_digest(frame.data))
-                            for frame in group)
+class _Writer:
+    """The thread of one apply that decodes the log's frames and writes them, fed through a bounded queue.
+
+    The event loop ``put``s received batches and goes on receiving; the thread feeds them to the decoder
+    (zstd, xxh3: every frame is checked before it is written) and sends each frame to its disk's
+    ``WriteWindow``, so NBD writes stay in flight across batches. ``close`` waits until every write is
+    answered and raises what failed in the thread (``LogCorrupt``, an NBD error); ``abort`` stops the thread
+    without writing the rest. After a failure the thread only drains the queue, so ``put`` never blocks on
+    a dead writer; ``put`` raises the failure at the next batch, which ends the apply early.
+    """
+
+    def __init__(self, decoder: LogDecoder, disks: list[_Disk], *, verify: bool) -> None:
+        self._decoder = decoder
+        self._disks = disks
+        self._verify = verify
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(QUEUED)
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: no more bytes
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._thread = threading.Thread(target=self._run, name="standby-apply-writer", daemon=True)
+        self._thread.start()
+
+    async def put(self, chunk: bytes) -> None:
+        """Queue received bytes (waits while ``QUEUED`` batches are ahead of the writer)."""
+        if self._error is not None:
+            raise self._error
+        if chunk:
+            await self._slots.acquire()
+            self._queue.put(chunk)
+
+    async def close(self) -> None:
+        """No more bytes: wait until everything queued is written and answered; raise the writer's error."""
+        self._queue.put(None)
+        await asyncio.shield(self._done)
+        if self._error is not None:
+            raise self._error
+
+    async def abort(self) -> None:
+        """Stop the thread (what is queued is dropped) and wait for it, so the disks can be discarded."""
+        self._aborted = True
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._release_slot()
+                if self._error is None and not self._aborted:
+                    self._write(chunk)
+            if self._error is None and not self._aborted:
+                for disk in self._disks:
+                    assert disk.window is not None
+                    disk.window.drain()
+        except BaseException as exc:  # handed to the event loop, raised there
+            self._error = exc
+            self._drain_queue()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                self._loop.call_soon_threadsafe(_set_done, self._done)
+
+    def _drain_queue(self) -> None:
+        # Keep taking batches (freeing their slots) until the end marker, so ``put`` never blocks forever.
+        while self._queue.get() is not None:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody puts any more
+            self._loop.call_soon_threadsafe(self._slots.release)
+
+    def _write(self, chunk: bytes) -> None:
+        for frame in self._decoder.feed(chunk):
+            disk = self._disks[frame.disk_index]
+            assert disk.window is not None
+            disk.window.write(frame.offset, frame.data, frame.length)
+            if self._verify:
+                digest = None if frame.data is None else frame.checksum
+                disk.written.append((frame.offset, frame.length, digest))
 
 
-def _finish_disks(disks: list[_Disk], header: LogHeader) -> None:
-    """Flush, verify, close, fsync, rename every disk; raise ``LogCorrupt`` when a check fails."""
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _finish_disks(disks: list[_Disk], header: LogHeader, verify: bool) -> None:
+    """Flush, (verify,) close, fsync, rename every disk; raise ``LogCorrupt`` when a check fails."""
     digests = header.extra.get("digests")
     for disk in disks:
         assert disk.client is not None and disk.server is not None
         disk.client.flush()
-        _verify_written(disk)
+        if verify:
+            _verify_written(disk)
         if isinstance(digests, dict) and disk.disk_id in digests:
             got = chain.nbd_digest(disk.client)
             if got != str(digests[disk.disk_id]):
@@ -502,14 +638,17 @@ def _cut_time(header: LogHeader, fallback: datetime) -> datetime:
 
 async def _coalesce(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
     """Regroup a byte stream into pieces of at least ``size`` bytes (the last may be shorter)."""
-    buffer = bytearray()
+    parts: list[bytes] = []
+    gathered = 0
     async for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= size:
-            yield bytes(buffer)
-            buffer.clear()
-    if buffer:
-        yield bytes(buffer)
+        parts.append(chunk)
+        gathered += len(chunk)
+        if gathered >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)  # one copy, on the event loop
+            parts.clear()
+            gathered = 0
+    if parts:
+        yield b"".join(parts)
 
 
 async def _read_header(decoder: LogDecoder, stream: AsyncIterator[bytes]) -> tuple[bytes, bytes]:

@@ -21,7 +21,7 @@ log = logging.getLogger("standby.replica")
 
 def build(services: Services) -> ReplicaUseCases:
     """The replica use cases over the daemon's store; registers the start-up cleanup."""
-    applier = ReplicaApplier(services.db, services.clock)
+    applier = ReplicaApplier(services.db, services.clock, verify_writes=services.config.replica.verify_writes)
     services.add_recovery_hook("replica-chains", _recover)
     return ReplicaUseCases(services.db, services.clock, applier)
 
