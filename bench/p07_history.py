@@ -9,7 +9,7 @@ overlay per point, rp-N backed by rp-(N-1), plus the store rows) with qemu-img/q
 apply opens the whole chain and 840 of them take ~40 min here (closing note). Overhead = allocated bytes
 of all point images ÷ bytes of data the points carry. Failover = the InitiateFailover job (JobManager, as
 P1) to the oldest point and to the newest one (whose image has the 839 others as its backing chain); a
-RevertFailover after each.
+RevertFailover after each. The newest one is also held to P1's target (≤ 1 s) at that depth.
 """
 
 from __future__ import annotations
@@ -169,4 +169,7 @@ def run_row(site: Site, opts: Options) -> list[Figure]:
         Figure("P7", "InitiateFailover to the oldest point", oldest * 1000, "ms", newest * 1000,
                "failover to the newest", ratio, "oldest ÷ newest", f"≤ {TARGET}", ratio <= TARGET,
                [round(s * 1000, 1) for s in got.oldest]),
+        # P1's target at depth: the newest point's image has every other point under it.
+        Figure("P7", f"InitiateFailover to the newest point (chain depth {got.points})", newest * 1000, "ms",
+               target="≤ 1 s", met=newest <= 1.0, samples=[round(s * 1000, 1) for s in got.newest]),
     ]
