@@ -35,7 +35,7 @@ from standby.engine.cycle import (
     export_folder,
     heartbeat_possible,
 )
-from standby.engine.statistics import report
+from standby.engine.statistics import report, success_keeps_health, verdict
 from standby.storage.logformat import LogDecoder, LogKind
 from standby.store.sqlite import Database
 
@@ -477,3 +477,31 @@ def test_an_unreachable_replica_fails_the_heartbeat_as_a_network_failure() -> No
         ReplicationState.REPLICATING, None, NOW - timedelta(minutes=1))
     stats = report(world.db, rel, NOW)
     assert (stats.success_count, stats.network_failure_count, stats.pending_bytes) == (0, 1, 0)
+
+
+@pytest.mark.parametrize(("health", "latency_ms", "keeps"), [
+    (ReplicationHealth.OK, 5, True),
+    (ReplicationHealth.OK, 300_000, True),  # 300 s: at the 5-minute bound, still within it
+    (ReplicationHealth.OK, 300_001, False),  # rounds up to 301 s: could raise the average over the bound
+    (ReplicationHealth.WARNING, 5, False),  # a success may mend a Warning: recompute
+    (ReplicationHealth.CRITICAL, 5, False),
+])
+def test_a_success_skips_the_health_refresh_only_when_it_cannot_change_it(
+        health: ReplicationHealth, latency_ms: int, keeps: bool) -> None:
+    assert success_keeps_health(health, latency_ms, 30) is keeps
+
+
+def test_stored_health_stays_what_a_full_refresh_says() -> None:
+    world = make_world()
+    steps = ["beat", "write", "fail", "fail", "fail", "beat", "miss", "miss", "miss", "beat", "beat"]
+    for step in steps:
+        world.clock.now += timedelta(seconds=30)
+        if step == "miss":
+            world.runner.record_miss(VM_ID, P)
+            continue
+        world.peer.fail = Unavailable("down") if step == "fail" else None
+        if step == "write":
+            world.capture.write(0, b"\x31" * 65536)
+        world.run()
+        assert world.rel().health is verdict(world.db, world.rel(), world.clock.now).health, step
+    assert world.rel().health is ReplicationHealth.WARNING  # 3 of 11 cycles missed: over 20 %

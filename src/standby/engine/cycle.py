@@ -55,7 +55,7 @@ from standby.engine.capture import (
     included_disks,
     stream_in_thread,
 )
-from standby.engine.statistics import refresh_health
+from standby.engine.statistics import refresh_health, success_keeps_health
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
@@ -440,6 +440,10 @@ class CycleRunner:
                              app[0], app[1], result.detail)
         try:
             self._db.cycles.record(record)
+            stored = self._db.relationships.find(rel.vm_id, int(rel.index))
+            if stored is not None and result.outcome is CycleOutcome.SUCCESS and success_keeps_health(
+                    stored.health, record.latency_ms, stored.settings.interval_seconds):
+                return  # nothing to recompute: refreshing reads the whole monitoring window
             refresh_health(self._db, rel.vm_id, rel.index, self._clock())
         except StandbyError as exc:
             log.error("recording the cycle of %s failed: %s", rel.vm_id, exc)
