@@ -20,7 +20,7 @@ from standby.engine.apply import ApplyResult, ReplicaApplier
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases
 from standby.storage import chain
 from standby.storage.logformat import DiskInfo, LogCorrupt, LogEncoder, LogHeader, LogKind
-from standby.storage.nbd import STATE_HOLE, STATE_ZERO
+from standby.storage.nbd import STATE_HOLE, STATE_ZERO, NbdClient
 from standby.store.sqlite import Database
 
 MiB = 1024 * 1024
@@ -125,14 +125,15 @@ async def stream(chunks: Iterable[bytes], piece: int = 64 * 1024) -> AsyncIterat
 
 
 @pytest.fixture()
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    verify_writes = bool(getattr(request, "param", False))  # ``[replica] verify_writes``; off by default
     db = Database.open(tmp_path / "replica.db")
     clock = FakeClock()
     location = tmp_path / "replicas"
     location.mkdir()
     db.service_settings.put(ServiceSettings(recovery_server_enabled=True))
     db.auth_entries.insert(AuthorizationEntry("*.lab.example", "lab", str(location)))
-    replica = ReplicaUseCases(db, clock, ReplicaApplier(db, clock))
+    replica = ReplicaUseCases(db, clock, ReplicaApplier(db, clock, verify_writes=verify_writes))
     sources = {}
     for disk_id in DISKS:
         sources[disk_id] = tmp_path / f"src-{disk_id}.qcow2"
@@ -146,6 +147,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     db.close()
 
 
+@pytest.mark.parametrize("rig", [False, True], indirect=True, ids=["verify-off", "verify-writes"])
 def test_initial_and_deltas_equal_the_source(rig: Rig) -> None:
     first = rig.apply(1, 0, LogKind.INITIAL, None)
     assert first.applied and first.head_sequence == 1 and first.frames >= 3
@@ -196,6 +198,7 @@ def test_lost_acknowledgement_repeat_and_out_of_sequence(rig: Rig) -> None:
     assert rig.sequences() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("rig", [False, True], indirect=True, ids=["verify-off", "verify-writes"])
 def test_truncated_or_damaged_log_leaves_nothing(rig: Rig) -> None:
     rig.apply(1, 0, LogKind.INITIAL, None)
     before = rig.files()
@@ -213,6 +216,74 @@ def test_truncated_or_damaged_log_leaves_nothing(rig: Rig) -> None:
     with pytest.raises(InvalidParameter):
         asyncio.run(rig.replica.put_log(PRIMARY, VM_ID, 7, stream(
             build_log(rig.sources, 3, 2, LogKind.DELTA, {}, app=False, extra={}, cut_time=rig.clock.now))))
+
+
+def test_a_frame_damaged_after_megabytes_were_written_leaves_nothing(rig: Rig) -> None:
+    rig.apply(1, 0, LogKind.INITIAL, None)
+    before = rig.files()
+    _write_random(rig.sources["disk0"], 0, 12 * MiB)
+    chunks = build_log(rig.sources, 2, 1, LogKind.DELTA, {"disk0": [(0, 12 * MiB)]}, app=False, extra={},
+                       cut_time=rig.clock.now)
+    log = bytearray(b"".join(chunks))
+    log[9 * MiB] ^= 0x01  # inside the third 4 MiB frame: two frames are written by then
+    with pytest.raises(LogCorrupt):
+        asyncio.run(rig.replica.put_log(PRIMARY, VM_ID, 2, stream([bytes(log)])))
+    assert rig.files() == before and rig.sequences() == [1]
+    assert rig.apply(2, 1, LogKind.DELTA, {"disk0": [(0, 12 * MiB)]}).applied  # the same log, undamaged
+    assert _same(rig.sources["disk0"], rig.point_images(2)["disk0"])
+
+
+@pytest.mark.parametrize("rig", [True], indirect=True, ids=["verify-writes"])
+def test_verify_writes_reads_every_range_back(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.apply(1, 0, LogKind.INITIAL, None)
+    before = rig.files()
+    _io(rig.sources["disk0"], "write -P 0x5a 2M 1M")
+    real_read_many = NbdClient.read_many
+    read_back: list[tuple[int, int]] = []
+
+    def reads_differently(self: NbdClient, ranges: Iterable[tuple[int, int]],
+                          depth: int = 8) -> Iterator[tuple[int, bytes]]:
+        # A disk that returns other bytes than were written (a lost write): only a read-back sees it.
+        if self.read_only:  # the primary's side of the rig, building the log
+            yield from real_read_many(self, ranges, depth)
+            return
+        ranges = list(ranges)
+        read_back.extend(ranges)
+        for offset, data in real_read_many(self, ranges, depth):
+            yield offset, bytes([data[0] ^ 0xFF]) + data[1:]
+
+    monkeypatch.setattr(NbdClient, "read_many", reads_differently)
+    with pytest.raises(LogCorrupt, match="reads back differently"):
+        rig.apply(2, 1, LogKind.DELTA, {"disk0": [(2 * MiB, MiB)]})
+    assert read_back == [(2 * MiB, MiB)]
+    assert rig.files() == before and rig.sequences() == [1]
+    rig.replica.applier.verify_writes = False  # the default: no read-back, so the same disk passes
+    read_back.clear()
+    assert rig.apply(2, 1, LogKind.DELTA, {"disk0": [(2 * MiB, MiB)]}).applied
+    assert read_back == []
+    assert _same(rig.sources["disk0"], rig.point_images(2)["disk0"])
+
+
+def test_the_replica_answers_before_retention_which_holds_the_lock_until_done(rig: Rig) -> None:
+    rig.apply(1, 0, LogKind.INITIAL, None)
+    _io(rig.sources["disk0"], "write -P 0x66 5M 64k")
+    chunks = build_log(rig.sources, 2, 1, LogKind.DELTA, {"disk0": [(5 * MiB, 65536)]}, app=False, extra={},
+                       cut_time=rig.clock.now)
+    applier = rig.replica.applier
+
+    async def scenario() -> None:
+        result = await rig.replica.put_log(PRIMARY, VM_ID, 2, stream(chunks))
+        assert result.applied and result.head_sequence == 2
+        # Durable and recorded when answered; RecoveryHistory 0 merges point 1 afterwards, under the lock.
+        assert rig.sequences() == [1, 2]
+        assert applier.lock(VM_ID).locked()
+        await applier.settled(VM_ID)
+        assert rig.sequences() == [2]
+        assert not applier.lock(VM_ID).locked()
+        await applier.settled(VM_ID)  # nothing pending: returns at once
+
+    asyncio.run(scenario())
+    assert _same(rig.sources["disk0"], rig.point_images(2)["disk0"])
 
 
 def test_retention_merges_keep_every_remaining_point(rig: Rig) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from standby.domain.errors import InvalidParameter, Unavailable
+from standby.domain.errors import InvalidParameter, StandbyError, Unavailable
 from standby.storage.nbd import STATE_DIRTY, STATE_HOLE, NbdClient, dirty_ranges
 
 MiB = 1024 * 1024
@@ -154,6 +154,54 @@ def test_pipelined_writes_and_zeroes_land_in_the_image(tmp_path: Path) -> None:
     mapping = json.loads(_run("qemu-img", "map", "--output=json", str(image)))
     zeroed = [m for m in mapping if m["start"] <= 8 * MiB < m["start"] + m["length"]]
     assert zeroed and zeroed[0]["zero"] is True and zeroed[0]["data"] is False
+
+
+def test_write_window_keeps_writes_in_flight_across_calls_and_the_last_overlap_wins(tmp_path: Path) -> None:
+    image = tmp_path / "win.qcow2"
+    _make_image(image)
+    srv = _Server(image, tmp_path / "win.sock")
+    first, second = os.urandom(2 * MiB), os.urandom(MiB)
+    try:
+        with NbdClient.connect_unix(str(srv.sock), "disk") as client:
+            window = client.write_window(depth=4)
+            window.write(0, first, len(first))
+            window.write(4 * MiB, b"\x05" * 4096, 4096)
+            assert window.in_flight == 2  # nothing waited for yet
+            window.write(MiB, second, len(second))  # overlaps the first: it waits for it, then wins
+            window.write(4 * MiB, None, 4096)  # zeros over the earlier data
+            for index in range(8):  # more than the depth: the oldest replies are taken as it fills
+                window.write((10 + index) * MiB, bytes([index + 1]) * 65536, 65536)
+                assert window.in_flight < 4
+            window.drain()
+            assert window.in_flight == 0
+            assert window.written == len(first) + len(second) + 2 * 4096 + 8 * 65536
+            client.flush()
+    finally:
+        srv.stop()
+    raw = _raw_bytes(image, tmp_path)
+    assert raw[:MiB] == first[:MiB]
+    assert raw[MiB : 2 * MiB] == second
+    assert raw[4 * MiB : 4 * MiB + 4096] == bytes(4096)
+    for index in range(8):
+        assert raw[(10 + index) * MiB : (10 + index) * MiB + 65536] == bytes([index + 1]) * 65536
+
+
+def test_write_window_raises_the_servers_error(tmp_path: Path) -> None:
+    image = tmp_path / "eio.qcow2"
+    _make_image(image)
+    # QEMU's blkdebug driver under the qcow2 fails every write with EIO; the export itself is writable.
+    rules = tmp_path / "eio.cfg"
+    rules.write_text('[inject-error]\nevent = "pwritev"\nerrno = "5"\n')
+    srv = _Server(Path(f"blkdebug:{rules}:{image}"), tmp_path / "eio.sock")
+    try:
+        with NbdClient.connect_unix(str(srv.sock), "disk") as client:
+            window = client.write_window(depth=4)
+            with pytest.raises(StandbyError, match="failed: error"):
+                for offset in range(0, 8 * MiB, MiB):
+                    window.write(offset, b"\x01" * MiB, MiB)
+                window.drain()
+    finally:
+        srv.stop()
 
 
 def test_bad_requests_get_clear_errors(server: _Server) -> None:

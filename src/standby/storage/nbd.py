@@ -476,6 +476,8 @@ class WriteWindow:
     A caller that writes as data arrives (the replica's applier) sends the next request while the server
     still works on the earlier ones, instead of waiting for every reply at the end of each batch. Replies
     are checked in request order; the first error raises (``NbdError``) from ``write`` or ``drain``.
+    NBD does not order requests in flight, so a write that overlaps one still unanswered waits for it first:
+    the later write always wins, as it would one at a time.
     """
 
     def __init__(self, client: NbdClient, depth: int = 8) -> None:
@@ -483,7 +485,7 @@ class WriteWindow:
             raise InvalidParameter("depth must be at least 1")
         self._client = client
         self._depth = depth
-        self._in_flight: deque[int] = deque()
+        self._in_flight: deque[tuple[int, int, int]] = deque()  # (cookie, offset, end)
         #: Bytes sent so far (data and zero ranges).
         self.written = 0
 
@@ -491,19 +493,22 @@ class WriteWindow:
         """Send one write (``data`` None: zeros); wait for the oldest reply only when the window is full."""
         client = self._client
         client._check_range(offset, length)  # the window is part of the client: its private helpers
+        end = offset + length
+        while any(start < end and offset < stop for _, start, stop in self._in_flight):
+            client._wait(self._in_flight.popleft()[0])
         if data is None:
             cookie = client._zero_request(offset, length)
         else:
             cookie = client._send_request(_CMD_WRITE, offset, length, data)
-        self._in_flight.append(cookie)
+        self._in_flight.append((cookie, offset, end))
         self.written += length
         while len(self._in_flight) >= self._depth:
-            client._wait(self._in_flight.popleft())
+            client._wait(self._in_flight.popleft()[0])
 
     def drain(self) -> None:
         """Wait until every write sent is answered (raise the first error)."""
         while self._in_flight:
-            self._client._wait(self._in_flight.popleft())
+            self._client._wait(self._in_flight.popleft()[0])
 
     @property
     def in_flight(self) -> int:
