@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from qemu.qmp import ExecInterruptedError
+from qemu.qmp.message import Message
 
 from standby.domain.errors import OperationTimeout, Unavailable
-from standby.hypervisor.qemu.qmp import QmpChannel
+from standby.hypervisor.qemu.qmp import QmpChannel, _Client
 
 
 class SlowClient:
@@ -69,3 +71,25 @@ def test_an_outer_cancellation_is_not_turned_into_a_timeout() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(cancelled())
+
+
+class CountingMessage(Message):
+    formatted = 0
+
+    def __str__(self) -> str:
+        CountingMessage.formatted += 1
+        return super().__str__()
+
+
+def test_messages_are_formatted_for_the_debug_log_only_when_on(caplog: pytest.LogCaptureFixture) -> None:
+    client = _Client("vm1")
+    msg = CountingMessage({"execute": "stop", "id": "__qmp#00001"})
+    CountingMessage.formatted = 0
+    with caplog.at_level(logging.INFO, logger="qemu.qmp"):
+        assert client._cb_outbound(msg) is msg and client._cb_inbound(msg) is msg
+    assert CountingMessage.formatted == 0 and not caplog.records
+    with caplog.at_level(logging.DEBUG, logger="qemu.qmp"):
+        client._cb_outbound(msg)
+        client._cb_inbound(msg)
+    assert CountingMessage.formatted == 2
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["-->", "<--"]

@@ -1,6 +1,7 @@
 """The one adapter around ``qemu.qmp`` (pinned 0.0.6): QMP and guest-agent channels.
 
-Nothing else in standby imports ``qemu.qmp``. Its exceptions are translated here, once, into
+Nothing else in standby imports ``qemu.qmp`` (its client is subclassed here only to keep its debug hooks
+from formatting every message when debug logging is off). Its exceptions are translated here, once, into
 ``standby.domain.errors``: a failed command keeps QEMU's error class and description in the message; a lost
 or refused connection is ``Unavailable``; a command or event that takes too long is ``OperationTimeout``.
 """
@@ -8,12 +9,14 @@ or refused connection is ``Unavailable``; a command or event that takes too long
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp.message import Message
 
 from standby.domain.errors import (
     InvalidParameter,
@@ -53,12 +56,31 @@ def _translate(exc: BaseException, command: str, name: str) -> StandbyError:
     return StandbyError(f"{command} on {name}: {exc}")
 
 
+class _Client(QMPClient):
+    """``QMPClient`` whose message hooks format a message only when its debug log is on.
+
+    The library's hooks log ``str(msg)`` — JSON pretty-printed by the pure-Python encoder — for every message
+    in and out, and build that string before the logger discards it: CPU on the event loop for every reply
+    and event (a group cut pause is dozens of them; ``query-named-block-nodes`` answers are kilobytes).
+    """
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("--> %s", str(msg))
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("<-- %s", str(msg))
+        return msg
+
+
 class QmpChannel:
     """A connection to QEMU's QMP socket, or (``agent=True``) to a qemu-guest-agent channel."""
 
     def __init__(self, name: str, *, agent: bool = False) -> None:
         self.name = name
-        self._client = QMPClient(name)
+        self._client = _Client(name)
         if agent:
             # The guest agent sends no greeting and knows no capabilities negotiation.
             self._client.await_greeting = False
