@@ -258,8 +258,9 @@ class GroupCycle:
         """Pause every running member, run each transaction, resume them all; the pause window in ms.
 
         Only ``stop``, the transactions and ``cont`` happen inside the window (whether a member runs is asked
-        before it). A failure of any member still resumes every member a ``stop`` was sent to, then raises
-        (the caller aborts every cut); so does a cancellation.
+        before it: a user's pause landing between that answer and our ``stop`` is undone by our ``cont``, as
+        one landing inside the window always was). A failure of any member still resumes every member a
+        ``stop`` was sent to, then raises (the caller aborts every cut); so does a cancellation.
         """
         running = await asyncio.gather(*(self._pauser.running(cut.vm_id) for cut in online))
         to_pause = {cut.vm_id for cut, runs in zip(online, running, strict=True) if runs}
