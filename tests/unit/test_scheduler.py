@@ -10,7 +10,7 @@ from typing import Any
 
 from standby.domain.cycles import CycleOutcome
 from standby.domain.entities import ReplicationSettings
-from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationState
+from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMode, ReplicationState
 from standby.engine.cycle import HEARTBEAT
 from standby.engine.scheduler import Scheduler
 from tests.unit.test_cycle import VM_ID, World, make_world
@@ -161,3 +161,24 @@ def test_an_imported_export_switches_to_replicating() -> None:
 
     asyncio.run(scenario())
     assert world.rel().state is ReplicationState.REPLICATING and world.rel().intent is None
+
+
+def test_reconcile_runs_only_this_hosts_ungrouped_primaries() -> None:
+    world = make_world()
+    other = "6E0D3C2A-1111-4222-8333-000000000002"
+    grouped = "6E0D3C2A-1111-4222-8333-000000000003"
+    vm = world.db.vms.get(VM_ID)
+    world.db.vms.insert(replace(vm, vm_id=other, name="replica01", replication_mode=ReplicationMode.REPLICA,
+                                version=0))
+    world.db.vms.insert(replace(vm, vm_id=grouped, name="member01", version=0))
+    for vm_id in (other, grouped):
+        world.db.relationships.insert(replace(world.rel(), vm_id=vm_id, version=0))
+
+    async def scenario() -> list[tuple[str, int]]:
+        sched = scheduler(world, grouped=lambda vm_id: vm_id == grouped)
+        await sched.reconcile()
+        running = sched.running
+        await sched.stop()
+        return running
+
+    assert asyncio.run(scenario()) == [(VM_ID, 0)]

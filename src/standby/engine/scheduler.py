@@ -154,8 +154,10 @@ class Scheduler:
     async def reconcile(self) -> None:
         """Start, keep or end cycle tasks to match the store; auto-resync and export imports."""
         wanted: set[Key] = set()
+        # One query for every VM's mode, not one per relationship: this runs every ``poll`` second.
+        modes = {vm.vm_id: vm.replication_mode for vm in self._db.vms.list()}
         for rel in self._db.relationships.list():
-            if not self._is_primary(rel):
+            if not self._is_primary(rel, modes.get(rel.vm_id)):
                 continue
             key = (rel.vm_id, int(rel.index))
             if rel.state is ReplicationState.REPLICATING:
@@ -171,10 +173,13 @@ class Scheduler:
             if key not in wanted:
                 self._tasks.pop(key).cancel()
 
-    def _is_primary(self, rel: Relationship) -> bool:
-        vm = self._db.vms.find(rel.vm_id)
-        return vm is not None and vm.replication_mode is ReplicationMode.PRIMARY \
-            and rel.index is RelationshipIndex.PRIMARY \
+    def _is_primary(self, rel: Relationship, mode: ReplicationMode | None = None) -> bool:
+        """This host's VM is the primary of ``rel`` and no collection schedules it (``mode``: the VM's
+        replication mode when the caller already read it; None reads it, or means there is no VM)."""
+        if mode is None:
+            vm = self._db.vms.find(rel.vm_id)
+            mode = vm.replication_mode if vm is not None else None
+        return mode is ReplicationMode.PRIMARY and rel.index is RelationshipIndex.PRIMARY \
             and not (self.grouped is not None and self.grouped(rel.vm_id))
 
     async def _cycle_loop(self, key: Key) -> None:
