@@ -1,7 +1,8 @@
 """P2: the shortest replication interval sustained while the VM's disk takes 50 MB/s of writes; max lag.
 
 A VM replicates to B with ReplicationInterval 1 s (standby's extension; Hyper-V's shortest is 30 s) and
-RecoveryHistory 0 (only the newest point is kept, so B merges every cycle and its disk use stays bounded).
+RecoveryHistory 0 (only the newest point is kept, so B merges every cycle and its disk use stays bounded;
+the merge runs after B acknowledges, before it applies the next log).
 The product's own ``Scheduler`` runs the cycles; a writer injects 50 MB/s through ``qemu-io`` on the
 device backend (4 MiB writes, paced, sequential over a 2 GiB region) — a TCG guest cannot write that fast.
 Every 100 ms the lag is sampled: now − the cut time of the last acknowledged cycle (what a failover would

@@ -3,8 +3,9 @@
 The image (64 GiB virtual, 64 extents of 16 MiB spread over the disk, half random, half text) is the disk
 of a running primary VM; the figure is the INITIAL cycle of a new relationship to host B: a FULL read of
 the fleecing export (thin-aware: block status skips unallocated and zero extents), encode, HTTPS to B,
-apply into B's first image, verify, fsync, record. Baseline: ``qemu-img convert -O qcow2`` of the same
-image plus an fsync. Each repeat is a new relationship (new VM GUID) on the same image.
+apply into B's first image (every frame's checksum checked before it is written), fsync, record.
+Baseline: ``qemu-img convert -O qcow2`` of the same image plus an fsync. Each repeat is a new relationship
+(new VM GUID) on the same image.
 """
 
 from __future__ import annotations
