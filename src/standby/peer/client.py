@@ -2,8 +2,9 @@
 
 Mutual TLS with this host's certificate; the server is verified against the site CA and by name. httpx
 failures are translated here, once: connection and TLS failures → ``Unavailable``; 403 → ``AccessDenied``;
-404 → ``NotFound``; 409 → ``OutOfSequence`` (with ``head_sequence``) for logs, else ``InvalidState``;
-422 → ``LogCorrupt``; 400 → ``InvalidParameter``; 501 → ``NotSupported``; 503 → ``Unavailable``.
+404 → ``NotFound``; 409 → ``OutOfSequence`` (with ``head_sequence``) for logs and heartbeats, else
+``InvalidState``; 422 → ``LogCorrupt``; 400 → ``InvalidParameter``; 501 → ``NotSupported``; 503 →
+``Unavailable``.
 
     async with PeerClient("https://hv2.lab:8443", PeerTls(ca, cert, key)) as peer:
         await peer.create_replica(vm, settings, primary_host="hv1.lab")
