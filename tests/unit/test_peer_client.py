@@ -151,3 +151,20 @@ def test_hashes_and_small_routes() -> None:
     assert _run(_client(handler), "set_state", "ABC", 7) == ReplicationState.SUSPENDED
     assert _run(_client(handler), "vm_running", "ABC") == (True, 2)
     assert _run(_client(handler), "remove_replica", "ABC") is None
+
+
+def test_heartbeat_posts_the_sequence_and_a_409_is_out_of_sequence() -> None:
+    seen: list[tuple[str, str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, json.loads(request.content)))
+        if json.loads(request.content)["sequence"] == 7:
+            return httpx.Response(200, json={"head_sequence": 7})
+        return httpx.Response(409, json={"code": 32775, "name": "InvalidState", "message": "x",
+                                         "head_sequence": 7, "reason": "heartbeat for point 6, head is 7"})
+
+    assert _run(_client(handler), "heartbeat", "ABC", 7) == 7
+    with pytest.raises(OutOfSequence) as info:
+        _run(_client(handler), "heartbeat", "ABC", 6)
+    assert info.value.head_sequence == 7 and info.value.message_id == "LogOutOfSequence"
+    assert seen[0] == ("POST", "/peer/v1/replicas/ABC/heartbeat", {"sequence": 7})
