@@ -10,7 +10,8 @@ Primary, one group cycle (``GroupCycle.run``):
    for each other's ``stop``: each is paused from its ``stop`` until the common ``cont``, so every cut equals
    its member's state at the moment the last one stopped); once every transaction has answered, ``cont``
    resumes them all in a ``finally``. The pause recorded is the window, from the first ``stop`` sent to the
-   last ``cont`` answered (it bounds every member's own pause);
+   last ``cont`` answered (it bounds every member's own pause). ``stop``/``cont`` go through the driver's
+   ``hold``/``release``: members are not reported paused and resumed (their state stays Enabled);
 4. the guests are thawed, the cuts exported, and every member's log is shipped with the same ``CutTag`` in
    its header ``extra`` (``CycleRunner.close_cut`` commits or aborts each one).
 Every group cycle is recorded (``db.group_cycles``) with its pause.
@@ -116,7 +117,9 @@ class Pauser(Protocol):
 
 
 class QmpPauser:
-    """``Pauser`` over a hypervisor's QMP wrappers (``hypervisor.qmp(vm_id).execute``)."""
+    """``Pauser`` over the QEMU driver (``hypervisor.qemu.QemuHypervisor``): ``hold``/``release``, not a
+    user's pause — a cut's STOP/RESUME events are not reported, so no member's state flickers to Quiesce and
+    no vm.paused/vm.resumed record is written (on the event loop, inside the window) for every member."""
 
     def __init__(self, hypervisor: Any) -> None:
         self._hv = hypervisor
@@ -127,12 +130,12 @@ class QmpPauser:
         return isinstance(status, dict) and bool(status.get("running"))
 
     async def stop(self, vm_id: str) -> None:
-        """QMP ``stop`` (QEMU drains and flushes the disks before it answers)."""
-        await self._hv.qmp(vm_id).execute("stop")
+        """``hold``: QMP ``stop`` (QEMU drains and flushes the disks before it answers)."""
+        await self._hv.hold(vm_id)
 
     async def cont(self, vm_id: str) -> None:
-        """QMP ``cont``."""
-        await self._hv.qmp(vm_id).execute("cont")
+        """``release``: QMP ``cont``, unless the VM's user paused it meanwhile."""
+        await self._hv.release(vm_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +261,9 @@ class GroupCycle:
         """Pause every running member, run each transaction, resume them all; the pause window in ms.
 
         Only ``stop``, the transactions and ``cont`` happen inside the window (whether a member runs is asked
-        before it: a user's pause landing between that answer and our ``stop`` is undone by our ``cont``, as
-        one landing inside the window always was). A failure of any member still resumes every member a
-        ``stop`` was sent to, then raises (the caller aborts every cut); so does a cancellation.
+        before it). A user's pause landing between that answer and our ``cont`` stands: ``QmpPauser.cont``
+        (the driver's ``release``) leaves that member stopped. A failure of any member still resumes every
+        member a ``stop`` was sent to, then raises (the caller aborts every cut); so does a cancellation.
         """
         running = await asyncio.gather(*(self._pauser.running(cut.vm_id) for cut in online))
         to_pause = {cut.vm_id for cut, runs in zip(online, running, strict=True) if runs}

@@ -1,8 +1,12 @@
 """The QEMU implementation of the hypervisor port: one supervised ``qemu-system-x86_64`` per running VM.
 
-Start: build the command line, spawn QEMU paused in its own process group, connect QMP, listen to its events,
-then ``cont``. A watcher task awaits the process exit (reaping it) and reports why it ended: a stop we asked
-for, the guest powering itself off, or a crash (any other exit). Subscribers get every ``VmEvent``.
+Start: build the command line, spawn QEMU paused in its own process group, connect QMP (retrying while the
+socket exists but QEMU does not listen on it yet), listen to its events, then ``cont``. A watcher task awaits
+the process exit (reaping it) and reports why it ended: a stop we asked for, the guest powering itself off,
+or a crash (any other exit). Subscribers get every ``VmEvent``.
+
+``hold``/``release`` stop and continue the vCPUs for a moment that is not a pause of the VM (a group cut):
+the STOP/RESUME events they cause are not reported, so the VM's state stays Enabled and no pause is recorded.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class _Running:
     qmp: QmpChannel
     state: EnabledState = EnabledState.STARTING
     stop_requested: bool = False
+    #: ``hold`` stopped the vCPUs and ``release`` has not been answered yet: STOP/RESUME are ours, not news.
+    held: bool = False
     guest_shutdown: bool = False
     shutdown_reason: str = ""
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -137,10 +143,46 @@ class QemuHypervisor:
         self._paused(run)
 
     async def resume(self, vm_id: str) -> None:
-        """``cont``."""
+        """``cont`` (while held, only the state: ``release`` lets the vCPUs run)."""
         run = self._running(vm_id)
-        await run.qmp.execute("cont")
+        if not run.held:
+            await run.qmp.execute("cont")
         self._resumed(run)
+
+    async def hold(self, vm_id: str) -> None:
+        """``stop`` for a moment that is not a pause of the VM (a group cut): no PAUSED event, same state.
+
+        Follow every ``hold`` with a ``release``, also when it raised (its ``stop`` may have landed anyway).
+        """
+        run = self._running(vm_id)
+        run.held = True  # before the command: QEMU sends STOP ahead of the answer
+        await run.qmp.execute("stop")
+
+    async def release(self, vm_id: str) -> None:
+        """``cont`` after ``hold``, unless the VM's user paused it meanwhile (no RESUMED event either way).
+
+        A user's ``pause`` racing the hold is honoured: its own answer reports it as usual (the STOP event
+        is not needed), and the vCPUs are left, or put back, stopped. ``resume`` while held only reports the
+        state; this ``cont`` lets the vCPUs run. If ``cont`` fails, QEMU is asked whether the vCPUs run, and
+        stopped ones are reported paused (the state must not say Enabled of a VM a cut left stopped).
+        """
+        run = self._running(vm_id)
+        if _user_paused(run):  # paused by its user during the hold: that pause stands
+            run.held = False
+            return
+        try:
+            await run.qmp.execute("cont")
+        except StandbyError:
+            run.held = False
+            await self._report_if_stopped(run)
+            raise
+        # Only after the answer: QEMU sends RESUME before it. A RESUME handled later still changes nothing
+        # (the state is Enabled); a STOP from here on is news again.
+        run.held = False
+        if _user_paused(run):
+            # A pause answered while our cont was in flight may have reached QEMU before it: stop again
+            # (QEMU ignores ``stop`` of stopped vCPUs and sends no STOP event for it).
+            await run.qmp.execute("stop")
 
     async def reset(self, vm_id: str) -> None:
         """``system_reset``."""
@@ -245,17 +287,32 @@ class QemuHypervisor:
         return run
 
     async def _connect(self, run: _Running) -> None:
+        """Connect QMP once QEMU listens, until ``start_timeout``.
+
+        QEMU creates the socket file (bind) before it listens on it: a connect in between is refused, and
+        on a loaded host "in between" can last a while. A refusal is retried; any other failure is not.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
-        while not run.paths.qmp.exists():
+        refused: Unavailable | None = None
+        while True:
             if run.exited.is_set() or run.process.returncode is not None:
                 raise StandbyError(
                     f"QEMU did not start: {run.process.log_tail()}", message_id="QemuStartFailed"
                 )
             if loop.time() > deadline:
-                raise Unavailable("QEMU did not open its monitor in time", message_id="QemuStartFailed")
+                raise Unavailable(
+                    "QEMU did not open its monitor in time", message_id="QemuStartFailed"
+                ) from refused
+            if run.paths.qmp.exists():
+                try:
+                    await run.qmp.connect(run.paths.qmp, timeout=max(1.0, deadline - loop.time()))
+                    return
+                except Unavailable as exc:
+                    if not _not_listening(exc):
+                        raise
+                    refused = exc
             await asyncio.sleep(0.02)
-        await run.qmp.connect(run.paths.qmp, timeout=max(1.0, deadline - loop.time()))
 
     async def _ask_guest_to_power_off(self, run: _Running) -> None:
         try:
@@ -323,12 +380,18 @@ class QemuHypervisor:
         if name == "SHUTDOWN":
             run.guest_shutdown = bool(data.get("guest"))
             run.shutdown_reason = str(data.get("reason", ""))
-        elif name == "STOP" and not run.stop_requested:
+        elif name == "STOP" and not run.stop_requested and not run.held:
             self._paused(run)
-        elif name == "RESUME":
+        elif name == "RESUME" and not run.held:
             self._resumed(run)
         elif name == "RESET":
             self._emit(run, VmEventKind.RESET, "guest" if data.get("guest") else "host")
+
+    async def _report_if_stopped(self, run: _Running) -> None:
+        with contextlib.suppress(StandbyError):
+            status = await run.qmp.execute("query-status", timeout=5.0)
+            if isinstance(status, dict) and not status.get("running", True):
+                self._paused(run)
 
     def _paused(self, run: _Running) -> None:
         # The STOP event and the command's return race; whichever comes first reports the change.
@@ -357,3 +420,21 @@ class QemuHypervisor:
                 callback(event)
             except Exception:  # a subscriber's bug must not stop supervision
                 log.exception("VM event subscriber failed on %s", event)
+
+
+def _user_paused(run: _Running) -> bool:
+    """Whether the VM's state is Quiesce (a function: the state may change across an ``await``)."""
+    return run.state is EnabledState.QUIESCE
+
+
+def _not_listening(exc: BaseException) -> bool:
+    """Whether a failed connect found no listener: refused, or the socket file gone again (the chain of
+    causes holds the ``OSError``: ``QmpChannel`` and the QMP library both raise ``from`` it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; the bound only guards against a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionRefusedError, FileNotFoundError)):
+            return True
+        seen = seen.__cause__
+    return False
