@@ -8,6 +8,9 @@
    cuts a second apart do lose citations (the check can fail).
 2. The pause of a group cut of 3 and of 10 running QEMUs (no guest: firmware idling), measured by the
    GroupCycle and kept in the group cycle records; printed for the report, never asserted against a time.
+3. With the daemon's VM use cases subscribed to the driver, a group cut is not a pause of its members: no
+   vm.paused/vm.resumed records, the state stays Enabled while QEMU's vCPUs are stopped; a user's pause
+   landing inside the window is recorded once and stands after the cut.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from standby.domain.cycles import CycleKind
 from standby.domain.entities import Collection, Disk, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import (
     CollectionReplicationState,
+    EnabledState,
     RelationshipIndex,
     ReplicationMode,
     ReplicationState,
@@ -37,10 +41,13 @@ from standby.domain.groups import CutTag, GroupOutcome
 from standby.engine.capture import Capture
 from standby.engine.cycle import CycleRunner
 from standby.engine.group_cycle import GroupCycle, QmpPauser
+from standby.engine.vms import VmUseCases
 from standby.guest import console
 from standby.guest.build import GuestImage, build_guest
 from standby.guest.verify import verify_image
+from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.hypervisor.qemu import QemuHypervisor
+from standby.hypervisor.qemu.images import QemuImages
 from standby.storage.logformat import LogDecoder
 from standby.store.sqlite import Database
 
@@ -249,3 +256,80 @@ def test_pause_of_a_group_cut_of_running_qemus(workdir: Path, count: int) -> Non
     ordered = sorted(pauses)
     print(f"\ngroup cut pause, {count} VMs: median {ordered[len(ordered) // 2]:.1f} ms, "
           f"max {ordered[-1]:.1f} ms ({', '.join(f'{p:.1f}' for p in pauses)})")
+
+
+class WatchingPauser(QmpPauser):
+    """The real pauser; after each member's stop it notes what the store and QEMU say, and can let the
+    member's user pause it right then (inside the window)."""
+
+    def __init__(self, hv: QemuHypervisor, vms: VmUseCases) -> None:
+        super().__init__(hv)
+        self.hv, self.vms = hv, vms
+        self.seen: list[tuple[str, EnabledState, str]] = []
+        self.user_pauses: set[str] = set()
+
+    async def stop(self, vm_id: str) -> None:
+        await super().stop(vm_id)
+        status = await self.hv.qmp(vm_id).execute("query-status")
+        self.seen.append((vm_id, self.vms.get(vm_id).enabled_state, status["status"]))
+        if vm_id in self.user_pauses:
+            self.user_pauses.discard(vm_id)
+            await self.vms.pause(vm_id)
+
+
+def test_a_group_cut_is_not_a_pause_of_its_members(workdir: Path) -> None:
+    vms = make_vms(workdir, 2, None)
+    db = store(vms)
+    hv = QemuHypervisor(workdir / "run", accel="tcg")
+    use_cases = VmUseCases(db, hv, lambda: datetime.now(UTC), vm_dir=workdir / "vms", images=QemuImages())
+    events: list[VmEvent] = []
+    hv.subscribe(events.append)
+    capture = Capture(hv, workdir / "run")
+    peer = RawPeer(workdir)
+    runner = CycleRunner(db, capture, lambda settings: peer, lambda: datetime.now(UTC))  # type: ignore[arg-type,return-value]
+    pauser = WatchingPauser(hv, use_cases)
+    cycle = GroupCycle(db, runner, capture, pauser, lambda: datetime.now(UTC))
+    first, second = (vm.vm_id for vm in vms)
+
+    def recorded(vm_id: str) -> list[str]:
+        return [e.kind for e in db.events.list(element_id=vm_id) if e.kind in ("vm.paused", "vm.resumed")]
+
+    async def scenario() -> None:
+        for vm in vms:
+            await use_cases.start(vm.vm_id)
+        for vm in vms:
+            await runner.run(vm.vm_id, P, CycleKind.INITIAL)
+        for _ in range(3):
+            result = await cycle.run(GROUP)
+            assert result.outcome is GroupOutcome.SUCCESS, result.detail
+        assert len(pauser.seen) == 6 and all(state is EnabledState.ENABLED and status == "paused"
+                                             for _, state, status in pauser.seen), pauser.seen
+        assert [e.kind for e in events] == [VmEventKind.STARTED] * 2
+        for vm in vms:
+            assert recorded(vm.vm_id) == [] and db.vms.get(vm.vm_id).enabled_state is EnabledState.ENABLED
+            assert (await hv.qmp(vm.vm_id).execute("query-status"))["running"]
+        # The user pauses the first member inside the window: recorded once, and it stays paused.
+        pauser.user_pauses.add(first)
+        result = await cycle.run(GROUP)
+        assert result.outcome is GroupOutcome.SUCCESS, result.detail
+        assert recorded(first) == ["vm.paused"] and recorded(second) == []
+        assert db.vms.get(first).enabled_state is EnabledState.QUIESCE
+        assert not (await hv.qmp(first).execute("query-status"))["running"]
+        assert (await hv.qmp(second).execute("query-status"))["running"]
+        assert db.vms.get(second).enabled_state is EnabledState.ENABLED
+        # The next cut leaves the paused member alone; the user's resume is recorded and lets it run.
+        result = await cycle.run(GROUP)
+        assert result.outcome is GroupOutcome.SUCCESS, result.detail
+        assert not (await hv.qmp(first).execute("query-status"))["running"]
+        await use_cases.resume(first)
+        assert recorded(first) == ["vm.paused", "vm.resumed"]
+        assert (await hv.qmp(first).execute("query-status"))["running"]
+        assert db.vms.get(first).enabled_state is EnabledState.ENABLED
+
+    async def guarded() -> None:
+        try:
+            await scenario()
+        finally:
+            await hv.close()
+
+    asyncio.run(guarded())
