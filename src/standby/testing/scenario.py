@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -256,18 +257,35 @@ class CutComparison:
 
 
 def compare_cut(primary: TestHost, replica: TestHost, vm_id: str, *, timeout: float = 300) -> CutComparison:
-    """Pause the primary VM, wait for a point cut after the pause, hash both sides, resume.
+    """Pause the primary VM, wait for a cycle that began after the pause, hash both sides, resume.
 
-    A point with a sequence two past the head at pause time was cut after the pause (the one in flight may
-    have been cut just before), so its content must equal the paused disk exactly.
+    The primary's LastReplicationTime is the cut time of the last acknowledged log, or the start of the last
+    heartbeat (an idle cycle: nothing written since the head's cut, no new point). Once it is past the
+    pause, the replica's head holds the paused disk exactly: it is a point cut after the pause, or the head
+    a heartbeat confirmed after it (a paused VM writes nothing, so once what it wrote before the pause is
+    shipped its cycles are heartbeats).
     """
     guestvm.power(primary, vm_id, "pause")
     try:
-        head = head_sequence(replica, vm_id)
-        found = wait_points(replica, vm_id, beyond=head + 1, timeout=timeout)
-        point = max(found, key=lambda p: p.sequence or 0)
+        paused_at = datetime.now(UTC)
+
+        def replicated_since_pause() -> bool:
+            last = last_replication_time(primary, vm_id)
+            return last is not None and last > paused_at
+
+        poll(f"a replication cycle of {vm_id} begun after the pause", replicated_since_pause, timeout=timeout)
+        point = max(points(replica, vm_id), key=lambda p: p.sequence or 0)
         primary_hash = guestvm.image_sha256(guestvm.disk_path(primary, vm_id))
         check = guestvm.check_image(point_image(replica, vm_id, point))
     finally:
         guestvm.power(primary, vm_id, "resume")
     return CutComparison(point, primary_hash, check)
+
+
+def last_replication_time(host: TestHost, vm_id: str) -> datetime | None:
+    """The VM's LastReplicationTime on ``host`` (Msvm_ComputerSystem), None before the first."""
+    value = cim.vm(host.cim(), vm_id)["LastReplicationTime"]
+    if value is None:
+        return None
+    moment = value.datetime if isinstance(value, pywbem.CIMDateTime) else None
+    return moment if isinstance(moment, datetime) else None
