@@ -291,3 +291,43 @@ def test_qemu_exiting_while_refused_says_it_did_not_start(tmp_path: Path) -> Non
     with bound_socket(run.paths.qmp), pytest.raises(StandbyError) as caught:
         asyncio.run(scenario())
     assert caught.value.message_id == "QemuStartFailed" and "the log tail" in str(caught.value)
+
+
+class ExitingProcess(FakeProcess):
+    """A QEMU that exits when told to (the exit watcher awaits ``wait``)."""
+
+    def __init__(self) -> None:
+        self.exit = asyncio.Event()
+
+    async def wait(self) -> int:
+        await self.exit.wait()
+        self.returncode = 1
+        return 1
+
+
+def test_qemu_exiting_during_a_refused_connect_ends_the_start_cleanly(tmp_path: Path) -> None:
+    """The exit watcher closes the monitor while a connect attempt is still unwinding: the two must not
+    overlap (the QMP library asserts, the watcher died and ``exited`` was never set: a start hung)."""
+    hv, run = connect_driver(tmp_path, timeout=30.0)
+    process = ExitingProcess()
+    run.process = process  # type: ignore[assignment]
+    real_connect = run.qmp.connect
+
+    async def connect_then_exit(path: Path, timeout: float = 10.0) -> None:
+        attempt = asyncio.ensure_future(real_connect(path, timeout))
+        await asyncio.sleep(0)  # the attempt is refused and unwinding when QEMU's exit is noticed
+        process.exit.set()
+        await attempt
+
+    run.qmp.connect = connect_then_exit  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        run.tasks.append(asyncio.create_task(hv._watch_exit(run)))
+        with pytest.raises(StandbyError) as caught:
+            await hv._connect(run)
+        assert caught.value.message_id == "QemuStartFailed"
+        await asyncio.wait_for(run.exited.wait(), 30)  # a guard against a hang, not a measurement
+
+    with bound_socket(run.paths.qmp):
+        asyncio.run(scenario())
+    assert run.exited.is_set() and run.state is EnabledState.DISABLED

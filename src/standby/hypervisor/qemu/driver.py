@@ -46,6 +46,9 @@ class _Running:
     guest_shutdown: bool = False
     shutdown_reason: str = ""
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Held by a connect attempt and by the exit watcher's close: the QMP library's connect and disconnect
+    #: must not overlap on one client (its state machine asserts; the watcher would die before ``exited``).
+    monitor: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -306,7 +309,10 @@ class QemuHypervisor:
                 ) from refused
             if run.paths.qmp.exists():
                 try:
-                    await run.qmp.connect(run.paths.qmp, timeout=max(1.0, deadline - loop.time()))
+                    async with run.monitor:
+                        if run.exited.is_set():
+                            continue  # the watcher closed the monitor: the check above says why
+                        await run.qmp.connect(run.paths.qmp, timeout=max(1.0, deadline - loop.time()))
                     return
                 except Unavailable as exc:
                     if not _not_listening(exc):
@@ -350,7 +356,11 @@ class QemuHypervisor:
         for task in run.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        await run.qmp.close()
+        try:
+            async with run.monitor:
+                await run.qmp.close()
+        except Exception:  # whatever the library does, start/stop/kill wait for ``exited``: set it
+            log.exception("closing the monitor of %s after its exit failed", run.vm.name)
         for sock in (run.paths.qmp, run.paths.agent, self._pid_file(run.vm.vm_id)):
             sock.unlink(missing_ok=True)
         kind, detail = self._exit_reason(run, code)
