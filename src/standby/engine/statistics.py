@@ -7,14 +7,20 @@ ResetReplicationStatistics starts counting again at the reset time within it.
 Health is stored on the relationship and refreshed after each recorded cycle; ``success_keeps_health`` tells
 when a success cannot change a Normal health, so that refresh (which reads the whole window: up to 1440
 records at 30 s in the default 12 h) is skipped for the cycles of healthy, mostly idle VMs.
+
+An idle VM's cycle is a heartbeat (``engine.cycle``: no log, ``detail`` "heartbeat"): a successful cycle of
+0 bytes. It counts in ReplicationSuccessCount and the health like any success, but the average replication
+size is over the cycles that shipped a log, so a mostly idle VM's average is the size of its logs, not
+diluted towards 0. The totals and the maximum are sums and maxima, which 0-byte cycles leave alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from standby.domain.cycles import CycleOutcome, CycleTotals, totals
+from standby.domain.cycles import CycleOutcome, CycleRecord, CycleTotals, totals
 from standby.domain.entities import Relationship, ServiceSettings
 from standby.domain.enums import RelationshipIndex, ReplicationHealth, ReplicationMode, ReplicationState
 from standby.domain.health import (
@@ -26,6 +32,9 @@ from standby.domain.health import (
 )
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
+
+#: ``CycleRecord.detail`` of a heartbeat (``engine.cycle.HEARTBEAT``; that module imports this one).
+HEARTBEAT_DETAIL = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,8 @@ class StatisticsReport:
     app_consistent_failure_count: int = 0
     last_test_failover_time: datetime | None = None
     issues: tuple[HealthIssue, ...] = ()
-    #: Extras Measure-VMReplication shows (averages over the successful cycles, the reasons of the health).
+    #: Extras Measure-VMReplication shows (averages over the successful cycles - the size over those that
+    #: shipped a log -, the reasons of the health).
     average_size_bytes: float | None = None
     average_latency_seconds: float | None = None
     initial_size_bytes: int = 0
@@ -81,14 +91,30 @@ def monitoring_window(settings: ServiceSettings, now: datetime) -> tuple[datetim
 def window_totals(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
         datetime, datetime, CycleTotals, int]:
     """(window start, end, the totals since max(start, last reset), pending bytes)."""
+    start, end, records = _window_records(db, vm_id, index, now)
+    return start, end, totals(records), _pending(records)
+
+
+def _window_records(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
+        datetime, datetime, list[CycleRecord]]:
     start, end = monitoring_window(db.service_settings.get(), now)
     reset = db.cycles.reset_at(vm_id, int(index))
     since = max(start, reset) if reset is not None else start
-    records = db.cycles.list(vm_id, int(index), since=since)
+    return start, end, db.cycles.list(vm_id, int(index), since=since)
+
+
+def _pending(records: Sequence[CycleRecord]) -> int:
     pending = 0
     for record in records:  # the dirty data of failed attempts since the last success is still to send
         pending = 0 if record.outcome is CycleOutcome.SUCCESS else max(pending, record.dirty_bytes)
-    return start, end, totals(records), pending
+    return pending
+
+
+def average_log_size(records: Sequence[CycleRecord]) -> float | None:
+    """Mean bytes sent per successful cycle that shipped a log (heartbeats left out); None without one."""
+    shipped = [r.wire_bytes for r in records
+               if r.outcome is CycleOutcome.SUCCESS and r.detail != HEARTBEAT_DETAIL]
+    return sum(shipped) / len(shipped) if shipped else None
 
 
 def verdict(db: Database, rel: Relationship, now: datetime) -> HealthVerdict:
@@ -141,7 +167,8 @@ def refresh_health(db: Database, vm_id: str, index: RelationshipIndex, now: date
 
 def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
     """GetReplicationStatistics: every field of spec §5.5 plus Measure-VMReplication's extras."""
-    start, end, sums, pending = window_totals(db, rel.vm_id, rel.index, now)
+    start, end, records = _window_records(db, rel.vm_id, rel.index, now)
+    sums, pending = totals(records), _pending(records)
     judged = verdict(db, rel, now)
     return StatisticsReport(
         rel.vm_id, rel.index, start, end, judged.health,
@@ -150,7 +177,7 @@ def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
         miss_count=sums.miss_count, network_failure_count=sums.network_failure_count,
         failure_count=sums.failure_count, pending_bytes=pending,
         app_consistent_failure_count=sums.app_consistent_failure_count,
-        issues=health_issues(rel, judged), average_size_bytes=sums.average_size_bytes,
+        issues=health_issues(rel, judged), average_size_bytes=average_log_size(records),
         average_latency_seconds=sums.average_latency_seconds, initial_size_bytes=sums.initial_size_bytes,
         last_replication_time=rel.last_replication_time, reasons=judged.reasons,
         last_test_failover_time=db.test_failovers.last_time(rel.vm_id))
