@@ -2,7 +2,8 @@
 
 B and C are two replica sides over their own databases and folders (``ReplicaUseCases`` with a real
 ``ReplicaApplier``); the "network" between B and C is an in-process peer that calls C's use cases the way
-the peer routes do. The primary A is a source image the test writes with ``qemu-io`` and ships to B as logs.
+the peer routes do. The primary A is a source image the test writes with ``qemu-io`` and ships to B as logs
+(or, idle, heartbeats: B passes them on to C).
 Every check compares image contents (``qemu-img compare``) and counts what crossed to C.
 """
 
@@ -95,6 +96,7 @@ class InProcessPeer:
     def __init__(self, replica: ReplicaUseCases) -> None:
         self.replica = replica
         self.shipped: list[int] = []
+        self.heartbeats: list[int] = []
 
     async def create_replica(self, vm: VirtualMachine, settings: ReplicationSettings, *, primary_host: str,
                              disks: Sequence[tuple[str, int]] | None = None,
@@ -107,6 +109,10 @@ class InProcessPeer:
         data = b"".join([chunk async for chunk in chunks])
         self.shipped.append(len(data))
         return await self.replica.put_log(HOST_B, vm_id, sequence, _stream([data]))
+
+    async def heartbeat(self, vm_id: str, sequence: int) -> int:
+        self.heartbeats.append(sequence)
+        return await self.replica.heartbeat(HOST_B, vm_id, sequence)
 
     async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
         return await self.replica.hashes(HOST_B, vm_id, disk_id, block_size)
@@ -137,7 +143,14 @@ class Site:
                   ranges: Sequence[tuple[int, int]] | None) -> None:
         self.clock.now += timedelta(minutes=1)
         chunks = _log(self.source, sequence, parent, kind, ranges, at=self.clock.now)
-        asyncio.run(self.b_replica.put_log(HOST_A, VM_ID, sequence, _stream(chunks)))
+
+        async def put() -> None:
+            await self.b_replica.put_log(HOST_A, VM_ID, sequence, _stream(chunks))
+            # Retention runs after the answer: wait for it in this loop (a merge cut off by the loop's end
+            # would leave its files done and its store record journaled).
+            await self.b_replica.applier.settled(VM_ID)
+
+        asyncio.run(put())
 
     def head_image(self, db: Database) -> Path:
         head = db.recovery_points.latest(VM_ID)
@@ -283,3 +296,37 @@ def test_a_point_before_the_interval_ends_is_forwarded_when_it_ends(site: Site) 
     assert len(site.peer.shipped) == 2  # the initial log, then this one - no next point needed
     assert _same(site.source, site.head_image(site.c))
     assert site.b.relationships.get(VM_ID, 1).sequence == 2
+
+
+def test_an_idle_vm_s_heartbeats_reach_c_and_add_no_point(site: Site) -> None:
+    _enable(site)
+    asyncio.run(site.extended.forward(VM_ID, LogKind.INITIAL))
+    site.b_replica.heartbeat_listeners.append(site.extended.on_heartbeat)
+    c_before = site.c.relationships.get(VM_ID, 0).last_replication_time
+    assert c_before is not None
+
+    async def heartbeat_from_a(sequence: int) -> None:
+        """A's idle cycle reaches B; wait for B's retention, B's step towards C and C's retention."""
+        assert await site.b_replica.heartbeat(HOST_A, VM_ID, sequence) == sequence
+        await site.b_replica.applier.settled(VM_ID)
+        while site.extended._tasks:
+            await asyncio.gather(*site.extended._tasks)
+        await site.peer.replica.applier.settled(VM_ID)
+
+    # Past C's 300 s interval: B tells C its head is current - no log, no point, the times move on.
+    site.clock.now += timedelta(seconds=301)
+    asyncio.run(heartbeat_from_a(1))
+    assert site.peer.heartbeats == [1] and len(site.peer.shipped) == 1  # the initial log only
+    assert [p.sequence for p in site.c.recovery_points.list(vm_id=VM_ID)] == [1]
+    assert site.c.relationships.get(VM_ID, 0).last_replication_time == site.clock.now > c_before
+    assert site.b.relationships.get(VM_ID, 1).last_replication_time == site.clock.now
+    assert _same(site.head_image(site.b), site.head_image(site.c))
+
+    # A point reached B meanwhile (C lags): the next heartbeat's step forwards it instead.
+    _random(site.source, 7 * MiB, 64 * 1024)
+    site.ship_to_b(2, 1, LogKind.DELTA, [(7 * MiB, 64 * 1024)])
+    site.clock.now += timedelta(seconds=301)
+    asyncio.run(heartbeat_from_a(2))
+    assert site.peer.heartbeats == [1] and len(site.peer.shipped) == 2
+    assert site.b.relationships.get(VM_ID, 1).sequence == 2
+    assert _same(site.source, site.head_image(site.c))

@@ -210,7 +210,8 @@ def _build_planned(services: Services) -> Any:
     return build(services.db, services.clock, services.jobs, primary.runner if primary else None,
                  peer_factory(services) if primary else None, host_name=services.config.host.fqdn,
                  lock=services.replica.applier.lock if services.replica else None,
-                 point_listeners=services.replica.applier.point_listeners if services.replica else None)
+                 point_listeners=services.replica.applier.point_listeners if services.replica else None,
+                 heartbeat_listeners=services.replica.heartbeat_listeners if services.replica else None)
 
 
 def _build_groups(services: Services) -> Any:

@@ -16,6 +16,8 @@ before the rename discards the partial files: a log is applied whole or not at a
 ``apply`` answers once the point is durable and recorded. Retention (``domain.retention``) then runs in a
 task that still holds the VM's lock (``settled`` waits for it): it merges points, journaled in the
 relationship's ``intent`` (``merge:<older>:<newer>``) so start-up finishes a merge a crash interrupted.
+A heartbeat (an idle primary's cycle, no new point) runs the same retention after its answer
+(``retain_after``): points age out of RecoveryHistory whether or not new ones arrive.
 
 While the replica is failed over (state 5/6/12) logs are kept aside in ``incoming/`` and applied later by
 ``apply_kept_logs``. One lock per VM serializes applies, merges and removal.
@@ -153,6 +155,11 @@ class ReplicaApplier:
         task = self._settling.get(vm_id)
         if task is not None:
             await asyncio.shield(task)
+
+    def retain_after(self, vm_id: str, lock: asyncio.Lock) -> None:
+        """Retention after an answer that added no point (a heartbeat: the points still age), as after an
+        apply: in a task that owns ``lock`` (held by the caller) and releases it when done."""
+        self._retain_after(vm_id, lock, resync=False)
 
     def _retain_after(self, vm_id: str, lock: asyncio.Lock, *, resync: bool) -> None:
         """Run retention in a task that owns ``lock`` (held by the caller) and releases it when done."""

@@ -15,6 +15,11 @@ on B, a replica VM in mode 4 (Extended Replica) on C.
   bigger, never wrong) — read from H's image, as sequence H with parent P. A recorded point triggers it
   once the extended interval has passed since the last forward (a point that comes earlier is forwarded
   when the interval ends, so the last point before the primary stops reaches C too).
+- Heartbeats: an idle primary sends B heartbeats instead of logs (no new point on B). B hears of each
+  recorded one (``ReplicaUseCases.heartbeat_listeners``) and schedules the same step as a point does, at
+  the extended interval; when the step finds C already holding B's head it sends C a heartbeat for that
+  sequence (C checks it is its head, else 409 → state 9 as for a log), and LastReplicationTime moves on
+  on C and on B's extended relationship; no point anywhere. When B's head is newer it forwards as usual.
 - ``Resynchronize`` on the replica VM (JobType 121): C's block hashes against B's head, the differing blocks.
 - ``ChangeReplicationModeToPrimary`` (JobType 123) after a committed failover on B: the extended
   relationship becomes B's primary one (mode 1, B→C keeps going), the recovery points of A's relationship go,
@@ -203,25 +208,33 @@ class ExtendedReplication:
     def on_point(self, point: RecoveryPoint, header: object) -> None:
         """Replica applier listener: forward when the extended interval has passed since the last one."""
         try:
-            self._maybe_forward(point)
+            self._schedule(point.vm_id)
         except Exception:  # the applied point stands whatever happens here
             log.exception("scheduling the forward of %s failed", point.vm_id)
 
-    def _maybe_forward(self, point: RecoveryPoint) -> None:
-        rel = self._db.relationships.find(point.vm_id, int(_EXT))
+    def on_heartbeat(self, vm_id: str) -> None:
+        """Replica heartbeat listener: B's head is current as of now; C hears so at the extended interval
+        (a heartbeat, or a forward when C lags behind B's head)."""
+        try:
+            self._schedule(vm_id)
+        except Exception:  # the recorded heartbeat stands whatever happens here
+            log.exception("scheduling the extended heartbeat of %s failed", vm_id)
+
+    def _schedule(self, vm_id: str) -> None:
+        rel = self._db.relationships.find(vm_id, int(_EXT))
         if rel is None or rel.state is not _S.REPLICATING or self._peers is None:  # forwarding needs only C
             return
-        if point.vm_id in self._pending:
-            return  # a forward is already waiting for the interval; it takes the newest head
+        if vm_id in self._pending:
+            return  # a step is already waiting for the interval; it takes the newest head
         last = rel.last_replication_time
         wait = 0.0
         if last is not None:
             wait = (timedelta(seconds=rel.settings.interval_seconds) - (self._clock() - last)).total_seconds()
         # Too early: forward when the interval ends rather than at the next point - after the primary's last
         # cycle (a clean stop) there is no next point, and the head would never reach C.
-        self._pending.add(point.vm_id)
+        self._pending.add(vm_id)
         loop = asyncio.get_running_loop()
-        task: asyncio.Task[object] = loop.create_task(self._forward_quietly(point.vm_id, max(0.0, wait)))
+        task: asyncio.Task[object] = loop.create_task(self._forward_quietly(vm_id, max(0.0, wait)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -232,10 +245,30 @@ class ExtendedReplication:
         finally:
             self._pending.discard(vm_id)
         try:
-            return await self.forward(vm_id, LogKind.DELTA)
+            return await self.heartbeat(vm_id) or await self.forward(vm_id, LogKind.DELTA)
         except StandbyError as exc:  # the next point tries again; a refusal set state 9
             log.warning("forwarding %s to its extended replica failed: %s", vm_id, exc)
             return None
+
+    async def heartbeat(self, vm_id: str) -> dict[str, str] | None:
+        """When C already holds B's head: tell C it is current (no log, no point) and move the extended
+        relationship's LastReplicationTime on. None when there is something to forward (or nothing to do:
+        not replicating) - the caller forwards then."""
+        async with self._lock(vm_id):
+            rel = self._db.relationships.find(vm_id, int(_EXT))
+            head = self._db.recovery_points.latest(vm_id)
+            current = head is not None and rel is not None and head.sequence == rel.sequence
+            if rel is None or rel.state is not _S.REPLICATING or not current:
+                return None
+            try:
+                await self._peer(rel.settings).heartbeat(vm_id, rel.sequence)
+            except StandbyError as exc:
+                if getattr(exc, "message_id", "") == "LogOutOfSequence":  # C lost the point: resync
+                    self._update(vm_id, state=_S.WAITING_TO_START_RESYNCHRONIZATION,
+                                 health=ReplicationHealth.CRITICAL)
+                raise
+            self._update(vm_id, health=ReplicationHealth.OK, last_replication_time=self._clock())
+        return {"Sequence": str(rel.sequence), "WireBytes": "0", "Heartbeat": "1"}
 
     async def forward(self, vm_id: str, kind: LogKind) -> dict[str, str]:
         """Ship B's head to C: whole (INITIAL), the changes since C's point (DELTA), or what differs

@@ -201,10 +201,12 @@ class PlannedServices:
 def build(db: Database, clock: Clock, jobs: JobManager | None, runner: CycleRunner | None,
           peers: PeerFactory | None, *, host_name: str = "",
           lock: Callable[[str], asyncio.Lock] | None = None,
-          point_listeners: list[Callable[[RecoveryPoint, Any], None]] | None = None) -> PlannedServices:
+          point_listeners: list[Callable[[RecoveryPoint, Any], None]] | None = None,
+          heartbeat_listeners: list[Callable[[str], None]] | None = None) -> PlannedServices:
     """The planned-failover, reverse and extended use cases over one store (``runner``/``peers`` None on a
     host without a hypervisor: those use cases then answer 32777). ``lock`` is the replica applier's per-VM
-    lock and ``point_listeners`` its listeners (recorded points are forwarded to extended replicas)."""
+    lock and ``point_listeners`` its listeners (recorded points are forwarded to extended replicas), as
+    ``heartbeat_listeners`` are the replica use cases' (recorded heartbeats reach extended replicas too)."""
     guards = ReplicationUseCases(db, clock)
     target = ReverseTarget(db, clock) if lock is None else ReverseTarget(db, clock, lock)
     extended = ExtendedReplication(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name)
@@ -212,6 +214,8 @@ def build(db: Database, clock: Clock, jobs: JobManager | None, runner: CycleRunn
         extended.chain_lock = lock
     if point_listeners is not None:
         point_listeners.append(extended.on_point)
+    if heartbeat_listeners is not None:
+        heartbeat_listeners.append(extended.on_heartbeat)
     return PlannedServices(
         planned=PlannedFailover(guards, jobs, runner, db=db, clock=clock),
         reverse=ReverseReplication(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name),

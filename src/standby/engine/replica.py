@@ -1,6 +1,7 @@
 """Replica-side use cases behind the peer routes (docs/replication.md): authorize the calling host, create
 the replica VM and its relationship, report status, apply logs, take the heartbeats of idle cycles (the head
-is current as of then; no new point), hash the head, mirror state changes, remove.
+is current as of then; no new point; retention runs after them as after an apply, and listeners hear of
+them), hash the head, mirror state changes, remove.
 
 The caller is the host name from its TLS client certificate (the peer listener extracts it). Files live
 in ``<ReplicaStorageLocation>/<VMName>_<VMGUID>/``, resolved with symlinks: a location with ``..``, a VM
@@ -10,6 +11,7 @@ folder that is a symlink, or anything resolving outside the location is refused 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -56,6 +58,8 @@ from standby.storage import chain
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
 
+log = logging.getLogger("standby.replica")
+
 Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
 #: Exported initial replication logs (``engine.cycle`` writes ``initial.sblog``).
@@ -99,6 +103,8 @@ class ReplicaUseCases:
         self._db = db
         self._clock = clock
         self.applier = applier
+        #: Called with the VM id after each recorded heartbeat (extended replication forwards it).
+        self.heartbeat_listeners: list[Callable[[str], None]] = []
 
     # -- authorization ------------------------------------------------------------------------------------
 
@@ -171,31 +177,54 @@ class ReplicaUseCases:
         resyncs); the head then is current as of now: LastReplicationTime and health OK, in one store
         update. A suspended replica refuses (503) as it refuses logs; a failed-over one only reports its head
         (logs are kept aside then, a heartbeat has nothing to keep). Returns the head sequence.
+
+        After a recorded heartbeat, as after an apply: retention runs once the answer is out, still under
+        the VM's lock (points older than RecoveryHistory are merged even while the VM stays idle), and the
+        ``heartbeat_listeners`` hear of it (an extended relationship tells its replica in turn).
         """
         site = self.authorize_replica(caller, vm_id)
-        async with self.applier.lock(site.vm_id):
-            relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
-            head = self._db.recovery_points.latest(site.vm_id)
-            head_sequence = head.sequence if head else 0
-            if relationship.state in FAILED_OVER_STATES:
-                return head_sequence
-            if relationship.state not in APPLYING_STATES:
-                raise Unavailable(f"replication of {site.vm_id} is suspended on the replica (state "
-                                  f"{int(relationship.state)})", message_id="ReplicaNotAccepting",
-                                  vm=site.vm_id, state=str(int(relationship.state)))
-            if head is None or head.sequence != sequence:
-                raise OutOfSequence(head_sequence, f"heartbeat for point {sequence}, head is "
-                                                   f"{head_sequence if head else 'none'}")
-            for attempt in range(3):  # a mirrored state change (not under this lock) may write meanwhile
-                try:
-                    self._db.relationships.update(replace(relationship, last_replication_time=self._clock(),
-                                                          health=ReplicationHealth.OK))
-                    break
-                except StaleWrite:
-                    if attempt == 2:
-                        raise
-                    relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
+        lock = self.applier.lock(site.vm_id)
+        await lock.acquire()
+        try:
+            head_sequence, recorded = self._heartbeat_locked(site.vm_id, sequence)
+        except BaseException:
+            lock.release()
+            raise
+        if not recorded:
+            lock.release()
             return head_sequence
+        self.applier.retain_after(site.vm_id, lock)  # it releases the lock when done
+        for listener in self.heartbeat_listeners:
+            try:
+                listener(site.vm_id)
+            except Exception:  # the heartbeat stands; a listener's failure is its own
+                log.exception("a heartbeat listener failed", extra={"fields": {"vm": site.vm_id}})
+        return head_sequence
+
+    def _heartbeat_locked(self, vm_id: str, sequence: int) -> tuple[int, bool]:
+        """(the head sequence, whether the heartbeat was recorded) - under the VM's lock."""
+        relationship = self._db.relationships.get(vm_id, int(_PRIMARY))
+        head = self._db.recovery_points.latest(vm_id)
+        head_sequence = head.sequence if head else 0
+        if relationship.state in FAILED_OVER_STATES:
+            return head_sequence, False
+        if relationship.state not in APPLYING_STATES:
+            raise Unavailable(f"replication of {vm_id} is suspended on the replica (state "
+                              f"{int(relationship.state)})", message_id="ReplicaNotAccepting",
+                              vm=vm_id, state=str(int(relationship.state)))
+        if head is None or head.sequence != sequence:
+            raise OutOfSequence(head_sequence, f"heartbeat for point {sequence}, head is "
+                                               f"{head_sequence if head else 'none'}")
+        for attempt in range(3):  # a mirrored state change (not under this lock) may write meanwhile
+            try:
+                self._db.relationships.update(replace(relationship, last_replication_time=self._clock(),
+                                                      health=ReplicationHealth.OK))
+                break
+            except StaleWrite:
+                if attempt == 2:
+                    raise
+                relationship = self._db.relationships.get(vm_id, int(_PRIMARY))
+        return head_sequence, True
 
     async def hashes(self, caller: str, vm_id: str, disk_id: str, block_size: int) -> bytes:
         """16-byte xxh3-128 per block of the head's image of ``disk_id`` (the VM's own disk before IR)."""
