@@ -107,3 +107,18 @@ def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StandbyError):
         build_services(_config(blocker / "data"))
+
+
+def test_the_replica_side_tells_extended_replication_of_points_and_heartbeats(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        services = build_services(_config(tmp_path))
+        try:
+            assert services.planned is not None and services.replica is not None
+            extended, replica = services.planned.extended, services.replica
+            assert extended.on_point in replica.applier.point_listeners
+            assert extended.on_heartbeat in replica.heartbeat_listeners
+            assert extended.chain_lock == replica.applier.lock
+        finally:
+            services.close()
+
+    asyncio.run(scenario())
