@@ -1,8 +1,9 @@
 """Extended replication end to end with three real daemons and the real test guest (TCG), through CIM.
 
-A → B replicating, B → C extended (``…\\HVR\\1``, mode 4 on C). The guest writes records on A and powers off
-cleanly; the last changes reach B (the last cycle at a clean stop) and from B reach C: C's head equals A's
-disk. Then A is lost (its daemon stops). On B: InitiateFailover, CommitFailover,
+A → B replicating, B → C extended (``…\\HVR\\1``, mode 4 on C). While A's VM is paused its idle cycles are
+heartbeats, which B passes on: C's LastReplicationTime moves on, no new point. The guest writes records on A
+and powers off cleanly; the last changes reach B (the last cycle at a clean stop) and from B reach C: C's
+head equals A's disk. Then A is lost (its daemon stops). On B: InitiateFailover, CommitFailover,
 ChangeReplicationModeToPrimary(vm, the extended relationship) - B is the primary (mode 1, relationship 0
 replicating to C) - and the guest booted on B keeps writing; at a cut (B paused) C's head equals B's disk
 and holds an exact prefix of the records.
@@ -15,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,33 @@ def _equal_heads(host: TestHost, vm_id: str, disk_sha: str) -> bool:
     return False
 
 
+def _idle_heartbeats_reach_c(a: TestHost, b: TestHost, c: TestHost, vm_id: str) -> None:
+    """A paused VM writes nothing: once what it wrote before the pause is on C, A's cycles are heartbeats,
+    B passes them on, and C's LastReplicationTime moves on while C gets no new point."""
+    guestvm.power(a, vm_id, "pause")
+    try:
+        paused_at = datetime.now(UTC)
+
+        def shipped_and_forwarded() -> bool:
+            last = scenario.last_replication_time(a, vm_id)  # a cycle begun after the pause, acknowledged
+            return (last is not None and last > paused_at
+                    and scenario.head_sequence(b, vm_id) == scenario.head_sequence(c, vm_id))
+
+        scenario.poll("what A wrote before the pause to reach C", shipped_and_forwarded, timeout=180)
+        head = scenario.head_sequence(c, vm_id)
+        since = scenario.last_replication_time(c, vm_id)
+        assert since is not None
+
+        def c_heard_again() -> bool:
+            now = scenario.last_replication_time(c, vm_id)
+            return now is not None and now > since
+
+        scenario.poll("C's LastReplicationTime to move on while A is idle", c_heard_again, timeout=120)
+        assert scenario.head_sequence(c, vm_id) == head == scenario.head_sequence(b, vm_id)  # no new point
+    finally:
+        guestvm.power(a, vm_id, "resume")
+
+
 def test_extended_replication_continues_from_b_after_a_is_lost(site: ThreeHosts, guest: GuestImage) -> None:
     a, b, c = site.hosts
     vm = scenario.start_replicating_guest(site, guest, "ext", rate=100, interval=2, history=4)
@@ -131,6 +160,7 @@ def test_extended_replication_continues_from_b_after_a_is_lost(site: ThreeHosts,
                   lambda: _relationship_state(b, vm.vm_id, 1) == scenario.REPLICATING, timeout=300)
     assert int(cim.vm(c.cim(), vm.vm_id)["ReplicationMode"]) == 4  # Extended Replica
     scenario.wait_points(c, vm.vm_id, beyond=-1)
+    _idle_heartbeats_reach_c(a, b, c, vm.vm_id)
 
     # The guest writes, then powers off cleanly: its last changes reach B, and from B reach C.
     guestvm.wait_records(a, vm.vm_id, 300)
