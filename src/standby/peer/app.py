@@ -1,9 +1,11 @@
 """The peer listener: its own ASGI app (only ``/peer/v1``) behind mutual TLS, and the uvicorn wiring.
 
-uvicorn does not put the client certificate into the ASGI scope, so ``PeerH11Protocol`` copies it from the
-TLS connection into the per-connection ``scope["state"]`` (``peer_certificate``, DER). ``PeerGate`` turns
-it into the caller's host name (first DNS SAN, else CN) in ``scope["state"]["peer_host"]``; a request
-without one is refused with 403 (the TLS layer has already refused certificates of another CA).
+uvicorn does not put the client certificate into the ASGI scope, so ``PeerHttpToolsProtocol`` (uvicorn's
+httptools protocol: llhttp in C; h11's pure-Python body parsing was a third of the replica's loop while logs
+arrived) copies it from the TLS connection into the per-connection ``scope["state"]`` (``peer_certificate``,
+DER). ``PeerH11Protocol`` does the same on h11; only ``bench/receive_alone.py`` uses it, for comparison.
+``PeerGate`` turns it into the caller's host name (first DNS SAN, else CN) in ``scope["state"]["peer_host"]``;
+a request without one is refused with 403 (the TLS layer has already refused certificates of another CA).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from standby.api.errors import error_body, install_error_handlers
 from standby.api.gate import ASGIApp, Receive, Scope, Send
@@ -32,15 +35,30 @@ if TYPE_CHECKING:
     from standby.daemon.config import Config
 
 
-class PeerH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol that hands the verified client certificate to the app."""
+def _with_certificate(app_state: dict[str, Any], transport: asyncio.BaseTransport) -> dict[str, Any]:
+    """A copy of ``app_state`` (shared by every connection) with this connection's client certificate."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return {**app_state, "peer_certificate": der}
+
+
+class PeerHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that hands the verified client certificate to the app (the listener's)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Remember the peer's certificate for every request of this connection."""
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self.app_state = {**self.app_state, "peer_certificate": der}
+        self.app_state = _with_certificate(self.app_state, transport)
+
+
+class PeerH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol that hands the verified client certificate to the app (kept for comparison:
+    ``bench/receive_alone.py``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Remember the peer's certificate for every request of this connection."""
+        super().connection_made(transport)
+        self.app_state = _with_certificate(self.app_state, transport)
 
 
 class PeerGate:
@@ -90,7 +108,7 @@ def peer_uvicorn_config(config: Config, services: Services) -> uvicorn.Config:
     assert config.tls.ca_file is not None
     return uvicorn.Config(
         create_peer_app(services),
-        http=PeerH11Protocol,
+        http=PeerHttpToolsProtocol,
         lifespan="off",
         log_config=None,
         access_log=config.log.access_log,
