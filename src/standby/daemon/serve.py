@@ -1,5 +1,8 @@
 """``standby serve``: one asyncio loop, one ASGI app, one uvicorn server per listener.
 
+Before the loop starts, ``allocator.tune`` fixes glibc's malloc thresholds (logs stream through buffers of
+64 KiB to a few MiB; with the default, dynamic thresholds most of them were fresh, page-faulting memory).
+
 Start-up: take the pid lock of the data directory, bind every listener (so a busy port fails before any
 state changes), build the services, recover interrupted work, then serve. The control socket is created
 with mode 0600; TCP listening sockets get TCP_NODELAY set explicitly (accepted sockets inherit it).
@@ -29,7 +32,7 @@ import uvicorn
 from standby import __version__
 from standby.api.app import create_app
 from standby.api.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
-from standby.daemon import group_wiring, primary_wiring
+from standby.daemon import allocator, group_wiring, primary_wiring
 from standby.daemon.compose import Services, build_services
 from standby.daemon.config import Config
 from standby.daemon.lockfile import PidLock
@@ -60,6 +63,7 @@ class _Server(uvicorn.Server):
 
 def run(config: Config) -> int:
     """Serve until a signal arrives; the process exit code (0 after a graceful stop)."""
+    allocator.tune()
     return asyncio.run(serve(config))
 
 
