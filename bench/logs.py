@@ -2,7 +2,8 @@
 
 ``LocalReplica`` is the replica side's own use cases (``ReplicaUseCases`` + ``ReplicaApplier``) over a
 SQLite file in a scratch folder, used by rows that measure the replica alone (P1, P7): logs go straight in
-as byte streams, without a primary or a network.
+as byte streams, without a primary or a network. ``put`` returns once the retention after the answer has
+finished too (unless ``settle=False``).
 """
 
 from __future__ import annotations
@@ -74,9 +75,17 @@ class LocalReplica:
                                                           settings=settings))
         return vm_id
 
-    async def put(self, vm_id: str, sequence: int, log: bytes) -> ApplyResult:
-        """Apply one log as if it came over the network."""
-        return await self.use_cases.put_log(CALLER, vm_id, sequence, stream(log))
+    async def put(self, vm_id: str, sequence: int, log: bytes, *, settle: bool = True) -> ApplyResult:
+        """Apply one log as if it came over the network. The replica answers before its retention runs;
+        with ``settle`` this also waits for that retention, so the replica is quiet when it returns."""
+        result = await self.use_cases.put_log(CALLER, vm_id, sequence, stream(log))
+        if settle:
+            await self.settled(vm_id)
+        return result
+
+    async def settled(self, vm_id: str) -> None:
+        """Wait for the retention that followed the VM's last answer."""
+        await self.applier.settled(vm_id)
 
     def close(self) -> None:
         """Close the store."""

@@ -3,13 +3,14 @@ its storage overhead, and failover to the oldest point against failover to the n
 
 Each point carries 1 MiB; a clock advances one hour per point for the first 720 and 30 s after that, with
 RecoveryHistory 720. The first point and the last three are applied by the replica's own applier
-(``ReplicaApplier`` through ``ReplicaUseCases.put_log``; retention runs after each, so the count kept is
-retention's verdict); the 836 between are laid out exactly as the applier lays them out (one qcow2
-overlay per point, rp-N backed by rp-(N-1), plus the store rows) with qemu-img/qemu-io, because a real
-apply opens the whole chain and 840 of them take ~40 min here (closing note). Overhead = allocated bytes
-of all point images ÷ bytes of data the points carry. Failover = the InitiateFailover job (JobManager, as
-P1) to the oldest point and to the newest one (whose image has the 839 others as its backing chain); a
-RevertFailover after each. The newest one is also held to P1's target (≤ 1 s) at that depth.
+(``ReplicaApplier`` through ``ReplicaUseCases.put_log``, timed to the answer; retention runs after each answer
+and is awaited before anything else, so the count kept is retention's verdict); the 836 between are laid out
+exactly as the applier lays them out (one qcow2 overlay per point, rp-N backed by rp-(N-1), plus the store
+rows) with qemu-img/qemu-io, because a real apply opens the whole chain and 840 of them take ~40 min here
+(closing note). Overhead = allocated bytes of all point images ÷ bytes of data the points carry. Failover =
+the InitiateFailover job (JobManager, as P1) to the oldest point and to the newest one (whose image has the
+839 others as its backing chain); a RevertFailover after each. The newest one is also held to P1's target (≤ 1
+s) at that depth.
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ async def _apply(replica: LocalReplica, clock: SteppingClock, vm_id: str, seq: i
     kind = LogKind.INITIAL if seq == 1 else LogKind.DELTA
     log = encode(vm_id, seq, seq - 1, SIZE, [(_offset(seq), mixed(MiB, seq))], kind=kind, at=clock.now)
     start = time.perf_counter()
-    await replica.put(vm_id, seq, log)
-    return time.perf_counter() - start
+    await replica.put(vm_id, seq, log, settle=False)
+    elapsed = time.perf_counter() - start  # to the answer: the apply; retention follows it
+    await replica.settled(vm_id)  # the next step (and the count of points kept) sees retention's verdict
+    return elapsed
 
 
 def _step(seq: int, hourly: int) -> timedelta:
