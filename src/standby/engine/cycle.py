@@ -420,7 +420,10 @@ class CycleRunner:
         elif kind is CycleKind.RESYNC:
             changes["state"] = ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
         self._set(self._db.relationships.get(rel.vm_id, int(rel.index)), **changes)
-        log.warning("replication cycle of %s failed: %s", rel.vm_id, exc)
+        if isinstance(exc, asyncio.CancelledError):  # a stopping daemon or scheduler: not a failure
+            log.info("replication cycle of %s cancelled", rel.vm_id)
+        else:  # with the type: some exceptions carry no message (a bare TimeoutError)
+            log.warning("replication cycle of %s failed: %s: %s", rel.vm_id, type(exc).__name__, exc)
         return CycleResult(sequence, outcome, self._described.pop(rel.vm_id, 0), seconds=seconds,
                            detail=str(exc) or type(exc).__name__)
 
