@@ -12,7 +12,8 @@ the previous point — ``qemu-img commit`` of the previous delta — after it ac
 apply) and RecoveryHistory
 24 (every point of the last hour is kept: no merge), with compression on and off. Each figure notes how
 many of the 2 cores the primary (this process), the VM's QEMU and B's daemon (with its qemu-nbd and
-qemu-img children) kept busy during the cycles.
+qemu-img children) kept busy during the cycles. Breakdowns: the replica's apply alone (``bench.apply_alone``)
+and its HTTPS receive alone (``bench.receive_alone``: the log body into the peer listener, nothing applied).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import apply_alone
+from bench import apply_alone, receive_alone
 from bench.common import Figure, GiB, MiB, Options, fsync_path, median, run, say, scratch, timed
 from bench.rig import Primary, Site, pattern_file
 
@@ -103,4 +104,13 @@ def run_row(site: Site, opts: Options) -> list[Figure]:
             "P4", f"breakdown: replica {name} alone (log from memory, no capture, no network)", rate, "MiB/s",
             mib / convert, "qemu-img convert -O qcow2 + fsync", rate * convert / mib, "throughput ÷ convert",
             samples=[round(mib / s, 1) for s in alone[name]]))
+    say(f"P4: the replica's receive path alone, {mib} MiB over mutual TLS (bench/receive_alone.py)")
+    received = receive_alone.measure(mib, repeat, ["httptools"], ["asyncio"], ["asyncio"])
+    got = received["httptools/asyncio/asyncio"]
+    wall = median(got["wall"])
+    figures.append(Figure(
+        "P4", "breakdown: replica receive alone (PeerClient.put_log into the peer listener, nothing applied)",
+        mib / wall, "MiB/s", samples=[round(mib / s, 1) for s in got["wall"]],
+        note=f"CPU per GiB: listener {median(got['server cpu']) * 1024 / mib:.2f} s, "
+             f"sender {median(got['client cpu']) * 1024 / mib:.2f} s"))
     return figures

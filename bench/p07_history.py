@@ -9,8 +9,8 @@ exactly as the applier lays them out (one qcow2 overlay per point, rp-N backed b
 rows) with qemu-img/qemu-io, because a real apply opens the whole chain and 840 of them take ~40 min here
 (closing note). Overhead = allocated bytes of all point images ÷ bytes of data the points carry. Failover =
 the InitiateFailover job (JobManager, as P1) to the oldest point and to the newest one (whose image has the
-839 others as its backing chain); a RevertFailover after each. The newest one is also held to P1's target (≤ 1
-s) at that depth.
+839 others as its backing chain); a RevertFailover after each. The newest one is also held to P1's target
+(≤ 1 s) at that depth.
 """
 
 from __future__ import annotations

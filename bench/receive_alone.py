@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.receive_alone [--mib 256] [--repeat 3] [--protocol h11,httptools]
                                             [--server-loop asyncio,uvloop] [--client-loop asyncio,uvloop]
+                                            [--malloc tuned|default]
 
 The server is a child process running uvicorn with the peer listener's TLS settings (site CA, client
 certificate required) and protocol class, in front of ``PeerGate`` and an app that drains the body the way
@@ -9,6 +10,9 @@ the ``put_log`` route does (Starlette's ``request.stream()``) and answers as the
 ``PeerClient.put_log`` with host A's certificate, streaming 1 MiB chunks from memory. Every combination
 runs once per round, round after round (paired), and each reports the median wall time and the CPU seconds
 per GiB of the server process and of this (client) process: CPU is the steadier figure on a shared machine.
+The server sets the daemon's malloc thresholds (``standby.daemon.allocator``) as ``standby serve`` does;
+``--malloc default`` leaves glibc's defaults in both processes, for comparison (run it and the default one
+after the other). ``bench.p04_throughput`` reports the httptools/asyncio figure as a breakdown.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+
+from standby.api.gate import Receive, Scope, Send
 
 MiB = 1 << 20
 PROTOCOLS = ("h11", "httptools")
@@ -49,7 +54,7 @@ def _protocol(name: str) -> type[asyncio.Protocol]:
     return app.PeerH11Protocol if name == "h11" else app.PeerHttpToolsProtocol
 
 
-async def _drain(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _drain(scope: Scope, receive: Receive, send: Send) -> None:
     """Read the body as the put_log route does; answer as it does."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -64,8 +69,11 @@ def serve(args: argparse.Namespace) -> None:
     """The child: one uvicorn server on ``args.port`` until killed."""
     import uvicorn
 
+    from standby.daemon import allocator
     from standby.peer.app import PeerGate
 
+    if args.malloc == "tuned":
+        allocator.tune()
     config = uvicorn.Config(PeerGate(_drain), host="127.0.0.1", port=args.port, http=_protocol(args.protocol),
                             lifespan="off", log_config=None,
                             access_log=False, ssl_certfile=args.cert, ssl_keyfile=args.key,
@@ -95,12 +103,12 @@ def _own_cpu() -> float:
 class Server:
     """A child serving one protocol on one loop."""
 
-    def __init__(self, protocol: str, loop: str, certs: dict[str, Path]) -> None:
+    def __init__(self, protocol: str, loop: str, certs: dict[str, Path], malloc: str = "tuned") -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.receive_alone", "--serve",
                                       "--protocol", protocol, "--server-loop", loop, "--port", str(self.port),
                                       "--ca", str(certs["ca"]), "--cert", str(certs["b.crt"]),
-                                      "--key", str(certs["b.key"])],
+                                      "--key", str(certs["b.key"]), "--malloc", malloc],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -149,8 +157,8 @@ def _certs(folder: Path) -> dict[str, Path]:
             "b.key": b.key_file}
 
 
-def measure(mib: int, repeat: int, protocols: list[str], server_loops: list[str],
-            client_loops: list[str]) -> dict[str, dict[str, list[float]]]:
+def measure(mib: int, repeat: int, protocols: list[str], server_loops: list[str], client_loops: list[str], *,
+            malloc: str = "tuned") -> dict[str, dict[str, list[float]]]:
     """Per combination "protocol/server loop/client loop": wall seconds and server/client CPU seconds."""
     data = os.urandom(mib * MiB)
     combos = list(itertools.product(protocols, server_loops, client_loops))
@@ -160,7 +168,7 @@ def measure(mib: int, repeat: int, protocols: list[str], server_loops: list[str]
         certs = _certs(Path(tmp))
         for _ in range(repeat):
             for protocol, server_loop, client_loop in combos:
-                server = Server(protocol, server_loop, certs)
+                server = Server(protocol, server_loop, certs, malloc)
                 try:
                     with asyncio.Runner(loop_factory=_loop_factory(client_loop)) as runner:
                         ((wall, client_cpu, server_cpu),) = runner.run(
@@ -182,6 +190,7 @@ def main() -> None:
     parser.add_argument("--protocol", default=",".join(PROTOCOLS))
     parser.add_argument("--server-loop", default="asyncio")
     parser.add_argument("--client-loop", default="asyncio")
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
@@ -192,8 +201,12 @@ def main() -> None:
         args.loop = args.server_loop
         serve(args)
         return
+    if args.malloc == "tuned":
+        from standby.daemon import allocator
+
+        allocator.tune()
     results = measure(args.mib, args.repeat, args.protocol.split(","), args.server_loop.split(","),
-                      args.client_loop.split(","))
+                      args.client_loop.split(","), malloc=args.malloc)
     gib = args.mib / 1024
     for name, entry in results.items():
         wall = statistics.median(entry["wall"])
