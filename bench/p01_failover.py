@@ -79,7 +79,8 @@ async def _measure(folder: Path, size: int, repeat: int, log_mib: int) -> dict[s
         quiet = await _failovers(replica, vm_id, repeat, None)
         big = encode(vm_id, POINTS + 1, POINTS, size, [(0, mixed(log_mib * MiB, 99))])
         partial = next((folder / "replicas").glob(f"*_{vm_id}/disks/d0"))
-        applying = asyncio.create_task(replica.put(vm_id, POINTS + 1, big))
+        # settle=False: 'while applying' means the apply itself, not the retention after its answer.
+        applying = asyncio.create_task(replica.put(vm_id, POINTS + 1, big, settle=False))
         while not any(partial.glob("*.partial")) and not applying.done():
             await asyncio.sleep(0.01)  # the apply has opened its overlay: it is writing now
         busy = await _failovers(replica, vm_id, repeat, applying)
@@ -87,6 +88,7 @@ async def _measure(folder: Path, size: int, repeat: int, log_mib: int) -> dict[s
             await applying
         except Exception as exc:
             say(f"P1: the large log ended with {type(exc).__name__}: {exc}")
+        await replica.settled(vm_id)
         return {"quiet": quiet, "busy": busy}
     finally:
         replica.close()

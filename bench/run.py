@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import Figure, Options, machine
 from bench.rig import Site
+from standby.daemon import allocator
 
 ROWS: dict[str, tuple[str, str]] = {
     "P1": ("bench.p01_failover", "InitiateFailover job time, 1 GiB vs 64 GiB, with/without a log mid-apply"),
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     print(f"standby benchmarks — {facts['date']}; {facts['nproc']} cores, {facts['memory']}, {facts['cpu']}, "
           f"{facts['qemu']}, accel {facts['accel']}, load {facts['load']}", flush=True)
+    allocator.tune()  # the rig's in-process primary allocates as `standby serve` does
     site = Site()
     figures: list[Figure] = []
     try:
