@@ -168,7 +168,8 @@ def _cycle_figure(site: TwoHosts, opts: Options) -> Figure:
             f"(RecoveryHistory 0); medians of {rounds} alternating rounds of {cycles} cycles")
     return Figure("P6", "CPU of one idle cycle (primary process + replica daemon)", value, "ms",
                   baseline=baseline, baseline_name="the same cycle cut and shipped (no dirty count)",
-                  ratio=value / baseline if baseline else None, samples=beat, note=note)
+                  ratio=value / baseline if baseline else None, ratio_name="heartbeat ÷ cut",
+                  samples=beat, note=note)
 
 
 def run_row(site: Any, opts: Options) -> list[Figure]:
