@@ -25,6 +25,7 @@ class FakeWindow:
         self.writes: list[tuple[int, bytes | None, int]] = []
         self.drained = 0
         self.fail_at = fail_at
+        self.fail_drain = False
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
@@ -38,6 +39,8 @@ class FakeWindow:
 
     def drain(self) -> None:
         self.drained += 1
+        if self.fail_drain:
+            raise StandbyError("NBD request failed: error 28")
 
 
 def _disks(*windows: FakeWindow) -> list[_Disk]:
@@ -130,6 +133,21 @@ def test_a_write_error_surfaces_from_the_writer() -> None:
         asyncio.run(_run(LogDecoder(), _disks(*windows), _log(FRAMES), verify=False, piece=1024))
     assert len(windows[0].writes) == 1
 
+
+
+def test_a_write_error_answered_only_at_the_end_surfaces_and_ends_the_thread() -> None:
+    # The last writes of a log are answered in drain(), after the end marker: ENOSPC as the image grows.
+    windows = FakeWindow(), FakeWindow()
+    windows[1].fail_drain = True
+    disks = _disks(*windows)
+
+    async def apply_with_a_deadline() -> None:
+        await asyncio.wait_for(_run(LogDecoder(), disks, _log(FRAMES), verify=False, piece=MiB), timeout=30)
+
+    with pytest.raises(StandbyError, match="error 28"):
+        asyncio.run(apply_with_a_deadline())
+    assert windows[1].drained == 1
+    assert not [t for t in threading.enumerate() if t.name == "standby-apply-writer"]
 
 def test_the_queue_is_bounded_while_the_writer_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(apply_module, "QUEUED", 2)

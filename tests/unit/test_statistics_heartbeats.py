@@ -9,7 +9,7 @@ from standby.domain.cycles import CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import Disk, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import RelationshipIndex, ReplicationMode, ReplicationState
 from standby.engine.cycle import HEARTBEAT
-from standby.engine.statistics import HEARTBEAT_DETAIL, average_log_size, report
+from standby.engine.statistics import average_log_size, report
 from standby.store.sqlite import Database
 
 VM_ID = "6E0D3C2A-1111-4222-8333-944455550002"
@@ -35,10 +35,6 @@ def _db(records: list[CycleRecord]) -> Database:
     for record in records:
         db.cycles.record(record)
     return db
-
-
-def test_the_constant_is_the_cycle_runners() -> None:
-    assert HEARTBEAT_DETAIL == HEARTBEAT
 
 
 def test_heartbeats_count_as_successes_but_not_in_the_average_size() -> None:

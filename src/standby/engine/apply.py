@@ -227,9 +227,11 @@ class ReplicaApplier:
             renamed = True
             point = self._record(site, relationship, head, header, disks)
         except BaseException:
-            if writer is not None:
-                await writer.abort()
-            await asyncio.to_thread(_discard, disks, renamed)
+            try:
+                if writer is not None:
+                    await writer.abort()
+            finally:  # also when a second cancellation lands while the writer stops
+                await asyncio.to_thread(_discard, disks, renamed)
             raise
         self._tell_listeners(point, header)
         log.info("log applied", extra={"fields": {"vm": site.vm_id, "sequence": header.sequence,
@@ -498,18 +500,21 @@ class _Writer:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        ended = False  # the end marker was taken: nothing more will be queued
         try:
             while (chunk := self._queue.get()) is not None:
                 self._release_slot()
                 if self._error is None and not self._aborted:
                     self._write(chunk)
+            ended = True
             if self._error is None and not self._aborted:
                 for disk in self._disks:
                     assert disk.window is not None
                     disk.window.drain()
         except BaseException as exc:  # handed to the event loop, raised there
             self._error = exc
-            self._drain_queue()
+            if not ended:  # a failed drain comes after the end marker: waiting for another would hang
+                self._drain_queue()
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 self._loop.call_soon_threadsafe(_set_done, self._done)

@@ -55,7 +55,7 @@ from standby.engine.capture import (
     included_disks,
     stream_in_thread,
 )
-from standby.engine.statistics import refresh_health, success_keeps_health
+from standby.engine.statistics import HEARTBEAT_DETAIL, refresh_health, success_keeps_health
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
@@ -71,7 +71,7 @@ _INTENT_KIND = {CycleKind.DELTA: IntentKind.CYCLE, CycleKind.INITIAL: IntentKind
 _FINISHING = frozenset({ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
                         ReplicationState.RESYNCHRONIZING})
 #: ``CycleRecord.detail`` of a successful cycle that sent a heartbeat instead of a log (nothing changed).
-HEARTBEAT = "heartbeat"
+HEARTBEAT = HEARTBEAT_DETAIL
 #: Name of the exported initial replica inside ``<folder>/<VMName>_<VMGUID>/`` (read by ImportInitialReplica).
 EXPORT_LOG = "initial.sblog"
 EXPORT_MANIFEST = "manifest.json"
