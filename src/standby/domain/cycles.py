@@ -93,11 +93,6 @@ class CycleTotals:
         return self.latency_seconds / self.success_count if self.success_count else None
 
     @property
-    def average_size_bytes(self) -> float | None:
-        """Mean bytes sent per successful cycle."""
-        return self.size_bytes / self.success_count if self.success_count else None
-
-    @property
     def compression_efficiency(self) -> float | None:
         """Wire bytes ÷ dirty bytes of the successful cycles (lower is better; None without data)."""
         return self.size_bytes / self.dirty_bytes if self.dirty_bytes else None

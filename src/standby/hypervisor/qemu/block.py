@@ -100,11 +100,13 @@ class QemuBlockOps:
         raise StandbyError(f"no block node {node}")
 
     async def dirty_counts(self, node: str) -> dict[str, int]:
-        """Bytes each named dirty bitmap of a node has set (``dirty-bitmaps[].count``), by bitmap name.
+        """Bytes each named, recording dirty bitmap of a node has set (``dirty-bitmaps[].count``), by name.
 
-        Anonymous bitmaps (a backup job's own) are left out.
+        Anonymous bitmaps (a backup job's own) are left out, and so are disabled or inconsistent ones: a
+        bitmap that does not record would read 0 forever, which must not pass for "nothing was written".
         """
-        return {str(b["name"]): int(b.get("count", 0)) for b in await self.bitmaps(node) if b.get("name")}
+        return {str(b["name"]): int(b.get("count", 0)) for b in await self.bitmaps(node)
+                if b.get("name") and b.get("recording", True) and not b.get("inconsistent", False)}
 
     async def transaction(self, actions: Sequence[Mapping[str, Any]]) -> None:
         """``transaction``: every action or none (``bitmap_action``, ``backup_action``)."""
