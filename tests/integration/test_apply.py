@@ -18,7 +18,7 @@ from standby.domain.errors import InvalidParameter, Unavailable
 from standby.domain.replica import OutOfSequence
 from standby.engine.apply import ApplyResult, ReplicaApplier
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases
-from standby.storage import chain
+from standby.storage import blockhash, chain
 from standby.storage.logformat import DiskInfo, LogCorrupt, LogEncoder, LogHeader, LogKind
 from standby.storage.nbd import STATE_HOLE, STATE_ZERO, NbdClient
 from standby.store.sqlite import Database
@@ -211,7 +211,7 @@ def test_truncated_or_damaged_log_leaves_nothing(rig: Rig) -> None:
     with pytest.raises(LogCorrupt):  # applies cleanly but does not match the primary's digest
         rig.apply(2, 1, LogKind.DELTA, ranges, extra={"digests": {"disk0": "0" * 32}})
     assert rig.files() == before and rig.sequences() == [1]
-    good = chain.image_digest(rig.sources["disk0"])
+    good = blockhash.image_digest(rig.sources["disk0"])
     assert rig.apply(2, 1, LogKind.DELTA, ranges, extra={"digests": {"disk0": good}}).applied
     with pytest.raises(InvalidParameter):
         asyncio.run(rig.replica.put_log(PRIMARY, VM_ID, 7, stream(
@@ -290,15 +290,15 @@ def test_retention_merges_keep_every_remaining_point(rig: Rig) -> None:
     rig.db.relationships.update(replace(rig.db.relationships.get(VM_ID, 0),
                                         settings=ReplicationSettings(recovery_history=2)))
     rig.apply(1, 0, LogKind.INITIAL, None)
-    digests: dict[int, str] = {1: chain.image_digest(rig.point_images(1)["disk0"])}
+    digests: dict[int, str] = {1: blockhash.image_digest(rig.point_images(1)["disk0"])}
     for sequence in range(2, 9):
         rig.clock.now += timedelta(minutes=25)
         _io(rig.sources["disk0"], f"write -P {0x60 + sequence} {sequence}M 128k", "write -z 0 64k")
         ranges = {"disk0": [(sequence * MiB, 128 * 1024), (0, 65536)]}
         rig.apply(sequence, sequence - 1, LogKind.DELTA, ranges)
-        digests[sequence] = chain.image_digest(rig.point_images(sequence)["disk0"])
+        digests[sequence] = blockhash.image_digest(rig.point_images(sequence)["disk0"])
         for kept in rig.sequences():
-            assert chain.image_digest(rig.point_images(kept)["disk0"]) == digests[kept], kept
+            assert blockhash.image_digest(rig.point_images(kept)["disk0"]) == digests[kept], kept
     kept = rig.sequences()
     assert 8 in kept and len(kept) < 8
     assert _same(rig.sources["disk0"], rig.point_images(8)["disk0"])
@@ -331,7 +331,7 @@ def test_start_up_cleanup_and_journaled_merge(rig: Rig) -> None:
     rig.apply(1, 0, LogKind.INITIAL, None)
     _io(rig.sources["disk0"], "write -P 0x44 3M 64k")
     rig.apply(2, 1, LogKind.DELTA, {"disk0": [(3 * MiB, 65536)]})
-    expected = {d: chain.image_digest(p) for d, p in rig.point_images(2).items()}
+    expected = {d: blockhash.image_digest(p) for d, p in rig.point_images(2).items()}
     # A crash mid-merge of point 1 into 2: journaled, committed, not renamed yet.
     older, newer = rig.db.recovery_points.list(vm_id=VM_ID)
     rig.db.relationships.update(replace(rig.db.relationships.get(VM_ID, 0),
@@ -344,7 +344,7 @@ def test_start_up_cleanup_and_journaled_merge(rig: Rig) -> None:
     asyncio.run(rig.replica.applier.recover())
     assert rig.sequences() == [2]
     assert rig.db.relationships.get(VM_ID, 0).intent is None
-    assert {d: chain.image_digest(p) for d, p in rig.point_images(2).items()} == expected
+    assert {d: blockhash.image_digest(p) for d, p in rig.point_images(2).items()} == expected
     assert sorted(p.name for p in folder.iterdir()) == ["rp-0000000002.qcow2"]
 
 

@@ -10,7 +10,7 @@ import pytest
 import xxhash
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
-from standby.storage import chain
+from standby.storage import blockhash, chain
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
@@ -66,8 +66,8 @@ def test_overlays_name_their_backing_relative(points: list[Path]) -> None:
 def test_block_hashes_match_the_raw_content(points: list[Path], tmp_path: Path) -> None:
     for block in (64 * 1024, 1 * MiB, 3 * MiB):  # 3 MiB: the last block is partial
         for path in points:
-            assert chain.image_block_hashes(path, block) == _manual_hashes(_raw(path, tmp_path), block)
-    hashes = chain.image_block_hashes(points[1], 1 * MiB)
+            assert blockhash.image_block_hashes(path, block) == _manual_hashes(_raw(path, tmp_path), block)
+    hashes = blockhash.image_block_hashes(points[1], 1 * MiB)
     assert hashes[8 * 16:9 * 16] == bytes(16)  # zeroed in rp-2 over rp-1's data
     assert hashes[10 * 16:11 * 16] == bytes(16)  # never written: a hole, not read
 
@@ -81,23 +81,23 @@ def test_hashes_do_not_depend_on_the_read_size(tmp_path: Path, read_size: int) -
     _io(path, "write -P 0x51 100k 3M", "write -P 0 5M 1M", "write -P 0x52 9M 1536")
     expected = _manual_hashes(_raw(path, tmp_path), 256 * 1024)
     with chain.NbdServer(path, writable=False) as server, server.connect([chain.BASE_ALLOCATION]) as client:
-        hashes, read = chain.nbd_hashes(client, 256 * 1024, read_size=read_size)
+        hashes, read = blockhash.nbd_hashes(client, 256 * 1024, read_size=read_size)
     assert hashes == expected
     assert read < 9 * MiB  # the holes were skipped
 
 
 def test_reads_join_runs_of_blocks_between_zero_blocks() -> None:
-    runs = list(chain._runs(10, {2, 3, 7}, 4, 38, 12))
+    runs = list(blockhash._runs(10, {2, 3, 7}, 4, 38, 12))
     assert runs == [(0, 8), (16, 12), (32, 6)]  # at most 3 blocks a read; the last one short
 
 
 def test_merge_keeps_every_remaining_point(points: list[Path], tmp_path: Path) -> None:
-    before = [chain.image_digest(path) for path in points]
+    before = [blockhash.image_digest(path) for path in points]
     raw_before = [_raw(path, tmp_path) for path in points]
     assert len(set(before)) == 4
     chain.merge(points[1], points[2])  # drop point 2
     assert not points[1].exists()
-    after = {path: chain.image_digest(path) for path in (points[0], points[2], points[3])}
+    after = {path: blockhash.image_digest(path) for path in (points[0], points[2], points[3])}
     assert after == {points[0]: before[0], points[2]: before[2], points[3]: before[3]}
     assert _raw(points[2], tmp_path) == raw_before[2]
     assert _raw(points[3], tmp_path) == raw_before[3]
@@ -106,8 +106,8 @@ def test_merge_keeps_every_remaining_point(points: list[Path], tmp_path: Path) -
     # Dropping the oldest point: rp-1 absorbs rp-3 and becomes the standalone base.
     chain.merge(points[0], points[2])
     assert chain.backing_file(points[2]) is None
-    assert chain.image_digest(points[3]) == before[3]
-    assert chain.image_digest(points[2]) == before[2]
+    assert blockhash.image_digest(points[3]) == before[3]
+    assert blockhash.image_digest(points[2]) == before[2]
 
 
 def test_merge_after_crash_and_mismatch(points: list[Path]) -> None:
@@ -128,7 +128,7 @@ def test_refusals(points: list[Path], tmp_path: Path) -> None:
         chain.create_image(tmp_path / "y.qcow2", 0)
     (tmp_path / "junk.qcow2").write_bytes(b"not an image")
     with pytest.raises(StandbyError):
-        chain.image_digest(tmp_path / "junk.qcow2")
+        blockhash.image_digest(tmp_path / "junk.qcow2")
 
 
 def test_nbd_writes_zeroes_as_zero_clusters_over_a_backing(points: list[Path], tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from standby.engine.connection import ConnectionTarget, client_ssl_context, prob
 from standby.peer import pki
 from standby.peer.client import PeerClient
 from standby.peer.tls import PeerTls
-from standby.storage import chain
+from standby.storage import blockhash, chain
 from standby.storage.logformat import DiskInfo, LogHeader, LogKind, encode_log
 from standby.store.sqlite import Database
 
@@ -155,7 +155,7 @@ def test_replica_routes_end_to_end(site: Site, tmp_path: Path) -> None:
         _run(_call(site, "hv-a.test", "put_log", VM_ID, 5, _stream(_log(source, 5, 4, LogKind.DELTA))))
     assert info.value.head_sequence == 1
     hashes = _run(_call(site, "hv-a.test", "hashes", VM_ID, "disk0", 64 * 1024))
-    assert hashes == chain.image_block_hashes(source, 64 * 1024)
+    assert hashes == blockhash.image_block_hashes(source, 64 * 1024)
 
     assert _run(_call(site, "hv-a.test", "set_state", VM_ID, 7)) == ReplicationState.SUSPENDED
     with pytest.raises(Unavailable):

@@ -60,7 +60,7 @@ from standby.domain.replica import (
     point_file_name,
 )
 from standby.domain.retention import PointInfo, plan_retention
-from standby.storage import chain
+from standby.storage import blockhash, chain
 from standby.storage.logformat import LogCorrupt, LogDecoder, LogHeader, LogKind
 from standby.storage.nbd import NbdClient, WriteWindow
 from standby.store.sqlite import Database
@@ -552,7 +552,7 @@ def _finish_disks(disks: list[_Disk], header: LogHeader, verify: bool) -> None:
         if verify:
             _verify_written(disk)
         if isinstance(digests, dict) and disk.disk_id in digests:
-            got = chain.nbd_digest(disk.client)
+            got = blockhash.nbd_digest(disk.client)
             if got != str(digests[disk.disk_id]):
                 raise LogCorrupt(f"disk {disk.disk_id} does not match the primary's digest after the apply",
                                  message_id="LogCorrupt")

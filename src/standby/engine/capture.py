@@ -46,7 +46,7 @@ from standby.domain.errors import InvalidParameter, InvalidState, NotFound, Stan
 from standby.hypervisor.qemu import offline
 from standby.hypervisor.qemu.block import backup_action, bitmap_action
 from standby.hypervisor.qemu.images import create_qcow2
-from standby.storage import chain
+from standby.storage import blockhash
 from standby.storage.logformat import MAX_FRAME, is_zero
 from standby.storage.nbd import STATE_DIRTY, STATE_ZERO, NbdClient, dirty_ranges
 
@@ -538,8 +538,8 @@ class CutReader:
         if block_size <= 0 or block_size % 512:
             raise InvalidParameter(f"block size {block_size} must be a positive multiple of 512")
         with self._connect(disk, "base:allocation") as client:
-            # The replica hashes its head with the same function (chain.image_block_hashes): one rule.
-            digests, read = chain.nbd_hashes(client, block_size)
+            # The replica hashes its head with the same function (blockhash.image_block_hashes): one rule.
+            digests, read = blockhash.nbd_hashes(client, block_size)
         self.bytes_read += read
         return digests
 

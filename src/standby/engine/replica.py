@@ -54,7 +54,7 @@ from standby.domain.replica import (
     replica_folder_name,
 )
 from standby.engine.apply import ApplyResult, ReplicaApplier, read_file_chunks
-from standby.storage import chain
+from standby.storage import blockhash
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
 
@@ -231,7 +231,7 @@ class ReplicaUseCases:
         site = self.authorize_replica(caller, vm_id)
         async with self.applier.lock(site.vm_id):
             image = self._head_image(site.vm_id, disk_id)
-            return await asyncio.to_thread(chain.image_block_hashes, image, block_size)
+            return await asyncio.to_thread(blockhash.image_block_hashes, image, block_size)
 
     def set_state(self, caller: str, vm_id: str, requested: int) -> ReplicationState:
         """Mirror a primary-side state change (suspend, resume, cancel IR or resync) onto the replica."""

@@ -7,9 +7,9 @@
 * ``walk_chain`` / ``read_header``: the backing chain read from the qcow2 headers themselves (our own parser
   of QEMU's docs/interop/qcow2.txt), checked file by file — constant work per link, no qemu-img process;
   ``backing_file`` and ``chain_of`` use it;
-* ``NbdServer``: ``qemu-nbd`` serving one image on a unix socket (writable or read-only);
-* block hashes (xxh3-128 per block, all-zero blocks as 16 zero bytes, holes skipped through
-  ``base:allocation``) and a full-image digest built from them.
+* ``NbdServer``: ``qemu-nbd`` serving one image on a unix socket (writable or read-only).
+
+Block hashes of images and exports live in ``storage.blockhash``.
 
 Everything here is synchronous; the engine calls it through ``asyncio.to_thread``. ``qemu-img`` and
 ``qemu-nbd`` failures become ``domain.errors`` here, once.
@@ -27,24 +27,19 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import xxhash
-
 from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
 from standby.storage.children import bound_to_daemon
-from standby.storage.nbd import STATE_ZERO, Extent, NbdClient
+from standby.storage.nbd import NbdClient
 
 QEMU_IMG = "qemu-img"
 QEMU_NBD = "qemu-nbd"
 EXPORT = "disk"
 BASE_ALLOCATION = "base:allocation"
-ZERO_HASH = bytes(16)
-#: Block size of the full-image digest (``image_digest``, the log header's ``extra["digests"]``).
-DIGEST_BLOCK = 1024 * 1024
 _START_TIMEOUT = 20.0
 _READ_CHUNK = 8 * 1024 * 1024
 
@@ -56,7 +51,8 @@ class ChainError(StandbyError):
 # -- qemu-img -----------------------------------------------------------------------------------------------
 
 
-def _run(args: list[str], path: Path) -> str:
+def qemu_img(args: list[str], path: Path) -> str:
+    """Run ``qemu-img args``; its output, or its failure as a ``ChainError`` / ``OutOfMemory`` (no space)."""
     if shutil.which(QEMU_IMG) is None:
         raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
     proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
@@ -74,7 +70,7 @@ def create_image(path: Path, size: int) -> None:
     if size <= 0:
         raise InvalidParameter(f"disk size {size} is not positive", message_id="InvalidDiskSize")
     _refuse_existing(path)
-    _run(["create", "-q", "-f", "qcow2", str(path), str(size)], path)
+    qemu_img(["create", "-q", "-f", "qcow2", str(path), str(size)], path)
 
 
 def create_overlay(path: Path, backing: Path, *, size: int = 0) -> None:
@@ -91,14 +87,14 @@ def create_overlay(path: Path, backing: Path, *, size: int = 0) -> None:
     name = backing.name if backing.parent.resolve() == path.parent.resolve() else str(backing.resolve())
     unsafe = ["-u"] if size > 0 else []
     sized = [str(size)] if size > 0 else []
-    _run(["create", "-q", "-f", "qcow2", *unsafe, "-b", name, "-F", "qcow2", str(path), *sized], path)
+    qemu_img(["create", "-q", "-f", "qcow2", *unsafe, "-b", name, "-F", "qcow2", str(path), *sized], path)
 
 
 def image_info(path: Path) -> dict[str, object]:
     """``qemu-img info`` of one image (``-U``: readable while QEMU holds it)."""
     if not path.is_file():
         raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
-    info: dict[str, object] = json.loads(_run(["info", "-U", "--output=json", str(path)], path))
+    info: dict[str, object] = json.loads(qemu_img(["info", "-U", "--output=json", str(path)], path))
     return info
 
 
@@ -135,7 +131,7 @@ def merge(older: Path, newer: Path) -> None:
     backing = backing_file(newer)
     if backing is None or backing.resolve() != older.resolve():
         raise ChainError(f"{newer} is not an overlay of {older}", message_id="ChainMismatch", path=str(newer))
-    _run(["commit", "-q", "-d", "-f", "qcow2", str(newer)], newer)
+    qemu_img(["commit", "-q", "-d", "-f", "qcow2", str(newer)], newer)
     fsync_file(older)
     os.replace(older, newer)
     fsync_dir(newer.parent)
@@ -193,6 +189,7 @@ class ChainLink:
     path: Path
     format: str  # "qcow2" or "raw"
     size: int  # virtual size in bytes (a raw file's length)
+    data_file: Path | None = None  # a qcow2's external data file
 
 
 @dataclass(frozen=True)
@@ -342,7 +339,7 @@ def walk_chain(top: Path, *, top_format: str | None = "qcow2") -> list[ChainLink
             return links
         if header.data_file is not None:
             _must_exist(header.data_file, top)
-        links.append(ChainLink(path, "qcow2", header.size))
+        links.append(ChainLink(path, "qcow2", header.size, header.data_file))
         if header.backing is None:
             return links
         path, fmt = header.backing, header.backing_format
@@ -451,125 +448,6 @@ class NbdServer:
 
 
 # -- hashes -------------------------------------------------------------------------------------------------
-
-
-def block_hash(data: bytes) -> bytes:
-    """xxh3-128 of one block; an all-zero block hashes as 16 zero bytes (the peer protocol's rule)."""
-    if not data or (data[0] == 0 and data.count(0) == len(data)):
-        return ZERO_HASH
-    return xxhash.xxh3_128_digest(data)
-
-
-def _zero_blocks(extents: Iterable[Extent], block_size: int, size: int) -> set[int]:
-    """Indexes of the blocks that lie entirely in extents reading as zeros."""
-    zero: set[int] = set()
-    for extent in extents:
-        if not extent.flags & STATE_ZERO:
-            continue
-        first = -(-extent.offset // block_size)
-        end = extent.end if extent.end < size else size
-        last = end // block_size if end < size else -(-size // block_size)
-        zero.update(range(first, last))
-    return zero
-
-
-#: Bytes per NBD read while hashing (runs of blocks up to this size; a larger block is one read), with
-#: ``HASH_DEPTH`` in flight. Measured here through qemu-nbd on a unix socket (paired, page cache): 256 KiB
-#: requests read at ~1150 MiB/s, 512 KiB ~1000, 1 MiB ~470, 4 MiB slower still — bigger is not better.
-HASH_READ = 256 * 1024
-HASH_DEPTH = 8
-
-
-def nbd_block_hashes(client: NbdClient, block_size: int, *, depth: int = HASH_DEPTH) -> Iterator[bytes]:
-    """One 16-byte hash per ``block_size`` block of the export, in order (holes are never read)."""
-    hashes, _ = nbd_hashes(client, block_size, depth=depth)
-    for index in range(0, len(hashes), 16):
-        yield hashes[index:index + 16]
-
-
-def nbd_hashes(client: NbdClient, block_size: int, *, depth: int = HASH_DEPTH,
-               read_size: int = HASH_READ) -> tuple[bytes, int]:
-    """The block hashes of the export (``block_hash`` of each block, joined) and the bytes read for them.
-
-    Blocks lying in extents that ``base:allocation`` reports as zeros are not read; the others are read
-    ``read_size`` at a time (runs of whole blocks) with ``depth`` requests in flight.
-    """
-    if block_size < 512 or block_size > 32 * 1024 * 1024:
-        raise InvalidParameter(f"block size {block_size} is outside 512 B .. 32 MiB",
-                               message_id="InvalidBlockSize", size=str(block_size))
-    size = client.size
-    count = -(-size // block_size)
-    zero = _zero_blocks(client.block_status(BASE_ALLOCATION), block_size, size) if (
-        BASE_ALLOCATION in client.contexts) else set()
-    digests = [ZERO_HASH] * count
-    hasher = _BlockHasher(block_size)
-    read = 0
-    for offset, data in client.read_many(_runs(count, zero, block_size, size, read_size), depth=depth):
-        read += len(data)
-        view = memoryview(data)
-        first = offset // block_size
-        for index, start in enumerate(range(0, len(data), block_size), first):
-            digests[index] = hasher.hash(view[start:start + block_size])
-    return b"".join(digests), read
-
-
-def _runs(count: int, zero: set[int], block_size: int, size: int,
-          read_size: int) -> Iterator[tuple[int, int]]:
-    """Reads covering every block not in ``zero``: consecutive blocks joined up to ``read_size`` bytes."""
-    per_read = max(1, read_size // block_size)
-    index = 0
-    while index < count:
-        if index in zero:
-            index += 1
-            continue
-        end = index + 1
-        while end < count and end - index < per_read and end not in zero:
-            end += 1
-        offset = index * block_size
-        yield offset, min(end * block_size, size) - offset
-        index = end
-
-
-class _BlockHasher:
-    """``block_hash`` over views without copying: the hash first, and only when it equals the hash of
-    zeros (in practice: the block is zeros) a byte compare to be exact."""
-
-    def __init__(self, block_size: int) -> None:
-        self._zeros = bytes(block_size)
-        self._zero_digest = xxhash.xxh3_128_digest(self._zeros)
-
-    def hash(self, view: memoryview) -> bytes:
-        digest = xxhash.xxh3_128_digest(view)
-        if len(view) == len(self._zeros):
-            if digest == self._zero_digest and view.tobytes() == self._zeros:
-                return ZERO_HASH
-            return digest
-        return block_hash(view.tobytes())
-
-
-def image_block_hashes(path: Path, block_size: int) -> bytes:
-    """The block hashes of an image with its backing chain (through a read-only qemu-nbd)."""
-    with NbdServer(path, writable=False) as server, server.connect([BASE_ALLOCATION]) as client:
-        return nbd_hashes(client, block_size)[0]
-
-
-def digest_of_hashes(hashes: Iterable[bytes]) -> str:
-    """The full-image digest: xxh3-128 (hex) over the ``DIGEST_BLOCK`` block hashes in order."""
-    digest = xxhash.xxh3_128()
-    for item in hashes:
-        digest.update(item)
-    return digest.hexdigest()
-
-
-def nbd_digest(client: NbdClient) -> str:
-    """``image_digest`` of an NBD export (the primary computes it over its fleecing export)."""
-    return digest_of_hashes(nbd_block_hashes(client, DIGEST_BLOCK))
-
-
-def image_digest(path: Path) -> str:
-    """The full-image digest of an image with its backing chain."""
-    with NbdServer(path, writable=False) as server, server.connect([BASE_ALLOCATION]) as client:
-        return nbd_digest(client)
 
 
 def remove_quietly(path: Path) -> None:
