@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 from standby.domain.cycles import CycleOutcome
 from standby.domain.enums import EnabledState, ReplicationState
+from standby.domain.errors import Unavailable
 from standby.engine.scheduler import Scheduler
 from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.storage.logformat import LogKind
@@ -25,8 +27,8 @@ def _stop(kind: VmEventKind = VmEventKind.STOPPED) -> VmEvent:
 async def _settle(sched: Scheduler) -> None:
     """Let the final-cycle task (reads in worker threads) finish."""
     for _ in range(2000):
-        tasks = list(sched._finals.values())
-        if tasks and all(t.done() for t in tasks):
+        # on_vm_event creates the task at once: none now means none comes.
+        if all(t.done() for t in sched._finals.values()):
             return
         await asyncio.sleep(0.005)
 
@@ -90,3 +92,60 @@ def test_a_failed_last_cycle_is_recorded_and_the_stamps_still_follow_the_images(
     [record] = world.db.cycles.list(VM_ID, 0)
     assert record.outcome is CycleOutcome.NETWORK and world.rel().sequence == 3
     assert world.db.disk_stamps.get(VM_ID) == [("d0", -1, -1)]
+
+
+def _gated_start(world: World, fail: bool = False) -> tuple[bool, bool, list[tuple[int, int, LogKind, int]]]:
+    """Stop cleanly, start again while the last cycle is held; whether the start waited, returned, and
+    the logs shipped by the time it returned."""
+    async def scenario() -> tuple[bool, bool, list[tuple[int, int, LogKind, int]]]:
+        sched = scheduler(world, OFF)
+        sched.start()
+        release = asyncio.Event()
+        run = sched._runner.run
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            if fail:
+                raise Unavailable("the replica went away")
+            return await run(*args, **kwargs)
+
+        sched._runner.run = held  # type: ignore[method-assign]
+        sched.on_vm_event(_stop())
+        starting = asyncio.create_task(sched.before_start(world.db.vms.get(VM_ID)))
+        await asyncio.sleep(0.1)
+        waited = not starting.done()
+        release.set()
+        await asyncio.wait_for(starting, 30)
+        shipped = list(world.peer.logs)
+        await sched.stop()
+        return waited, starting.done(), shipped
+
+    return asyncio.run(scenario())
+
+
+def test_a_start_waits_for_the_last_cycle_then_finds_the_images_restamped() -> None:
+    world = make_world()
+    world.capture.write(0, b"\x07" * 65536)
+    world.db.disk_stamps.put(VM_ID, [("d0", 1, 1)])
+    waited, returned, shipped = _gated_start(world)
+    assert waited and returned
+    assert shipped == [(4, 3, LogKind.DELTA, 1)]  # the last cycle ran to its end before the start went on
+    assert world.db.disk_stamps.get(VM_ID) == [("d0", -1, -1)]  # restamped before the guard compares
+
+
+def test_a_failed_last_cycle_does_not_stop_the_start() -> None:
+    world = make_world()
+    world.capture.write(0, b"\x07" * 65536)
+    waited, returned, shipped = _gated_start(world, fail=True)
+    assert waited and returned and shipped == []
+
+
+def test_a_start_without_a_last_cycle_does_not_wait() -> None:
+    world = make_world()
+
+    async def scenario() -> None:
+        sched = scheduler(world, OFF)
+        await asyncio.wait_for(sched.before_start(world.db.vms.get(VM_ID)), 1)
+
+    asyncio.run(scenario())
+    assert world.peer.logs == []

@@ -66,6 +66,8 @@ def build(services: Services) -> Primary | None:
     tracking = TrackingGuard(services)
     services.hypervisor.subscribe(tracking.on_event)
     if hasattr(services.hypervisor, "add_pre_start"):
+        # In this order: the last cycle's own bitmap changes must be restamped before the compare.
+        services.hypervisor.add_pre_start(scheduler.before_start)
         services.hypervisor.add_pre_start(tracking.before_start)
     return Primary(use_cases, runner, scheduler)
 

@@ -26,7 +26,7 @@ from datetime import datetime, time
 from typing import Any, Protocol
 
 from standby.domain.cycles import IntentKind, auto_resync_allowed, interval_misses, parse_intent
-from standby.domain.entities import Relationship
+from standby.domain.entities import Relationship, VirtualMachine
 from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMode, ReplicationState
 from standby.domain.errors import StandbyError
 from standby.engine.cycle import CycleRunner, PeerFactory
@@ -110,6 +110,20 @@ class Scheduler:
             return
         self._finals[event.vm_id] = asyncio.create_task(self.final_cycle(event.vm_id),
                                                         name=f"final-cycle-{event.vm_id}")
+
+    async def before_start(self, vm: VirtualMachine) -> None:
+        """Hypervisor pre-start hook: a VM started again while its last cycle still runs waits for it.
+
+        That cycle holds the images (qemu-nbd reads them, its bitmaps are rewritten offline): QEMU would
+        fail to lock them, or the tracking guard would take the cycle's own bitmap changes for a disk
+        changed while off and ask for a resync. Nothing is cancelled: the cycle ships what it read.
+        """
+        running = self._finals.get(vm.vm_id)
+        if running is None or running.done():
+            return
+        log.info("start of %s waits for its last cycle", vm.vm_id)
+        with contextlib.suppress(Exception):  # its outcome is the runner's to record, not the start's
+            await asyncio.shield(running)
 
     async def final_cycle(self, vm_id: str) -> None:
         """One DELTA cycle of a VM that is off (after any cycle in flight), then stamp its images again."""

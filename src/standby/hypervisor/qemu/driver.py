@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from standby.hypervisor.qemu.process import AdoptedProcess, QemuProcess, qemu_al
 from standby.hypervisor.qemu.qmp import QmpChannel
 
 log = logging.getLogger(__name__)
+
+#: Runs before a start; may return an awaitable the start waits for (``add_pre_start``).
+PreStartHook = Callable[[VirtualMachine], Awaitable[None] | None]
 
 
 @dataclass(eq=False)
@@ -70,7 +74,7 @@ class QemuHypervisor:
         self.start_timeout = start_timeout
         self._vms: dict[str, _Running] = {}
         self._subscribers: list[VmEventCallback] = []
-        self._pre_start: list[Callable[[VirtualMachine], None]] = []
+        self._pre_start: list[PreStartHook] = []
 
     # port ------------------------------------------------------------------------------------------------
     def check(self, vm: VirtualMachine) -> None:
@@ -79,11 +83,13 @@ class QemuHypervisor:
 
     async def start(self, vm: VirtualMachine) -> None:
         """Start ``vm``; returns once its vCPUs run."""
-        if vm.vm_id in self._vms:
-            raise InvalidState(f"VM {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name)
+        self._refuse_running(vm)
         check_vm(vm)
         for hook in list(self._pre_start):
-            hook(vm)
+            waited = hook(vm)
+            if inspect.isawaitable(waited):
+                await waited
+                self._refuse_running(vm)  # another start may have won while this one waited
         for path in [d.path for d in vm.disks] + [p for p in (vm.kernel, vm.initrd) if p]:
             if not Path(path).is_file():
                 raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=path)
@@ -119,6 +125,10 @@ class QemuHypervisor:
             raise
         run.state = EnabledState.ENABLED
         self._emit(run, VmEventKind.STARTED, f"pid {process.pid}, accel {self.accel}")
+
+    def _refuse_running(self, vm: VirtualMachine) -> None:
+        if vm.vm_id in self._vms:
+            raise InvalidState(f"VM {vm.name} is already running", message_id="VmAlreadyRunning", vm=vm.name)
 
     async def stop(self, vm_id: str, *, graceful: bool = True, timeout: float = 60.0) -> None:
         """Ask the guest to power off (agent, else ACPI) for up to ``timeout`` s, then quit QEMU hard."""
@@ -224,9 +234,10 @@ class QemuHypervisor:
         await agent.connect(timeout)
         return agent
 
-    def add_pre_start(self, hook: Callable[[VirtualMachine], None]) -> None:
-        """Call ``hook(vm)`` before each start, while the images are still closed (e.g. to compare them
-        with what was recorded at the last clean stop). A hook's exception stops the start."""
+    def add_pre_start(self, hook: PreStartHook) -> None:
+        """Call ``hook(vm)`` (and await what it returns, if anything) before each start, in the order
+        added, while the images are still closed: e.g. wait for the VM's last cycle, then compare the
+        images with what was recorded at the last clean stop. A hook's exception stops the start."""
         self._pre_start.append(hook)
 
     def _pid_file(self, vm_id: str) -> Path:
