@@ -8,6 +8,7 @@ must lose nothing, and strangers must be refused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,6 +44,20 @@ def check_all_points(replica: TestHost, vm_id: str) -> list[tuple[int, int]]:
     records = [r for _, r in seen]
     assert records == sorted(records), f"records went backwards along the chain: {seen}"
     return seen
+
+
+def check_points_after_merges(replica: TestHost, vm_id: str, *, timeout: float = 120) -> None:
+    """``check_all_points`` once the merges that follow a resync (history 0 for it) have let go of the
+    points: a point read while it is merged away may be missing or read half-committed. A defect that
+    stays is reported by the last, unguarded check."""
+    def probe() -> list[tuple[int, int]] | None:
+        with contextlib.suppress(FileNotFoundError, RuntimeError, AssertionError):
+            return check_all_points(replica, vm_id)
+        return None
+
+    with contextlib.suppress(TimeoutError):
+        scenario.poll("B's points after the resync's merges", probe, timeout=timeout, interval=2)
+    check_all_points(replica, vm_id)
 
 
 def assert_cut_equal(site: TwoHosts, vm: GuestVm) -> scenario.CutComparison:
@@ -141,7 +156,7 @@ def test_sigkill_of_the_primary_qemu_needs_resync_which_sends_only_differences(
     guestvm.power(site.a, vm.vm_id, "resume")
     assert 0 < sent < DISK_BYTES // 4, f"resync sent {sent} bytes of a {DISK_BYTES}-byte disk"
     cut = assert_cut_equal(site, vm)
-    check_all_points(site.b, vm.vm_id)
+    check_points_after_merges(site.b, vm.vm_id)
     print(f"\nresync after SIGKILL of QEMU sent {sent} bytes for a {DISK_BYTES >> 20} MiB disk; "
           f"cut {cut.point.sequence} equal")
 

@@ -4,6 +4,7 @@ clusters (which fall back to qemu-nbd), and refusals."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_file_hashes_equal_the_content_and_the_nbd_hashes(layered: Path, tmp_pat
 def test_the_map_names_each_layer(layered: Path) -> None:
     extents = blockhash.map_chain(layered)
     assert extents[0].start == 0 and extents[-1].end == 9 * MiB + 1536
-    assert all(a.end == b.start for a, b in zip(extents, extents[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(extents))
     assert {e.layer for e in extents} == {None, 0, 1, 2}  # zeros, top, middle, raw base
     raw_extent = next(e for e in extents if e.layer == 2)
     assert raw_extent.offset == raw_extent.start  # a raw file holds each byte at its own offset

@@ -39,7 +39,7 @@ from standby.hypervisor.qemu import QemuHypervisor
 from standby.storage.logformat import DiskInfo, LogDecoder, LogEncoder, LogHeader, LogKind
 
 T = TypeVar("T")
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 180.0
 SIZE = 64 << 20
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -178,7 +178,7 @@ def test_cycles_abort_offline_and_hashes_on_a_writing_guest(guest: GuestImage, w
         assert await ops.query_exports() == []
 
         # the VM stops cleanly: the bitmap persists and the off path reads what changed since cut 4
-        await hv.stop(vm.vm_id, graceful=True, timeout=60)
+        await hv.stop(vm.vm_id, graceful=True, timeout=180)
         assert await capture.tracking(vm.vm_id, vm.disks) == 5
         cut = await capture.cut(vm.vm_id, vm.disks, 6, previous=5, now=NOW)
         assert not cut.online

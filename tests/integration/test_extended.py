@@ -108,7 +108,9 @@ class InProcessPeer:
     async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> Any:
         data = b"".join([chunk async for chunk in chunks])
         self.shipped.append(len(data))
-        return await self.replica.put_log(HOST_B, vm_id, sequence, _stream([data]))
+        answer = await self.replica.put_log(HOST_B, vm_id, sequence, _stream([data]))
+        await self.replica.applier.settled(vm_id)  # retention too, before the test's loop may end
+        return answer
 
     async def heartbeat(self, vm_id: str, sequence: int) -> int:
         self.heartbeats.append(sequence)

@@ -35,7 +35,7 @@ from standby.hypervisor.qemu import QemuHypervisor
 from standby.store.sqlite import Database
 from tests.integration.test_failover_support import NOW, VM_ID, clock, file_hash
 
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 180.0
 WRITER = "standby.writer=raw:/dev/vda:rate=200"
 
 
@@ -57,7 +57,7 @@ async def run_guest(hv: QemuHypervisor, vm: VirtualMachine, at_least: int) -> tu
     await hv.start(vm)
     await console.wait_for(log, console.READY, timeout=BOOT_TIMEOUT, after=offset)
     await console.wait_for_seq(log, at_least, timeout=BOOT_TIMEOUT, after=offset)
-    await hv.stop(vm.vm_id, graceful=True, timeout=60)
+    await hv.stop(vm.vm_id, graceful=True, timeout=180)
     text = console.read(log)[offset:]
     return console.writer_starts(text)[-1], console.writer_stops(text)[-1]
 

@@ -10,7 +10,6 @@ untouched keeps replicating, a disk changed while off sends the relationship to 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,20 +56,6 @@ def _head_equals_disk(primary: TestHost, replica: TestHost, vm_id: str, beyond: 
 
 
 
-def _settled_head(replica: TestHost, vm_id: str, quiet: float = 3.0) -> int:
-    """The replica's head once no new point has arrived for ``quiet`` seconds (the first regular cycle,
-    which follows the initial replication, may still be in flight on a loaded machine)."""
-    seen = {"head": scenario.head_sequence(replica, vm_id), "since": time.monotonic()}
-
-    def probe() -> int | None:
-        head = scenario.head_sequence(replica, vm_id)
-        if head != seen["head"]:
-            seen.update(head=head, since=time.monotonic())
-            return None
-        return head if time.monotonic() - seen["since"] >= quiet else None
-
-    return scenario.poll("the replica's head to settle", probe, timeout=120, interval=0.5)
-
 def test_a_clean_shutdown_sends_the_last_changes(site: TwoHosts, guest: GuestImage) -> None:
     vm = guestvm.define_guest_vm(site.a, guest, "last", rate=100)
     guestvm.power(site.a, vm.vm_id, "start")
@@ -82,8 +67,8 @@ def test_a_clean_shutdown_sends_the_last_changes(site: TwoHosts, guest: GuestIma
     guestvm.wait_records(site.a, vm.vm_id, ready + 200)  # written after the initial replication's cut
 
     # The scheduler's first regular cycle runs right after the initial replication; the next is 300 s away.
-    before = _settled_head(site.b, vm.vm_id)
-    assert before >= first
+    scenario.wait_points(site.b, vm.vm_id, beyond=first)  # the guest writes all the time: never a heartbeat
+    before = scenario.wait_primary_settled(site.a, site.b, vm.vm_id, beyond=first)
     records = guestvm.shut_down(site.a, vm.vm_id)
     assert records is not None, "the guest did not power off cleanly"
     sequence, _ = _head_equals_disk(site.a, site.b, vm.vm_id, before)
@@ -99,7 +84,9 @@ def test_a_clean_shutdown_sends_the_last_changes(site: TwoHosts, guest: GuestIma
     guestvm.power(site.a, vm.vm_id, "stop")  # a hard power-off we asked for is a clean stop too
     sequence, _ = _head_equals_disk(site.a, site.b, vm.vm_id, sequence)
 
-    # A disk changed while off is still detected when the VM starts (state 9).
+    # A disk changed while off is still detected when the VM starts (state 9). Written once the last
+    # cycle is over: its restamp describes the images as that cycle left them.
+    scenario.wait_primary_settled(site.a, site.b, vm.vm_id, beyond=sequence - 1)
     _write_off(guestvm.disk_path(site.a, vm.vm_id))
     guestvm.power(site.a, vm.vm_id, "start")
     scenario.wait_state(site.a, vm.vm_id, scenario.RESYNC_REQUIRED, timeout=30)

@@ -161,6 +161,22 @@ def check_cut(peer: RawPeer, vms: list[VirtualMachine]) -> list[int]:
     return [report.records for report in reports]
 
 
+async def _loses_citations(runner: CycleRunner, peer: RawPeer, vms: list[VirtualMachine],
+                           rounds: int = 5) -> bool:
+    """Per-VM cuts a second apart, round after round, until one round's replicas miss a citation."""
+    for _ in range(rounds):
+        for vm in vms:
+            await runner.run(vm.vm_id, P)
+            await asyncio.sleep(1.0)
+        try:
+            check_cut(peer, vms)
+        except AssertionError as missed:
+            if "which the cut does not hold" in str(missed):
+                return True
+            raise
+    return False
+
+
 def test_group_cuts_of_three_writing_guests_keep_every_citation(guest: GuestImage, workdir: Path) -> None:
     vms = make_vms(workdir, 3, guest)
     db = store(vms)
@@ -191,12 +207,9 @@ def test_group_cuts_of_three_writing_guests_keep_every_citation(guest: GuestImag
                 pauses.append(round(result.pause_ms, 2))
                 counts.append(check_cut(peer, vms))
                 cited = len(verify_image(peer.replica(vms[2].vm_id)).cites)
-            # The control: per-VM cuts a second apart (no group pause) do lose citations.
-            for vm in vms:
-                await runner.run(vm.vm_id, P)
-                await asyncio.sleep(1.0)
-            with pytest.raises(AssertionError, match="which the cut does not hold"):
-                check_cut(peer, vms)
+            # The control: per-VM cuts a second apart (no group pause) do lose citations — in some round
+            # of a few (a round where the relay carried nothing new in that second loses none).
+            assert await _loses_citations(runner, peer, vms), "per-VM cuts never lost a citation"
         finally:
             stop.set()
             figures["relayed"] = await relaying

@@ -82,6 +82,7 @@ def test_redundancy_set_failover_with_both_hosts_up_is_planned_and_loses_nothing
     scenario.enable_replication(site, site.a, vm, interval=2)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)
     scenario.wait_points(site.b, vm.vm_id, beyond=-1)
+    scenario.wait_primary_settled(site.a, site.b, vm.vm_id)  # the initial replication let go of the image
     _write(guestvm.disk_path(site.a, vm.vm_id), 20 * MiB, MiB, 0xC3)  # only the planned log can carry it
     before = _hash(site.a, vm.vm_id)
 

@@ -18,7 +18,7 @@ from standby.guest.build import GuestImage, build_guest
 from standby.guest.verify import verify_image
 from standby.hypervisor.qemu import QemuHypervisor
 
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def test_ext4_writer_survives_a_clean_stop_and_continues(guest: GuestImage, work
         try:
             await hv.start(vm)
             await console.wait_for_seq(log, 20, timeout=BOOT_TIMEOUT)
-            await hv.stop(vm.vm_id, timeout=60)
+            await hv.stop(vm.vm_id, timeout=180)
             offset = len(console.read(log))
             await hv.start(vm)  # the file system is found, not formatted again; the writer goes on
             await console.wait_for_seq(
                 log, console.writer_stops(console.read(log))[-1] + 10, timeout=BOOT_TIMEOUT, after=offset
             )
-            await hv.stop(vm.vm_id, timeout=60)
+            await hv.stop(vm.vm_id, timeout=180)
         finally:
             await hv.close()
 
@@ -106,7 +106,7 @@ def test_two_writers_cite_each_other_and_the_agent_answers(guest: GuestImage, wo
                 code, out = await agent.run(["/bin/cat", "/run/note"])
             finally:
                 await agent.close()
-            await hv.stop(vm.vm_id, timeout=60)
+            await hv.stop(vm.vm_id, timeout=180)
             return code, out
         finally:
             await hv.close()

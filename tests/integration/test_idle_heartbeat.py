@@ -137,9 +137,10 @@ async def _scenario(site: TwoHosts, tmp_path: Path) -> None:
         assert shipped.dirty_bytes > 0
         expected = bytearray(SIZE)
         expected[3 * MIB + 4096:3 * MIB + 4096 + 200_000] = b"\x5a" * 200_000
-        assert _raw(_head_image(site, vm_id, 2), tmp_path / "head.raw") == bytes(expected)
+        # The heartbeat first: it waits for B's lock, which the merge of point 1 into 2 holds meanwhile.
         again = await runner.run(vm_id)
         assert again.detail == HEARTBEAT and again.sequence == 2
+        assert _raw(_head_image(site, vm_id, 2), tmp_path / "head.raw") == bytes(expected)
         # RecoveryHistory 0: point 1 was merged into 2; the heartbeat added nothing
         assert [p.sequence for p in (await peer.replica_status(vm_id)).points] == [2]
 

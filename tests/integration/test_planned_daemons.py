@@ -91,6 +91,7 @@ def test_planned_failover_reverse_and_failback_ship_only_what_changed(site: TwoH
     scenario.enable_replication(site, site.a, vm, interval=2)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)
     scenario.wait_points(site.b, vm.vm_id, beyond=-1)
+    scenario.wait_primary_settled(site.a, site.b, vm.vm_id)  # the initial replication let go of the image
     _write(guestvm.disk_path(site.a, vm.vm_id), 20 * MiB, MiB)  # not replicated yet: the prepare sends it
     refusal = _refused_start(site.b, vm.vm_id)
     assert refusal["code"] == 32775 and "failover" in refusal["message"]

@@ -26,7 +26,7 @@ from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.hypervisor.qemu import QemuHypervisor
 
 T = TypeVar("T")
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +94,14 @@ def test_boot_write_stop_verify_and_continue(guest: GuestImage, workdir: Path) -
         await console.wait_for(log, console.READY, timeout=BOOT_TIMEOUT)
         boot = time.monotonic() - t0
         await console.wait_for_seq(log, 40, timeout=BOOT_TIMEOUT)
-        await hv.stop(vm.vm_id, graceful=True, timeout=60)
+        await hv.stop(vm.vm_id, graceful=True, timeout=180)
         first = console.writer_stops(console.read(log))
         # second run: the writer finds the prefix and continues the sequence
         offset = len(console.read(log))
         await hv.start(vm)
         await console.wait_for(log, console.READY, timeout=BOOT_TIMEOUT, after=offset)
         await console.wait_for_seq(log, first[-1] + 40, timeout=BOOT_TIMEOUT, after=offset)
-        await hv.stop(vm.vm_id, graceful=True, timeout=60)
+        await hv.stop(vm.vm_id, graceful=True, timeout=180)
         return boot, first[-1], console.writer_stops(console.read(log))[-1]
 
     boot, first_count, second_count = run(hv, scenario)
@@ -207,7 +207,7 @@ def test_acpi_power_button_powers_the_guest_off(guest: GuestImage, workdir: Path
         await hv.start(vm)
         await console.wait_for_seq(log, 5, timeout=BOOT_TIMEOUT)
         await hv.qmp(vm.vm_id).execute("system_powerdown")
-        await console.wait_for(log, "STANDBY-GUEST-HALT", timeout=60)
+        await console.wait_for(log, "STANDBY-GUEST-HALT", timeout=180)
         while hv.state(vm.vm_id) is not EnabledState.DISABLED:
             await asyncio.sleep(0.05)
 

@@ -1,4 +1,4 @@
-"""mapped_hashes over hand-made layouts: which bytes each block reads, from which file, and what it refuses."""
+"""mapped_hashes over hand-made layouts: which bytes each block reads from which file; what it refuses."""
 
 from __future__ import annotations
 

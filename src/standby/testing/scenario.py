@@ -121,6 +121,23 @@ def wait_points(host: TestHost, vm_id: str, *, beyond: int, timeout: float = 300
     return poll(f"a recovery point after sequence {beyond} on {host.label}", probe, timeout=timeout)
 
 
+def wait_primary_settled(primary: TestHost, replica: TestHost, vm_id: str, *, beyond: int = -1,
+                         timeout: float = 180) -> int:
+    """Wait until no cycle of the VM is in flight on ``primary``: its relationship has no intent and its
+    acknowledged sequence is the replica's head (after ``beyond``); that sequence. The intent is cleared
+    after the cut's bitmaps were committed, so nothing rewrites the VM's images any more."""
+    def probe() -> int | None:
+        with primary.control() as client:
+            answer = client.get(f"/api/v1/vms/{vm_id}/replication")
+        if answer.status_code != 200:
+            return None
+        rel = answer.json()
+        head = head_sequence(replica, vm_id)
+        return head if rel.get("intent") is None and rel.get("sequence") == head > beyond else None
+
+    return poll(f"{vm_id}'s cycles on {primary.label} to settle", probe, timeout=timeout)
+
+
 def wait_last_changes(host: TestHost, vm_id: str, records: int, *, timeout: float = 120) -> cim.PointInfo:
     """After a clean stop of the primary VM its last changes are sent in one more cycle: wait until the
     replica's newest point holds all ``records`` the writer wrote, and return that point."""
