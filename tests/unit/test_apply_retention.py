@@ -146,3 +146,46 @@ def test_a_failed_merge_stays_journaled(monkeypatch: pytest.MonkeyPatch) -> None
         asyncio.run(applier.retain(VM_ID))
     assert db.relationships.get(VM_ID, 0).intent == "merge:P1:P2"
     assert _sequences(db) == [1, 2]
+
+
+def _choose_after_first_merge(db: Database, applier: ReplicaApplier, change: str) -> None:
+    """Once the first merge is recorded, a failover or a test failover chooses a point (as it can under
+    the chain guard, between two merges of one plan)."""
+    finish = applier._finish_merge
+
+    def finished(relationship: Relationship, older: RecoveryPoint, newer: RecoveryPoint) -> None:
+        finish(relationship, older, newer)
+        if older.sequence != 1:
+            return
+        if change == "failover":
+            rel = db.relationships.get(VM_ID, int(RelationshipIndex.PRIMARY))
+            db.relationships.update(replace(rel, state=ReplicationState.FAILOVER_IN_PROGRESS))
+        else:  # a test VM being made on point 4 holds it (and its older chain)
+            db.point_holds.hold(PointHold("P4", VM_ID, "test-pending", NOW))
+
+    applier._finish_merge = finished  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("change", ["failover", "test"])
+def test_a_point_chosen_between_two_merges_stops_the_rest(merges: list[tuple[int, int]], change: str) -> None:
+    db, applier, _ = _world(0, [50, 40, 30, 20, 10])
+    _choose_after_first_merge(db, applier, change)
+    assert asyncio.run(applier.retain(VM_ID)) == 1
+    assert merges == [(1, 2)]
+    assert _sequences(db) == [2, 3, 4, 5]
+
+
+def test_retention_waits_for_a_failover_choosing_a_point(merges: list[tuple[int, int]]) -> None:
+    db, applier, _ = _world(0, [50, 40, 30])
+
+    async def scenario() -> int:
+        async with applier.chain_guard(VM_ID):  # a failover mid-choice
+            retaining = asyncio.create_task(applier.retain(VM_ID))
+            await asyncio.sleep(0.05)
+            assert not retaining.done() and merges == []
+            rel = db.relationships.get(VM_ID, int(RelationshipIndex.PRIMARY))
+            db.relationships.update(replace(rel, state=ReplicationState.FAILOVER_IN_PROGRESS))
+        return await retaining
+
+    assert asyncio.run(scenario()) == 0
+    assert merges == [] and _sequences(db) == [1, 2, 3]

@@ -34,9 +34,10 @@ def build(services: Services) -> FailoverUseCases | None:
 
     replica = getattr(services, "replica", None)
     after_revert = replica.applier.apply_kept_logs if replica is not None else None
+    chain_guard = replica.applier.chain_guard if replica is not None else None
     failover = FailoverUseCases(services.db, services.clock, services.jobs, services.hypervisor,
                                 ReplicationUseCases(services.db, services.clock), primary_probe=probe,
-                                after_revert=after_revert)
+                                after_revert=after_revert, chain_guard=chain_guard)
     services.add_recovery_hook("failover", _recover)
     return failover
 

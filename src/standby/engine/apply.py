@@ -129,6 +129,12 @@ class ReplicaApplier:
         """The per-VM lock every chain-changing operation holds."""
         return self._locks.setdefault(vm_id, asyncio.Lock())
 
+    def chain_guard(self, vm_id: str) -> asyncio.Lock:
+        """Held around each merge, and by whoever chooses a point to build on (failover, test failover)
+        until that choice is recorded (state or hold): a chosen point is never merged away under it. Not
+        the apply lock: a failover must not wait for a log being applied."""
+        return self._locks.setdefault(f"chain:{vm_id}", asyncio.Lock())
+
     # -- apply --------------------------------------------------------------------------------------------
 
     async def apply(self, vm_id: str, sequence: int | None, chunks: AsyncIterator[bytes]) -> ApplyResult:
@@ -359,12 +365,24 @@ class ReplicaApplier:
         history = 0 if resync else settings.recovery_history
         infos = [PointInfo.of(point, in_use=held is not None and point.sequence <= held) for point in points]
         plan = plan_retention(infos, self._clock(), history, settings.app_consistent_interval_hours)
+        merged = 0
         for merge in plan.drop:
-            # Reload both: an earlier merge of this plan may have changed the newer one's parent.
-            older = self._db.recovery_points.get(merge.point_id)
-            newer = self._db.recovery_points.get(merge.into_id)
-            await self._merge(older, newer)
-        return len(plan.drop)
+            async with self.chain_guard(vm_id):
+                # Reload both: an earlier merge of this plan may have changed the newer one's parent.
+                older = self._db.recovery_points.get(merge.point_id)
+                newer = self._db.recovery_points.get(merge.into_id)
+                if not self._may_still_merge(vm_id, older):
+                    break  # a failover or test failover chose a point meanwhile: the rest waits
+                await self._merge(older, newer)
+                merged += 1
+        return merged
+
+    def _may_still_merge(self, vm_id: str, older: RecoveryPoint) -> bool:
+        relationship = self._db.relationships.find(vm_id, int(_PRIMARY))
+        if relationship is None or relationship.intent or relationship.state in FAILED_OVER_STATES:
+            return False
+        held = self._highest_held_sequence(vm_id, self._db.recovery_points.list(vm_id=vm_id))
+        return held is None or older.sequence > held
 
     def _highest_held_sequence(self, vm_id: str, points: Iterable[RecoveryPoint]) -> int | None:
         # A held point (failover or test disk on it) keeps its whole older chain: QEMU holds those files.

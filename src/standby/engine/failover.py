@@ -40,7 +40,14 @@ from standby.domain.enums import (
     ReplicationState,
     ReplicationType,
 )
-from standby.domain.errors import InvalidParameter, InvalidState, OperationTimeout, StandbyError, Unavailable
+from standby.domain.errors import (
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+    OperationTimeout,
+    StandbyError,
+    Unavailable,
+)
 from standby.domain.failover import (
     FAILOVER_DIR,
     SEED_DIR,
@@ -52,9 +59,11 @@ from standby.domain.health import HealthInputs, Side, evaluate_health
 from standby.domain.preconditions import Operation
 from standby.engine.failover_drill import FailoverDrill
 from standby.engine.failover_support import (
+    ChainGuard,
     FailoverStore,
     head_disks,
     overlay_disks,
+    own_locks,
     remove_folder_files,
     replica_dir,
     seed_disk,
@@ -89,8 +98,12 @@ class FailoverUseCases:
         *,
         primary_probe: PrimaryProbe | None = None,
         after_revert: Callable[[str], Awaitable[object]] | None = None,
+        chain_guard: ChainGuard | None = None,
     ) -> None:
         self.store = FailoverStore(db, clock)
+        #: The replica applier's ``chain_guard``: held while a point is chosen and recorded as in use, so
+        #: retention cannot merge it away in between (own locks when this host applies no logs).
+        self.chain_guard = chain_guard or own_locks()
         #: Applies the logs kept aside while failed over (the replica applier's ``apply_kept_logs``).
         self.after_revert = after_revert
         self.db = db
@@ -98,7 +111,7 @@ class FailoverUseCases:
         self.hypervisor = hypervisor
         self.guards = guards
         self.primary_probe = primary_probe
-        self.drill = FailoverDrill(self.store, jobs, hypervisor, guards)
+        self.drill = FailoverDrill(self.store, jobs, hypervisor, guards, chain_guard=self.chain_guard)
 
     # -- queries ------------------------------------------------------------------------------------------
 
@@ -162,9 +175,12 @@ class FailoverUseCases:
         if kind is not ReplicationType.PLANNED:
             await self._split_brain_guard(vm, force)
         progress(20)
-        self.store.update_relationship(vm_id, lambda r: dataclasses.replace(
-            r, state=_S.FAILOVER_IN_PROGRESS, state_before_failover=r.state,
-            intent=f"failover:{point.point_id}"))
+        async with self.chain_guard(vm_id):
+            point = self._still_there(vm_id, point, point_id)
+            kind = failed_over_type(point.kind)
+            self.store.update_relationship(vm_id, lambda r: dataclasses.replace(
+                r, state=_S.FAILOVER_IN_PROGRESS, state_before_failover=r.state,
+                intent=f"failover:{point.point_id}"))
         folder = replica_dir(point)
         try:
             # A diskless VM's point has no images: no disks to make (a VM with disks gets PointImageMissing).
@@ -191,6 +207,16 @@ class FailoverUseCases:
                          point=point.point_id, sequence=point.sequence, type=int(kind))
         return {"RecoveryPoint": point.point_id, "Sequence": str(point.sequence),
                 "FailedOverReplicationType": str(int(kind))}
+
+    def _still_there(self, vm_id: str, chosen: RecoveryPoint, point_id: str | None) -> RecoveryPoint:
+        """``chosen`` again, after the split-brain probe: retention may have merged it away meanwhile (a
+        point asked for by name is then gone; "the latest" is whatever is latest now)."""
+        try:
+            return self.store.point(vm_id, chosen.point_id)
+        except NotFound:
+            if point_id is not None:
+                raise
+            return self.store.point(vm_id, None)
 
     async def _split_brain_guard(self, vm: VirtualMachine, force: bool) -> None:
         relationship = self.store.relationship(vm.vm_id)

@@ -21,8 +21,10 @@ from standby.domain.errors import InvalidState, Unavailable
 from standby.domain.failover import TEST_DIR, name_of_test_vm
 from standby.domain.preconditions import Operation
 from standby.engine.failover_support import (
+    ChainGuard,
     FailoverStore,
     overlay_disks,
+    own_locks,
     remove_folder_files,
     replica_dir,
     seed_disk,
@@ -36,13 +38,16 @@ from standby.store.sqlite.repos_failover import PointHold
 #: The network test VMs' NICs are put on: user networking with no route out (see the QEMU command line).
 TEST_NETWORK = "isolated:standby-test"
 _RECOVERY_MODES = (ReplicationMode.REPLICA, ReplicationMode.EXTENDED_REPLICA)
+#: The hold reason of a point a test VM is being made on (held by the replica until the test VM exists).
+_PENDING = "test-pending"
 
 
 class FailoverDrill:
     """Create and remove test VMs of replicas."""
 
     def __init__(self, store: FailoverStore, jobs: JobManager | None, hypervisor: Hypervisor,
-                 guards: ReplicationUseCases) -> None:
+                 guards: ReplicationUseCases, *, chain_guard: ChainGuard | None = None) -> None:
+        self.chain_guard = chain_guard or own_locks()
         self.store = store
         self.db = store.db
         self.jobs = jobs
@@ -82,14 +87,18 @@ class FailoverDrill:
     async def create(self, vm_id: str, point_id: str | None, test_id: str | None = None) -> dict[str, str]:
         """Make the test VM over ``point_id`` (None = latest); its GUID is ``test_id`` (else a new one)."""
         replica = self.db.vms.get(vm_id)
-        point = self.store.point(vm_id, point_id)
+        async with self.chain_guard(vm_id):
+            point = self.store.point(vm_id, point_id)
+            # Held by the replica until the test VM exists (a hold names an existing VM): retention
+            # leaves the point and its older chain alone from now on.
+            self.db.point_holds.hold(PointHold(point.point_id, vm_id, _PENDING, self.store.clock()))
         test_id = test_id or str(uuid.uuid4()).upper()
         root = replica_dir(point)  # None: a diskless replica, nothing on disk to make
         folder = (root or Path()) / TEST_DIR
-        if root is not None:
-            # Leftovers of a test VM removed without us (``standby vm delete``) are stale: start clean.
-            await asyncio.to_thread(remove_folder_files, folder)
         try:
+            if root is not None:
+                # Leftovers of a test VM removed without us (``standby vm delete``) are stale: start clean.
+                await asyncio.to_thread(remove_folder_files, folder)
             disks = await asyncio.to_thread(overlay_disks, replica, point, folder)
             instance = f"{test_id.lower()}-test"
             seed = None if root is None else \
@@ -106,8 +115,10 @@ class FailoverDrill:
             with self.db.transaction():
                 self.db.vms.insert(test_vm)
                 self.db.point_holds.hold(PointHold(point.point_id, test_id, "test", now))
+                self.db.point_holds.release(vm_id, _PENDING)
                 self.db.test_failovers.record(vm_id, now, test_id)
         except BaseException:
+            self.db.point_holds.release(vm_id, _PENDING)
             if root is not None:
                 await asyncio.to_thread(remove_folder_files, folder)
             raise

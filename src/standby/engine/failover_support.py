@@ -8,6 +8,7 @@ copied, whatever the disk size.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,9 +26,18 @@ from standby.store.sqlite import Database
 log = logging.getLogger("standby.failover")
 
 Clock = Callable[[], datetime]
+#: A per-VM lock (the replica applier's ``chain_guard``): held while a point is chosen and recorded as in
+#: use, so that retention cannot merge it away in between.
+ChainGuard = Callable[[str], asyncio.Lock]
 _RETRIES = 8
 SEED_ISO = "cidata.iso"
 SEED_OVERLAY = "cidata.qcow2"
+
+
+def own_locks() -> ChainGuard:
+    """Per-VM locks of our own, for a host that applies no logs (nothing merges there)."""
+    locks: dict[str, asyncio.Lock] = {}
+    return lambda vm_id: locks.setdefault(vm_id, asyncio.Lock())
 
 
 class FailoverStore:
