@@ -84,6 +84,18 @@ def test_cli_points_failover_stop_test_complete(site: tuple[DaemonProcess, Repli
     with daemon.control() as http:
         assert http.get(f"/api/v1/vms/{test_vm['id']}").status_code == 404
 
+    # Deleting the test VM as any other VM (`standby vm delete`, REST DELETE) ends the test failover the
+    # same way: its overlays go and the recovery point is no longer held.
+    job = cli_json(daemon, "failover", "start", "web01", "--test")
+    test_folder = replica.folder / "test"
+    assert any(test_folder.iterdir())
+    assert any(p["held"] for p in cli_json(daemon, "vm", "points", "web01"))
+    deleted = cli(daemon, "vm", "delete", job["test_vm_id"])
+    assert deleted.returncode == 0, deleted.stderr
+    assert "Deleted web01 - Test" in deleted.stdout
+    assert not any(test_folder.iterdir())
+    assert not any(p["held"] for p in cli_json(daemon, "vm", "points", "web01"))
+
     # Failover to the middle point, stop (revert), then to the latest, complete.
     job = cli_json(daemon, "failover", "start", "web01", "--point", points[1]["id"])
     assert job["type"] == 97 and job["result"]["RecoveryPoint"] == points[1]["id"]

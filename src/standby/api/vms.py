@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from standby.api.deps import LanguageDep, ServicesDep
 from standby.api.jobs import job_json, job_url
 from standby.domain.entities import VirtualMachine
-from standby.domain.enums import RequestedVmState
+from standby.domain.enums import ReplicationMode, RequestedVmState
 from standby.domain.errors import NotSupported
 from standby.engine.vms import DiskRequest, VmRequest, VmUseCases, parse_memory_mib, parse_size
 
@@ -134,9 +134,16 @@ def vm_events(
 
 
 @router.delete("/{ref}", summary="Delete a stopped VM (DestroySystem)")
-def delete_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
-    """Remove the VM and the disks standby created for it."""
-    return vm_json(_vms(services).delete(ref))
+async def delete_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
+    """Remove the VM and the disks standby created for it. A test VM is removed as a test failover ends
+    (as DestroySystem does): powered off, its overlays deleted, its hold on the recovery point released."""
+    vms = _vms(services)
+    vm = vms.get(ref)
+    failover = getattr(services, "failover", None)
+    if vm.replication_mode == ReplicationMode.TEST_REPLICA and failover is not None:
+        await failover.drill.remove(vm.vm_id)
+        return vm_json(vm)
+    return vm_json(vms.delete(ref))
 
 
 @router.post("/{ref}/{action}", status_code=202, summary="Change the power state (RequestStateChange)")
