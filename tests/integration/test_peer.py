@@ -20,7 +20,7 @@ from standby.daemon.testing import DaemonProcess, free_port
 from standby.domain.entities import AuthorizationEntry, ReplicationSettings, ServiceSettings, VirtualMachine
 from standby.domain.entities import Disk as VmDisk
 from standby.domain.enums import EnabledState, ReplicationState
-from standby.domain.errors import AccessDenied, NotFound, Unavailable
+from standby.domain.errors import AccessDenied, NotFound, NotSupported, Unavailable
 from standby.domain.replica import OutOfSequence
 from standby.engine.connection import ConnectionTarget, client_ssl_context, probe
 from standby.peer import pki
@@ -170,6 +170,19 @@ def test_replica_routes_end_to_end(site: Site, tmp_path: Path) -> None:
     _run(_call(site, "hv-a.test", "remove_replica", VM_ID))
     with pytest.raises(NotFound):
         _run(_call(site, "hv-a.test", "replica_status", VM_ID))
+
+
+def test_a_route_the_peer_lacks_is_not_supported_and_a_missing_replica_not_found(site: Site) -> None:
+    async def probe() -> None:
+        async with site.client("hv-a.test") as client:
+            with pytest.raises(NotSupported) as missing:  # what an older standby answers a newer route
+                await client._json("POST", f"/replicas/{VM_ID}/no-such-route", json={})
+            assert missing.value.message_id == "PeerRouteMissing"
+            assert "no-such-route" in str(missing.value)
+            with pytest.raises(NotFound):  # the route exists, the replica does not: its own message
+                await client.heartbeat("0F0F0F0F-0000-4000-8000-000000000000", 1)
+
+    _run(probe())
 
 
 def test_other_ca_and_no_certificate_are_refused(site: Site) -> None:

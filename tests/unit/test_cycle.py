@@ -24,7 +24,7 @@ from standby.domain.enums import (
     ReplicationState,
     ReplicationType,
 )
-from standby.domain.errors import InvalidState, StandbyError, Unavailable
+from standby.domain.errors import InvalidState, NotSupported, StandbyError, Unavailable
 from standby.domain.replica import OutOfSequence
 from standby.engine.capture import Cut, ReadMode, TrackingLost
 from standby.engine.cycle import (
@@ -454,6 +454,19 @@ def test_an_off_vm_is_cut_as_before() -> None:
     world.capture.online = False  # its bitmaps are in the images: counting them is not cheap
     world.run()
     assert world.capture.calls == ["cut 4 prev 3", "commit 4"] and world.peer.heartbeats == []
+
+
+def test_a_replica_without_the_heartbeat_route_gets_a_cut_instead() -> None:
+    world = make_world()
+
+    async def no_route(vm_id: str, sequence: int) -> int:
+        raise NotSupported("the replica does not know POST /heartbeat", message_id="PeerRouteMissing")
+
+    world.peer.heartbeat = no_route  # type: ignore[method-assign]
+    result = world.run()
+    assert (result.outcome, result.sequence, result.detail) == (CycleOutcome.SUCCESS, 4, "")
+    assert world.capture.calls == ["cut 4 prev 3", "commit 4"]
+    assert world.peer.logs == [(4, 3, LogKind.DELTA, 0)] and world.rel().sequence == 4
 
 
 def test_a_heartbeat_out_of_sequence_requires_a_resync() -> None:

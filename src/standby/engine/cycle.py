@@ -43,7 +43,7 @@ from standby.domain.cycles import (
 )
 from standby.domain.entities import Disk, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import RelationshipIndex, ReplicationState, ReplicationType
-from standby.domain.errors import InvalidState, StandbyError, Unavailable
+from standby.domain.errors import InvalidState, NotSupported, StandbyError, Unavailable
 from standby.engine.capture import (
     HASH_BLOCK,
     Capture,
@@ -221,7 +221,10 @@ class CycleRunner:
         started = self._clock()
         app_consistent = self._app_consistent_due(rel, started)
         if await self._idle(request, disks, tracked, app_consistent):
-            return await self._heartbeat(request, started, t0)
+            try:
+                return await self._heartbeat(request, started, t0)
+            except NotSupported:  # a replica without the route (an older standby): a cut tells it too
+                log.info("the replica of %s takes no heartbeats; cutting instead", vm.name)
         sequence = next_sequence(rel.sequence, [bitmap_name(tracked)] if tracked else [],
                                  pending[1] if pending else None)
         rel = self._set(rel, intent=intent(_INTENT_KIND[kind], sequence))

@@ -2,9 +2,9 @@
 
 Mutual TLS with this host's certificate; the server is verified against the site CA and by name. httpx
 failures are translated here, once: connection and TLS failures → ``Unavailable``; 403 → ``AccessDenied``;
-404 → ``NotFound``; 409 → ``OutOfSequence`` (with ``head_sequence``) for logs and heartbeats, else
-``InvalidState``; 422 → ``LogCorrupt``; 400 → ``InvalidParameter``; 501 → ``NotSupported``; 503 →
-``Unavailable``.
+404 → ``NotFound`` (a bare 404 — a route the peer lacks, an older standby — → ``NotSupported``); 409 →
+``OutOfSequence`` (with ``head_sequence``) for logs and heartbeats, else ``InvalidState``; 422 →
+``LogCorrupt``; 400 → ``InvalidParameter``; 501 → ``NotSupported``; 503 → ``Unavailable``.
 
     async with PeerClient("https://hv2.lab:8443", PeerTls(ca, cert, key)) as peer:
         await peer.create_replica(vm, settings, primary_host="hv1.lab")
@@ -245,6 +245,10 @@ class PeerClient:
         return response
 
 
+#: Starlette's answer for a path no route matches (our error handler passes it on as the message).
+_NO_ROUTE = "Not Found"
+
+
 def _error(response: httpx.Response, where: str) -> StandbyError:
     try:
         body = response.json()
@@ -253,6 +257,12 @@ def _error(response: httpx.Response, where: str) -> StandbyError:
     body = body if isinstance(body, dict) else {}
     message = str(body.get("message") or f"{where} answered HTTP {response.status_code}")
     status = response.status_code
+    if status == 404 and body.get("message", _NO_ROUTE) == _NO_ROUTE:
+        # A missing object is answered with its own message; Starlette's bare "Not Found" (or no JSON at
+        # all) is a route this peer lacks.
+        route = f"{response.request.method} {response.request.url.path}"
+        return NotSupported(f"{where} does not know {route}; it may run an older standby",
+                            message_id="PeerRouteMissing", target=where, route=route)
     if status == 409 and "head_sequence" in body:
         return OutOfSequence(int(body["head_sequence"]), str(body.get("reason", message)))
     classes: dict[int, type[StandbyError]] = {
