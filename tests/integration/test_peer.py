@@ -185,6 +185,21 @@ def test_a_route_the_peer_lacks_is_not_supported_and_a_missing_replica_not_found
     _run(probe())
 
 
+def test_an_idle_connection_outlives_the_usual_five_seconds(site: Site) -> None:
+    # A VM cycling every 30 s reuses one mutual-TLS connection instead of a handshake per cycle.
+    async def local_ports() -> list[int]:
+        async with site.client("hv-a.test") as client:
+            ports = []
+            for pause in (0.0, 6.5):
+                await asyncio.sleep(pause)
+                answer = await client._send("GET", "/ping")
+                ports.append(answer.extensions["network_stream"].get_extra_info("client_addr")[1])
+            return ports
+
+    first, second = _run(local_ports())
+    assert first == second, "the idle connection was closed after a few seconds and a new one opened"
+
+
 def test_other_ca_and_no_certificate_are_refused(site: Site) -> None:
     with pytest.raises(Unavailable):
         _run(_call(site, "foreign", "ping"))

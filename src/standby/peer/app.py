@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from standby.daemon.compose import Services
     from standby.daemon.config import Config
 
+#: Seconds an idle peer connection stays open (uvicorn: 5): longer than the peer client keeps one
+#: (``peer.client.KEEP_ALIVE``), so the client closes it first and never sends on a closing connection.
+KEEP_ALIVE = 75
+
 
 def _with_certificate(app_state: dict[str, Any], transport: asyncio.BaseTransport) -> dict[str, Any]:
     """A copy of ``app_state`` (shared by every connection) with this connection's client certificate."""
@@ -114,6 +118,7 @@ def peer_uvicorn_config(config: Config, services: Services) -> uvicorn.Config:
         access_log=config.log.access_log,
         server_header=False,
         proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
         ssl_certfile=str(https.cert_file),
         ssl_keyfile=str(https.key_file),
