@@ -1,5 +1,5 @@
 """Statistics of a mostly idle VM: its heartbeats (0-byte successful cycles, no log) count as successes but
-do not dilute the average replication size, which is over the cycles that shipped a log."""
+do not dilute the average replication size or latency, which are over the cycles that shipped a log."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ P = RelationshipIndex.PRIMARY
 
 
 def _record(minute: int, wire: int, *, heartbeat: bool = False,
-            outcome: CycleOutcome = CycleOutcome.SUCCESS) -> CycleRecord:
+            outcome: CycleOutcome = CycleOutcome.SUCCESS, latency_ms: int = 400) -> CycleRecord:
     at = NOW - timedelta(minutes=minute)
-    return CycleRecord(VM_ID, int(P), 3, CycleKind.DELTA, outcome, at, at + timedelta(milliseconds=400),
-                       dirty_bytes=wire * 2, wire_bytes=wire, latency_ms=400,
+    end = at + timedelta(milliseconds=latency_ms)
+    return CycleRecord(VM_ID, int(P), 3, CycleKind.DELTA, outcome, at, end,
+                       dirty_bytes=wire * 2, wire_bytes=wire, latency_ms=latency_ms,
                        detail=HEARTBEAT if heartbeat else "")
 
 
@@ -58,3 +59,21 @@ def test_an_empty_log_is_a_shipped_cycle_and_failures_are_not() -> None:
                _record(10, 0, heartbeat=True)]
     assert average_log_size(records) == 120
     assert average_log_size([]) is None
+
+
+def test_the_average_latency_is_over_the_shipped_cycles_and_the_max_over_all() -> None:
+    # A slow link: logs take 9 s and 5 s; twenty quick heartbeats (each counted as a whole second) must not
+    # pull the average down to ~1.6 s and hide it from the latency health rule.
+    records = [_record(50, 6000, latency_ms=9000), _record(40, 2000, latency_ms=4200)]
+    records += [_record(30 - minute, 0, heartbeat=True, latency_ms=30) for minute in range(20)]
+    db = _db(records)
+    stats = report(db, db.relationships.get(VM_ID, int(P)), NOW)
+    assert stats.success_count == 22
+    assert stats.average_latency_seconds == 7.0  # (9 + 5) / 2
+    assert (stats.latency_seconds, stats.max_latency_seconds) == (34, 9)  # totals and max count every cycle
+
+
+def test_an_idle_window_has_no_average_latency() -> None:
+    db = _db([_record(20, 0, heartbeat=True, latency_ms=2500)])
+    stats = report(db, db.relationships.get(VM_ID, int(P)), NOW)
+    assert stats.average_latency_seconds is None and stats.max_latency_seconds == 3

@@ -62,6 +62,10 @@ class CycleRecord:
     detail: str = ""
 
 
+#: ``CycleRecord.detail`` of a successful cycle that sent a heartbeat instead of a log (nothing changed).
+HEARTBEAT_DETAIL = "heartbeat"
+
+
 @dataclass(frozen=True, slots=True)
 class CycleTotals:
     """The counters of ``Msvm_ReplicationStatistics`` over one window (spec §5.5)."""
@@ -81,6 +85,10 @@ class CycleTotals:
     last_app_consistent_at: datetime | None = None
     #: The failures since the last success, newest last (health: "cannot send").
     failures_since_success: int = 0
+    #: Successes that shipped a log (not heartbeats), and their latency in seconds: the average latency is
+    #: theirs. A heartbeat's round trip would count as a whole second and hide a slow link's transfers.
+    shipped_count: int = 0
+    shipped_latency_seconds: int = 0
 
     @property
     def total_cycles(self) -> int:
@@ -89,8 +97,8 @@ class CycleTotals:
 
     @property
     def average_latency_seconds(self) -> float | None:
-        """Mean transfer latency of the successful cycles (None without one)."""
-        return self.latency_seconds / self.success_count if self.success_count else None
+        """Mean transfer latency of the successful cycles that shipped a log (None without one)."""
+        return self.shipped_latency_seconds / self.shipped_count if self.shipped_count else None
 
     @property
     def compression_efficiency(self) -> float | None:
@@ -105,7 +113,7 @@ def _ceil_seconds(milliseconds: int) -> int:
 def totals(records: Iterable[CycleRecord]) -> CycleTotals:
     """Add up cycle records (oldest first) into the statistics counters."""
     success = size = max_size = latency = max_latency = dirty = initial = 0
-    miss = network = failure = app_failed = streak = 0
+    miss = network = failure = app_failed = streak = shipped = shipped_latency = 0
     last_success: datetime | None = None
     last_app: datetime | None = None
     for record in records:
@@ -119,6 +127,9 @@ def totals(records: Iterable[CycleRecord]) -> CycleTotals:
             seconds = _ceil_seconds(record.latency_ms)
             latency += seconds
             max_latency = max(max_latency, seconds)
+            if record.detail != HEARTBEAT_DETAIL:
+                shipped += 1
+                shipped_latency += seconds
             last_success, streak = record.finished_at, 0
             if record.kind is CycleKind.INITIAL:
                 initial += record.wire_bytes
@@ -130,7 +141,7 @@ def totals(records: Iterable[CycleRecord]) -> CycleTotals:
         network += record.outcome is CycleOutcome.NETWORK
         failure += record.outcome is CycleOutcome.FAILURE
     return CycleTotals(success, size, max_size, latency, max_latency, miss, network, failure, app_failed,
-                       dirty, initial, last_success, last_app, streak)
+                       dirty, initial, last_success, last_app, streak, shipped, shipped_latency)
 
 
 # -- bandwidth ----------------------------------------------------------------------------------------

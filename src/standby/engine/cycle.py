@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from standby.domain.cycles import (
+    HEARTBEAT_DETAIL,
     CycleKind,
     CycleOutcome,
     CycleRecord,
@@ -55,7 +56,7 @@ from standby.engine.capture import (
     included_disks,
     stream_in_thread,
 )
-from standby.engine.statistics import HEARTBEAT_DETAIL, refresh_health, success_keeps_health
+from standby.engine.statistics import refresh_health, success_keeps_health
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database

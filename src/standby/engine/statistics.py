@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from standby.domain.cycles import CycleOutcome, CycleRecord, CycleTotals, totals
+from standby.domain.cycles import HEARTBEAT_DETAIL, CycleOutcome, CycleRecord, CycleTotals, totals
 from standby.domain.entities import Relationship, ServiceSettings
 from standby.domain.enums import RelationshipIndex, ReplicationHealth, ReplicationMode, ReplicationState
 from standby.domain.health import (
@@ -32,9 +32,6 @@ from standby.domain.health import (
 )
 from standby.store.errors import StaleWrite
 from standby.store.sqlite import Database
-
-#: ``CycleRecord.detail`` of a heartbeat (``engine.cycle.HEARTBEAT``; that module imports this one).
-HEARTBEAT_DETAIL = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
