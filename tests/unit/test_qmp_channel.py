@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +95,21 @@ def test_messages_are_formatted_for_the_debug_log_only_when_on(caplog: pytest.Lo
         client._cb_inbound(msg)
     assert CountingMessage.formatted == 2
     assert [r.getMessage().split()[0] for r in caplog.records] == ["-->", "<--"]
+
+
+def test_a_refused_connect_raises_without_an_error_record(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # A socket bound but not listening (QEMU between bind and listen): the driver retries, so the library's
+    # ERROR record would be noise; the failure itself still reaches the caller.
+    path = tmp_path / "qmp.sock"
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(path))
+    caplog.set_level(logging.DEBUG)
+    try:
+        with pytest.raises(Unavailable) as refused:
+            asyncio.run(QmpChannel("vm-refused").connect(path, timeout=2))
+    finally:
+        bound.close()
+    assert "refused" in str(refused.value).lower()
+    logged = [r for r in caplog.records if "ConnectionRefusedError" in r.getMessage()]
+    assert logged and all(r.levelno == logging.DEBUG for r in logged)  # the library's traceback stays

@@ -75,12 +75,29 @@ class _Client(QMPClient):
         return msg
 
 
+class _RefusedConnects(logging.Filter):
+    """Drops the library's ERROR record of a refused connect: QEMU binds its socket before it listens, so
+    the driver retries those while QEMU starts, and reports the failure itself if it lasts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        return not any(retried in message for retried in _RETRIED)
+
+
+#: The failures ``driver._connect`` retries (``_not_listening``), as the library's summary names them.
+_RETRIED = ("ConnectionRefusedError", "FileNotFoundError")
+_REFUSED = _RefusedConnects()
+
+
 class QmpChannel:
     """A connection to QEMU's QMP socket, or (``agent=True``) to a qemu-guest-agent channel."""
 
     def __init__(self, name: str, *, agent: bool = False) -> None:
         self.name = name
         self._client = _Client(name)
+        self._client.logger.addFilter(_REFUSED)
         if agent:
             # The guest agent sends no greeting and knows no capabilities negotiation.
             self._client.await_greeting = False
