@@ -105,8 +105,8 @@ def run_row(site: Site, opts: Options) -> list[Figure]:
             mib / convert, "qemu-img convert -O qcow2 + fsync", rate * convert / mib, "throughput ÷ convert",
             samples=[round(mib / s, 1) for s in alone[name]]))
     say(f"P4: the replica's receive path alone, {mib} MiB over mutual TLS (bench/receive_alone.py)")
-    received = receive_alone.measure(mib, repeat, ["buffered"], ["asyncio"], ["asyncio"])
-    got = received["buffered/asyncio/asyncio"]
+    received = receive_alone.measure(mib, repeat, ["httptools"], ["asyncio"], ["asyncio"])
+    got = received["httptools/asyncio/asyncio"]
     wall = median(got["wall"])
     figures.append(Figure(
         "P4", "breakdown: replica receive alone (PeerClient.put_log into the peer listener, nothing applied)",

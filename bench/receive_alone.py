@@ -1,6 +1,6 @@
 """The replica's HTTP receive path alone: a log body over mutual TLS into the peer listener, nothing applied.
 
-    .venv/bin/python -m bench.receive_alone [--mib 256] [--repeat 3] [--protocol h11,httptools,buffered]
+    .venv/bin/python -m bench.receive_alone [--mib 256] [--repeat 3] [--protocol h11,httptools]
                                             [--server-loop asyncio,uvloop] [--client-loop asyncio,uvloop]
                                             [--malloc tuned|default]
 
@@ -36,7 +36,7 @@ from pathlib import Path
 from standby.api.gate import Receive, Scope, Send
 
 MiB = 1 << 20
-PROTOCOLS = ("h11", "httptools", "buffered")
+PROTOCOLS = ("h11", "httptools")
 LOOPS = ("asyncio", "uvloop")
 
 
@@ -51,8 +51,7 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 def _protocol(name: str) -> type[asyncio.Protocol]:
     from standby.peer import app
 
-    return {"h11": app.PeerH11Protocol, "httptools": app.PeerHttpToolsProtocol,
-            "buffered": app.PeerBufferedProtocol}[name]
+    return app.PeerH11Protocol if name == "h11" else app.PeerHttpToolsProtocol
 
 
 async def _drain(scope: Scope, receive: Receive, send: Send) -> None:

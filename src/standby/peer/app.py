@@ -3,9 +3,7 @@
 uvicorn does not put the client certificate into the ASGI scope, so ``PeerHttpToolsProtocol`` (uvicorn's
 httptools protocol: llhttp in C; h11's pure-Python body parsing was a third of the replica's loop while logs
 arrived) copies it from the TLS connection into the per-connection ``scope["state"]`` (``peer_certificate``,
-DER). The listener runs ``PeerBufferedProtocol``, the same as an ``asyncio.BufferedProtocol``: TLS decrypts
-into one reused buffer (bench/receive_alone.py, paired: ~8 % less listener CPU per GiB). ``PeerH11Protocol``
-does the same on h11; only ``bench/receive_alone.py`` uses it and the plain httptools one, for comparison.
+DER). ``PeerH11Protocol`` does the same on h11; only ``bench/receive_alone.py`` uses it, for comparison.
 ``PeerGate`` turns it into the caller's host name (first DNS SAN, else CN) in ``scope["state"]["peer_host"]``;
 a request without one is refused with 403 (the TLS layer has already refused certificates of another CA).
 """
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
 #: Seconds an idle peer connection stays open (uvicorn: 5): longer than the peer client keeps one
 #: (``peer.client.KEEP_ALIVE``), so the client closes it first and never sends on a closing connection.
 KEEP_ALIVE = 75
-#: Bytes a TLS read may decrypt at once (asyncio's SSL layer reads at most 256 KiB per call).
-_RECEIVE_BUFFER = 256 * 1024
 
 
 def _with_certificate(app_state: dict[str, Any], transport: asyncio.BaseTransport) -> dict[str, Any]:
@@ -57,24 +53,6 @@ class PeerHttpToolsProtocol(HttpToolsProtocol):
         """Remember the peer's certificate for every request of this connection."""
         super().connection_made(transport)
         self.app_state = _with_certificate(self.app_state, transport)
-
-
-class PeerBufferedProtocol(PeerHttpToolsProtocol, asyncio.BufferedProtocol):
-    """``PeerHttpToolsProtocol`` that TLS decrypts into one buffer of its own (``asyncio.BufferedProtocol``):
-    asyncio's SSL layer then reads straight into it instead of making a bytes object per read and joining
-    several, and httptools parses the received bytes in place."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._buffer = memoryview(bytearray(_RECEIVE_BUFFER))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """The buffer the transport writes into (the whole of it: one read fills what it can)."""
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """Parse what the transport wrote (httptools copies out what it keeps: the body it hands on)."""
-        self.data_received(self._buffer[:nbytes])  # type: ignore[arg-type]
 
 
 class PeerH11Protocol(H11Protocol):
@@ -134,7 +112,7 @@ def peer_uvicorn_config(config: Config, services: Services) -> uvicorn.Config:
     assert config.tls.ca_file is not None
     return uvicorn.Config(
         create_peer_app(services),
-        http=PeerBufferedProtocol,
+        http=PeerHttpToolsProtocol,
         lifespan="off",
         log_config=None,
         access_log=config.log.access_log,
