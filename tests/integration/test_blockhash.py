@@ -9,31 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import xxhash
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
 from standby.storage import blockhash, chain
+from tests.integration.test_chain import expected_hashes, qemu_io, raw_content
 
 MiB = 1024 * 1024
 SIZES = [64 * 1024, 256 * 1024, 1536 * 1024, 4 * MiB]  # 1.5 MiB: blocks straddle clusters and extents
-
-
-def _io(path: Path, fmt: str, *commands: str) -> None:
-    args = ["qemu-io", "-f", fmt]
-    for command in commands:
-        args += ["-c", command]
-    subprocess.run([*args, str(path)], check=True, capture_output=True)
-
-
-def _content(path: Path, tmp: Path) -> bytes:
-    out = tmp / (path.name + ".raw")
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(out)], check=True)
-    return out.read_bytes()
-
-
-def _expected(data: bytes, block: int) -> bytes:
-    pieces = (data[offset:offset + block] for offset in range(0, len(data), block))
-    return b"".join(bytes(16) if p.count(0) == len(p) else xxhash.xxh3_128_digest(p) for p in pieces)
 
 
 def _through_nbd(path: Path, block: int) -> bytes:
@@ -46,20 +28,20 @@ def layered(tmp_path: Path) -> Path:
     """raw base (odd size) <- qcow2 <- qcow2: data, zeroed data, holes, writes across cluster edges."""
     base = tmp_path / "base.raw"
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(base), str(9 * MiB + 1536)], check=True)
-    _io(base, "raw", "write -P 0x11 0 2M", "write -P 0x12 6M 1M", "write -P 0x13 9M 1536")
+    qemu_io(base, "write -P 0x11 0 2M", "write -P 0x12 6M 1M", "write -P 0x13 9M 1536", fmt="raw")
     middle = tmp_path / "mid.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base.name, "-F", "raw", str(middle)],
                    check=True)
-    _io(middle, "qcow2", "write -P 0x21 1000k 300k", "write -z 6M 64k", "write -P 0 3M 256k")
+    qemu_io(middle, "write -P 0x21 1000k 300k", "write -z 6M 64k", "write -P 0 3M 256k")
     top = tmp_path / "top.qcow2"
     chain.create_overlay(top, middle)
-    _io(top, "qcow2", "write -P 0x31 1536k 4k", "write -P 0x32 6100k 100k", "write -z 0 64k")
+    qemu_io(top, "write -P 0x31 1536k 4k", "write -P 0x32 6100k 100k", "write -z 0 64k")
     return top
 
 
 @pytest.mark.parametrize("block", SIZES)
 def test_file_hashes_equal_the_content_and_the_nbd_hashes(layered: Path, tmp_path: Path, block: int) -> None:
-    expected = _expected(_content(layered, tmp_path), block)
+    expected = expected_hashes(raw_content(layered, tmp_path), block)
     assert blockhash.image_block_hashes(layered, block) == expected
     assert _through_nbd(layered, block) == expected
 
@@ -76,15 +58,15 @@ def test_the_map_names_each_layer(layered: Path) -> None:
 def test_compressed_clusters_fall_back_to_qemu_nbd(tmp_path: Path) -> None:
     plain = tmp_path / "plain.qcow2"
     chain.create_image(plain, 4 * MiB)
-    _io(plain, "qcow2", "write -P 0x41 0 1M", "write -P 0x42 3M 512k")
+    qemu_io(plain, "write -P 0x41 0 1M", "write -P 0x42 3M 512k")
     packed = tmp_path / "packed.qcow2"
     subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(plain), str(packed)], check=True)
     with pytest.raises(blockhash.NotInPlace):
         blockhash.map_chain(packed)
     top = tmp_path / "top.qcow2"
     chain.create_overlay(top, packed)
-    _io(top, "qcow2", "write -P 0x43 512k 64k")
-    expected = _expected(_content(top, tmp_path), 256 * 1024)
+    qemu_io(top, "write -P 0x43 512k 64k")
+    expected = expected_hashes(raw_content(top, tmp_path), 256 * 1024)
     assert blockhash.image_block_hashes(top, 256 * 1024) == expected
 
 
@@ -92,7 +74,7 @@ def test_digests_follow_the_content(layered: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(layered), str(copy)], check=True)
     assert blockhash.image_digest(copy) == blockhash.image_digest(layered)
-    _io(copy, "qcow2", "write -P 0x77 5M 512")
+    qemu_io(copy, "write -P 0x77 5M 512")
     assert blockhash.image_digest(copy) != blockhash.image_digest(layered)
 
 

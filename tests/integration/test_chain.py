@@ -16,14 +16,16 @@ MiB = 1024 * 1024
 SIZE = 16 * MiB
 
 
-def _io(path: Path, *commands: str) -> None:
-    args = ["qemu-io", "-f", "qcow2"]
+def qemu_io(path: Path, *commands: str, fmt: str = "qcow2") -> None:
+    """Run qemu-io ``commands`` on the image (raises when one fails)."""
+    args = ["qemu-io", "-f", fmt]
     for command in commands:
         args += ["-c", command]
     subprocess.run([*args, str(path)], check=True, capture_output=True)
 
 
-def _raw(path: Path, tmp: Path) -> bytes:
+def raw_content(path: Path, tmp: Path) -> bytes:
+    """The image's guest-visible bytes (qemu-img convert to raw, through its backing chain)."""
     out = tmp / (path.name + ".raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(out)], check=True)
     data = out.read_bytes()
@@ -31,7 +33,8 @@ def _raw(path: Path, tmp: Path) -> bytes:
     return data
 
 
-def _manual_hashes(data: bytes, block: int) -> bytes:
+def expected_hashes(data: bytes, block: int) -> bytes:
+    """The peer protocol's block hashes of ``data``, computed the plain way."""
     out = []
     for offset in range(0, len(data), block):
         piece = data[offset:offset + block]
@@ -46,12 +49,12 @@ def points(tmp_path: Path) -> list[Path]:
     folder.mkdir(parents=True)
     paths = [folder / f"rp-{n:010d}.qcow2" for n in range(1, 5)]
     chain.create_image(paths[0], SIZE)
-    _io(paths[0], "write -P 0x11 0 1M", "write -P 0x12 8M 64k")
+    qemu_io(paths[0], "write -P 0x11 0 1M", "write -P 0x12 8M 64k")
     for previous, path in itertools.pairwise(paths):
         chain.create_overlay(path, previous)
-    _io(paths[1], "write -P 0x21 512k 1M", "write -z 8M 64k")  # overwrite, and zero what rp-1 wrote
-    _io(paths[2], "write -P 0x31 3M 100k", "write -P 0x32 15M 1M")
-    _io(paths[3], "write -P 0x41 0 4k")
+    qemu_io(paths[1], "write -P 0x21 512k 1M", "write -z 8M 64k")  # overwrite, and zero what rp-1 wrote
+    qemu_io(paths[2], "write -P 0x31 3M 100k", "write -P 0x32 15M 1M")
+    qemu_io(paths[3], "write -P 0x41 0 4k")
     return paths
 
 
@@ -66,7 +69,8 @@ def test_overlays_name_their_backing_relative(points: list[Path]) -> None:
 def test_block_hashes_match_the_raw_content(points: list[Path], tmp_path: Path) -> None:
     for block in (64 * 1024, 1 * MiB, 3 * MiB):  # 3 MiB: the last block is partial
         for path in points:
-            assert blockhash.image_block_hashes(path, block) == _manual_hashes(_raw(path, tmp_path), block)
+            expected = expected_hashes(raw_content(path, tmp_path), block)
+            assert blockhash.image_block_hashes(path, block) == expected
     hashes = blockhash.image_block_hashes(points[1], 1 * MiB)
     assert hashes[8 * 16:9 * 16] == bytes(16)  # zeroed in rp-2 over rp-1's data
     assert hashes[10 * 16:11 * 16] == bytes(16)  # never written: a hole, not read
@@ -78,8 +82,8 @@ def test_hashes_do_not_depend_on_the_read_size(tmp_path: Path, read_size: int) -
     # across read boundaries.
     path = tmp_path / "odd.qcow2"
     chain.create_image(path, 9 * MiB + 1536)
-    _io(path, "write -P 0x51 100k 3M", "write -P 0 5M 1M", "write -P 0x52 9M 1536")
-    expected = _manual_hashes(_raw(path, tmp_path), 256 * 1024)
+    qemu_io(path, "write -P 0x51 100k 3M", "write -P 0 5M 1M", "write -P 0x52 9M 1536")
+    expected = expected_hashes(raw_content(path, tmp_path), 256 * 1024)
     with chain.NbdServer(path, writable=False) as server, server.connect([chain.BASE_ALLOCATION]) as client:
         hashes, read = blockhash.nbd_hashes(client, 256 * 1024, read_size=read_size)
     assert hashes == expected
@@ -93,14 +97,14 @@ def test_reads_join_runs_of_blocks_between_zero_blocks() -> None:
 
 def test_merge_keeps_every_remaining_point(points: list[Path], tmp_path: Path) -> None:
     before = [blockhash.image_digest(path) for path in points]
-    raw_before = [_raw(path, tmp_path) for path in points]
+    raw_before = [raw_content(path, tmp_path) for path in points]
     assert len(set(before)) == 4
     chain.merge(points[1], points[2])  # drop point 2
     assert not points[1].exists()
     after = {path: blockhash.image_digest(path) for path in (points[0], points[2], points[3])}
     assert after == {points[0]: before[0], points[2]: before[2], points[3]: before[3]}
-    assert _raw(points[2], tmp_path) == raw_before[2]
-    assert _raw(points[3], tmp_path) == raw_before[3]
+    assert raw_content(points[2], tmp_path) == raw_before[2]
+    assert raw_content(points[3], tmp_path) == raw_before[3]
     assert chain.chain_of(points[3]) == [points[3], points[2], points[0]]
     subprocess.run(["qemu-img", "check", "-q", str(points[2])], check=True)
     # Dropping the oldest point: rp-1 absorbs rp-3 and becomes the standalone base.
@@ -137,7 +141,7 @@ def test_nbd_writes_zeroes_as_zero_clusters_over_a_backing(points: list[Path], t
     with chain.NbdServer(top, writable=True) as server, server.connect() as client:
         client.write_many([(0, None, 1 * MiB), (2 * MiB, b"\x55" * 4096, 4096)])
         client.flush()
-    data = _raw(top, tmp_path)
+    data = raw_content(top, tmp_path)
     assert data[: 1 * MiB] == bytes(1 * MiB)  # reads zero, not through to rp-4's 0x41 / rp-1's 0x11
     assert data[2 * MiB: 2 * MiB + 4096] == b"\x55" * 4096
     assert data[3 * MiB: 3 * MiB + 100 * 1024] == b"\x31" * 100 * 1024  # from the backing chain
