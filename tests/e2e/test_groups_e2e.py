@@ -161,6 +161,7 @@ def test_collection_failover_to_every_retained_point_keeps_cross_vm_citations(si
                  Collection=collection_path(collection_id))
     assert len(checked) >= POINTS_WANTED
     assert cites > 0, "no member cited another: the relay did not work"
-    assert all(later[0] >= earlier[0] for earlier, later in itertools.pairwise(checked))
+    times = [str(point["CreationTime"]) for point in found]
+    assert all(later[0] >= earlier[0] for earlier, later in itertools.pairwise(checked)), (checked, times)
     print(f"\nrecords per collection point (ga, gb, gc): {checked}; citations checked: {cites}; "
           f"collection failover job seconds: {seconds}")

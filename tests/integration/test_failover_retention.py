@@ -1,6 +1,7 @@
-"""Retention and failover on one replica at the same time, over real qcow2 chains: a point is never merged
-away between being chosen and being recorded as in use (the applier's chain guard), and a merge plan stops
-as soon as a failover or a test VM holds a point."""
+"""Retention, applies and failover on one replica at the same time, over real qcow2 chains: a point is never
+merged away between being chosen and being recorded as in use (the applier's chain guard), a merge plan
+stops as soon as a failover or a test VM holds a point, and a log that finishes applying after a failover
+records its point without taking the failed-over VM's disks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import dataclasses
 import subprocess
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from standby.domain.entities import RecoveryPoint
+from standby.domain.entities import RecoveryPoint, ReplicationSettings
 from standby.domain.enums import ReplicationState
 from standby.domain.errors import NotFound
 from standby.engine import apply as apply_module
@@ -20,7 +22,18 @@ from standby.engine.apply import ReplicaApplier
 from standby.engine.failover import FailoverUseCases
 from standby.engine.replication import ReplicationUseCases
 from standby.hypervisor.fake import FakeHypervisor
+from standby.storage import chain
+from standby.storage.logformat import LogKind
 from standby.store.sqlite import Database
+from tests.integration.test_apply import DISKS as APPLY_DISKS
+from tests.integration.test_apply import PRIMARY as APPLY_PRIMARY
+from tests.integration.test_apply import VM_ID as APPLY_VM
+from tests.integration.test_apply import (
+    Rig,
+    build_log,
+    rig,  # noqa: F401 - the fixture
+)
+from tests.integration.test_chain import qemu_io
 from tests.integration.test_failover_support import VM_ID, Replica, clock, images_identical, make_replica
 
 WRITES = ((0x11, 0, 2 << 20), (0x22, 1 << 20, 2 << 20), (0x33, 512 << 10, 256 << 10),
@@ -128,3 +141,50 @@ def test_a_test_vm_arriving_mid_plan_keeps_its_point_and_older_chain(replica: Re
 
 def _flatten(image: Path, out: Path) -> None:
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(out)], check=True)
+
+
+# -- a log still applying when the failover lands ---------------------------------------------------------
+
+
+def test_a_log_applied_after_a_failover_leaves_the_failover_disks(rig: Rig) -> None:  # noqa: F811
+    rig.db.relationships.update(dataclasses.replace(rig.db.relationships.get(APPLY_VM, 0),
+                                                    settings=ReplicationSettings(recovery_history=24)))
+    rig.apply(1, 0, LogKind.INITIAL, None)
+    qemu_io(rig.sources["disk0"], "write -P 0x61 3M 1M")
+    log = build_log(rig.sources, 2, 1, LogKind.DELTA, {"disk0": [(3 << 20, 1 << 20)]}, app=False, extra={},
+                    cut_time=rig.clock.now)
+    guards = ReplicationUseCases(rig.db, rig.clock)
+    failover = FailoverUseCases(rig.db, rig.clock, None, FakeHypervisor(), guards,
+                                chain_guard=rig.replica.applier.chain_guard)
+
+    async def scenario() -> tuple[object, object]:
+        release = asyncio.Event()
+
+        async def held_back() -> AsyncIterator[bytes]:  # half the log, then the failover, then the rest
+            data = b"".join(log)
+            yield data[:len(data) // 2]
+            await release.wait()
+            yield data[len(data) // 2:]
+
+        applying = asyncio.create_task(rig.replica.put_log(APPLY_PRIMARY, APPLY_VM, 2, held_back()))
+        await asyncio.sleep(0.3)
+        assert not applying.done()
+        failed_over = await failover.initiate(APPLY_VM, None)  # the latest point: 1
+        release.set()
+        applied = await applying
+        await rig.replica.applier.settled(APPLY_VM)
+        return failed_over, applied
+
+    failed_over, applied = asyncio.run(scenario())
+    assert isinstance(failed_over, dict) and applied.applied  # type: ignore[attr-defined]
+    first = rig.db.recovery_points.list(vm_id=APPLY_VM)[0]
+    assert failed_over["RecoveryPoint"] == first.point_id
+    assert rig.sequences() == [1, 2]  # the log that was already streaming in became a point
+    rel = rig.db.relationships.get(APPLY_VM, 0)
+    assert rel.state is ReplicationState.RECOVERED and rel.sequence == 2
+    disks = [Path(d.path) for d in rig.db.vms.get(APPLY_VM).disks if d.disk_id in APPLY_DISKS]
+    assert all(path.parent.name == "failover" for path in disks), disks  # still the failover's overlays
+    assert chain.backing_file(disks[0]) == rig.point_images(1)["disk0"]
+    asyncio.run(failover.revert(APPLY_VM))
+    assert [d.path for d in rig.db.vms.get(APPLY_VM).disks if d.disk_id in APPLY_DISKS] == \
+        [str(rig.point_images(2)[d]) for d in APPLY_DISKS]  # reverted: the head, point 2

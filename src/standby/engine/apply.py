@@ -294,7 +294,11 @@ class ReplicaApplier:
         with self._db.transaction():
             self._db.recovery_points.insert(point)
             self._db.relationships.update(updated)
-            self._db.vms.update(replace(vm, disks=new_disks))
+            # A failover that finished while this log streamed in (it takes no apply lock) owns the VM's
+            # disks now, its overlays: pointing them at the new head would let the failed-over VM write
+            # into a recovery point. RevertFailover points them at the head, this point.
+            if relationship.state not in _FAILOVER_OWNS_DISKS:
+                self._db.vms.update(replace(vm, disks=new_disks))
             if header.kind in (LogKind.INITIAL, LogKind.RESYNC):
                 self._db.replicas.update(replace(self._db.replicas.get(site.vm_id),
                                                  base_sequence=header.sequence))
@@ -651,6 +655,10 @@ def _replication_type(header: LogHeader) -> ReplicationType:
     if header.application_consistent:
         return ReplicationType.APPLICATION_CONSISTENT
     return ReplicationType.REGULAR
+
+
+#: States in which the replica VM's disks are a failover's overlays, not the head's images.
+_FAILOVER_OWNS_DISKS = frozenset({ReplicationState.RECOVERED, ReplicationState.COMMITTED})
 
 
 def _state_after_apply(state: ReplicationState) -> ReplicationState:
