@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from standby.domain.entities import RecoveryPoint, ReplicationSettings
-from standby.domain.enums import ReplicationState
+from standby.domain.enums import ReplicationHealth, ReplicationState
 from standby.domain.errors import NotFound
 from standby.engine import apply as apply_module
 from standby.engine.apply import ReplicaApplier
@@ -182,6 +182,7 @@ def test_a_log_applied_after_a_failover_leaves_the_failover_disks(rig: Rig) -> N
     assert rig.sequences() == [1, 2]  # the log that was already streaming in became a point
     rel = rig.db.relationships.get(APPLY_VM, 0)
     assert rel.state is ReplicationState.RECOVERED and rel.sequence == 2
+    assert rel.health is ReplicationHealth.WARNING  # failed over, as the failover left it
     disks = [Path(d.path) for d in rig.db.vms.get(APPLY_VM).disks if d.disk_id in APPLY_DISKS]
     assert all(path.parent.name == "failover" for path in disks), disks  # still the failover's overlays
     assert chain.backing_file(disks[0]) == rig.point_images(1)["disk0"]

@@ -282,8 +282,10 @@ class ReplicaApplier:
         kind = _replication_type(header)
         # Reloaded: a mirrored state change may have been written while the log streamed in.
         relationship = self._db.relationships.get(relationship.vm_id, int(relationship.index))
+        failed_over = relationship.state in _FAILOVER_OWNS_DISKS
         updated = replace(
-            relationship, state=_state_after_apply(relationship.state), health=ReplicationHealth.OK,
+            relationship, state=_state_after_apply(relationship.state),
+            health=relationship.health if failed_over else ReplicationHealth.OK,
             last_replication_time=now, last_apply_time=now, last_replication_type=kind,
             last_app_consistent_time=now if header.application_consistent else
             relationship.last_app_consistent_time, sequence=header.sequence,
@@ -297,7 +299,7 @@ class ReplicaApplier:
             # A failover that finished while this log streamed in (it takes no apply lock) owns the VM's
             # disks now, its overlays: pointing them at the new head would let the failed-over VM write
             # into a recovery point. RevertFailover points them at the head, this point.
-            if relationship.state not in _FAILOVER_OWNS_DISKS:
+            if not failed_over:
                 self._db.vms.update(replace(vm, disks=new_disks))
             if header.kind in (LogKind.INITIAL, LogKind.RESYNC):
                 self._db.replicas.update(replace(self._db.replicas.get(site.vm_id),
