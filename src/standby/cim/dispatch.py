@@ -24,6 +24,7 @@ from pywbem import CIMClassName, CIMError, CIMInstance, CIMInstanceName, CIMMeth
 
 from standby.cim import embedded
 from standby.cim.backend import RequestContext
+from standby.cim.errors import CimFault
 from standby.cim.instances import cim_value
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
 from standby.cim.runtime import CimRuntime
@@ -114,7 +115,8 @@ class Dispatcher:
         cls = self._schema.get_class(namespace, classname)
         method = cls.methods.get(method_name)
         if method is None:
-            raise CIMError(pywbem.CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method_name!r}")
+            raise CimFault(pywbem.CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method_name!r}",
+                           message_id="CimMethodNotFound", classname=cls.classname, method=method_name)
         table = code_table(method)
         declared = self._declared_inputs(method, params)
         try:
@@ -148,8 +150,8 @@ class Dispatcher:
         for name, value in params.items():
             param = method.parameters.get(name)
             if param is None:
-                raise CIMError(pywbem.CIM_ERR_INVALID_PARAMETER,
-                               f"{method.name} has no parameter {name!r}")
+                raise CimFault(pywbem.CIM_ERR_INVALID_PARAMETER, f"{method.name} has no parameter {name!r}",
+                               message_id="CimUnknownParameter", operation=method.name, parameter=name)
             if _is_input(param):
                 result[param.name] = (param, value)
         return result

@@ -5,6 +5,8 @@ subclass); associations are traversed generically over the association classes' 
 through the ``Dispatcher``. Errors follow DSP0200: CIM_ERR_INVALID_NAMESPACE for an unknown namespace,
 CIM_ERR_INVALID_CLASS for an unknown class in instance operations, CIM_ERR_NOT_FOUND for an unknown class in
 GetClass and for instance paths that match nothing, CIM_ERR_INVALID_PARAMETER for bad filter class names.
+Each is a ``CimFault`` (English text plus a catalog id), which the CIM-XML edge renders in the reader's
+language.
 
 Build one with ``build_object_manager(runtime)``; it installs every provider module (see
 ``cim/providers/registry.py`` for how other modules add providers and method handlers).
@@ -18,10 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pywbem
-from pywbem import CIMClass, CIMClassName, CIMError, CIMInstance, CIMInstanceName
+from pywbem import CIMClass, CIMClassName, CIMInstance, CIMInstanceName
 
 from standby.cim.backend import RequestContext
 from standby.cim.dispatch import Dispatcher
+from standby.cim.errors import CimFault
 from standby.cim.instances import filtered, keys_match, paths_equal
 from standby.cim.providers.registry import ProviderRegistry, build_registry
 from standby.cim.runtime import CimRuntime
@@ -54,7 +57,8 @@ class CimObjectManager:
     def _namespace(self, namespace: str | None) -> str:
         canonical = self._schema.canonical_namespace(namespace or "")
         if canonical is None:
-            raise CIMError(pywbem.CIM_ERR_INVALID_NAMESPACE, f"Namespace {namespace!r} does not exist")
+            raise CimFault(pywbem.CIM_ERR_INVALID_NAMESPACE, f"Namespace {namespace!r} does not exist",
+                           message_id="CimNamespaceNotFound", namespace=namespace)
         return canonical
 
     def get_class(
@@ -68,14 +72,20 @@ class CimObjectManager:
         property_list: Sequence[str] | None = None,
     ) -> CIMClass:
         """The class definition shaped by the DSP0200 flags; CIM_ERR_NOT_FOUND if unknown."""
-        cls = self._schema.get_class(self._namespace(namespace), classname)
+        ns = self._namespace(namespace)
+        cls = self._schema.find_class(ns, classname)
+        if cls is None:
+            raise _no_class(pywbem.CIM_ERR_NOT_FOUND, classname, ns)
         return _shaped(cls, local_only, include_qualifiers, include_class_origin, property_list)
 
     def enumerate_classes(
         self, namespace: str, classname: str | None = None, *, deep_inheritance: bool = False
     ) -> list[CIMClass]:
         """Subclasses of ``classname`` (or the top classes when None); CIM_ERR_INVALID_CLASS if unknown."""
-        classes = self._schema.subclasses(self._namespace(namespace), classname, deep=deep_inheritance)
+        ns = self._namespace(namespace)
+        if classname is not None:
+            self._class_of(ns, classname)
+        classes = self._schema.subclasses(ns, classname, deep=deep_inheritance)
         return [copy.deepcopy(cls) for cls in classes]
 
     # -- instances ------------------------------------------------------------------------------------------
@@ -83,7 +93,7 @@ class CimObjectManager:
     def _class_of(self, namespace: str, classname: str) -> CIMClass:
         cls = self._schema.find_class(namespace, classname)
         if cls is None:
-            raise CIMError(pywbem.CIM_ERR_INVALID_CLASS, f"Class {classname!r} does not exist in {namespace}")
+            raise _no_class(pywbem.CIM_ERR_INVALID_CLASS, classname, namespace)
         return cls
 
     def _instances(self, namespace: str, classname: str, ctx: RequestContext) -> Iterator[CIMInstance]:
@@ -94,7 +104,8 @@ class CimObjectManager:
                 try:
                     yield from provider.instances(namespace, ctx)
                 except StandbyError as exc:
-                    raise CIMError(pywbem.CIM_ERR_FAILED, f"{name}: {exc.message}") from exc
+                    raise CimFault(pywbem.CIM_ERR_FAILED, f"{name}: {exc.message}",
+                                   message_id="CimProviderFailed", classname=name, reason=exc) from exc
 
     def enumerate_instances(
         self,
@@ -133,7 +144,7 @@ class CimObjectManager:
         located = _located(path, ns)
         instance = self.find_instance(located, ctx)
         if instance is None:
-            raise CIMError(pywbem.CIM_ERR_NOT_FOUND, f"No instance {path}")
+            raise _no_instance(path)
         return filtered(instance, _names(property_list))
 
     # -- methods --------------------------------------------------------------------------------------------
@@ -148,12 +159,12 @@ class CimObjectManager:
         """Run a method on an instance or (static style) on a class: (ReturnValue, out-parameters)."""
         ns = self._namespace(target.namespace)
         if self._schema.find_class(ns, target.classname) is None:
-            raise CIMError(pywbem.CIM_ERR_NOT_FOUND, f"Class {target.classname!r} does not exist in {ns}")
+            raise _no_class(pywbem.CIM_ERR_NOT_FOUND, target.classname, ns)
         instance = None
         if isinstance(target, CIMInstanceName):
             instance = self.find_instance(_located(target, ns), ctx)
             if instance is None:
-                raise CIMError(pywbem.CIM_ERR_NOT_FOUND, f"No instance {target}")
+                raise _no_instance(target)
         return self._dispatcher.invoke(ns, target, instance, method, params, ctx)
 
     # -- associations ---------------------------------------------------------------------------------------
@@ -161,7 +172,8 @@ class CimObjectManager:
     def _association_classes(self, ns: str, assoc_class: str | None) -> list[str]:
         if assoc_class is not None:
             if self._schema.find_class(ns, assoc_class) is None:
-                raise CIMError(pywbem.CIM_ERR_INVALID_PARAMETER, f"Unknown association class {assoc_class!r}")
+                raise CimFault(pywbem.CIM_ERR_INVALID_PARAMETER, f"Unknown association class {assoc_class!r}",
+                               message_id="CimUnknownAssociationClass", classname=assoc_class)
             candidates = [assoc_class] + [c.classname for c in self._schema.subclasses(ns, assoc_class)]
         else:
             candidates = [c.classname for c in self._schema.classes(ns)]
@@ -175,7 +187,7 @@ class CimObjectManager:
         ns = self._namespace(path.namespace)
         subject = self.find_instance(_located(path, ns), ctx)
         if subject is None:
-            raise CIMError(pywbem.CIM_ERR_NOT_FOUND, f"No instance {path}")
+            raise _no_instance(path)
         for name in self._association_classes(ns, assoc_class):
             for provider in self._registry.providers(ns, name):
                 for link in provider.instances(ns, ctx):
@@ -189,7 +201,8 @@ class CimObjectManager:
 
     def _check_result_class(self, ns: str, result_class: str | None) -> None:
         if result_class is not None and self._schema.find_class(ns, result_class) is None:
-            raise CIMError(pywbem.CIM_ERR_INVALID_PARAMETER, f"Unknown result class {result_class!r}")
+            raise CimFault(pywbem.CIM_ERR_INVALID_PARAMETER, f"Unknown result class {result_class!r}",
+                           message_id="CimUnknownResultClass", classname=result_class)
 
     def associators(
         self,
@@ -230,6 +243,16 @@ class CimObjectManager:
         ns = self._namespace(path.namespace)
         self._check_result_class(ns, result_class)
         return [link for link, _ in self._links(path, ctx, result_class, role)]
+
+
+def _no_class(status: int, classname: str, namespace: str) -> CimFault:
+    return CimFault(status, f"Class {classname!r} does not exist in {namespace}",
+                    message_id="CimClassNotFound", classname=classname, namespace=namespace)
+
+
+def _no_instance(path: CIMInstanceName) -> CimFault:
+    return CimFault(pywbem.CIM_ERR_NOT_FOUND, f"No instance {path}", message_id="CimInstanceNotFound",
+                    path=str(path))
 
 
 def _located(path: CIMInstanceName, namespace: str) -> CIMInstanceName:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pywbem import CIM_ERR_INVALID_NAMESPACE, CIMClassName, CIMError, CIMInstanceName, CIMMethod
+from pywbem import CIM_ERR_INVALID_NAMESPACE, CIMClassName, CIMInstanceName, CIMMethod
 
 from standby.cim.backend import INTEROP_NAMESPACE, ObjectManager, RequestContext
+from standby.cim.errors import CimFault
 
 #: Names clients use for the Interop namespace besides ours (pywbem tries ``interop`` then ``root/interop``).
 INTEROP_ALIASES = ("interop", "root/interop")
@@ -43,7 +44,8 @@ class Operation:
         """Like :meth:`find_namespace`, but CIM_ERR_INVALID_NAMESPACE when it is not served."""
         found = self.find_namespace(namespace)
         if found is None:
-            raise CIMError(CIM_ERR_INVALID_NAMESPACE, f"Namespace {namespace!r} does not exist")
+            raise CimFault(CIM_ERR_INVALID_NAMESPACE, f"Namespace {namespace!r} does not exist",
+                           message_id="CimNamespaceNotFound", namespace=namespace)
         return found
 
     def local_path(self, path: CIMInstanceName, namespace: str) -> CIMInstanceName:

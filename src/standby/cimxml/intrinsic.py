@@ -6,6 +6,7 @@ Implemented: GetClass, EnumerateClasses, EnumerateClassNames, GetInstance, Enume
 EnumerateInstanceNames, GetProperty, Associators, AssociatorNames, References, ReferenceNames,
 ExecQuery (WQL).
 Everything else (writes, qualifiers, pull operations) answers CIM_ERR_NOT_SUPPORTED so clients fall back.
+Errors raised here are ``CimFault``s: the server renders their descriptions in the request's language.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pywbem import (
     CIMInstanceName,
 )
 
+from standby.cim.errors import CimFault
 from standby.cimxml import wire, wql
 from standby.cimxml.context import Operation
 from standby.cimxml.params import SIGNATURES, Params
@@ -37,7 +39,8 @@ def run(op: Operation, method: str, namespace: str, raw_params: dict[str, Any]) 
     """Run one intrinsic operation; returns the IRETURNVALUE content (element, list, or None)."""
     canonical = _canonical_name(method)
     if canonical is None:
-        raise CIMError(CIM_ERR_NOT_SUPPORTED, f"Operation {method} is not supported by this server")
+        raise CimFault(CIM_ERR_NOT_SUPPORTED, f"Operation {method} is not supported by this server",
+                       message_id="CimOperationNotSupported", operation=method)
     served = op.namespace(namespace)
     return _HANDLERS[canonical](op, served, Params(canonical, raw_params))
 
@@ -72,7 +75,8 @@ def _classes(op: Operation, ns: str, p: Params) -> list[CIMClass]:
         except CIMError as exc:
             # GetClass says NOT_FOUND; for the enumerations DSP0200 wants INVALID_CLASS.
             if exc.status_code == CIM_ERR_NOT_FOUND:
-                raise CIMError(CIM_ERR_INVALID_CLASS, f"Class {classname!r} does not exist") from None
+                raise CimFault(CIM_ERR_INVALID_CLASS, f"Class {classname!r} does not exist in {ns}",
+                               message_id="CimClassNotFound", classname=classname, namespace=ns) from None
             raise
     return op.om.enumerate_classes(ns, classname, deep_inheritance=p.flag("DeepInheritance", False))
 
@@ -143,7 +147,8 @@ def _get_property(op: Operation, ns: str, p: Params) -> Any:
     name = p.string("PropertyName", required=True) or ""
     inst = op.om.get_instance(op.local_path(p.instance_name("InstanceName"), ns), op.ctx)
     if name not in inst.properties:
-        raise CIMError(CIM_ERR_NO_SUCH_PROPERTY, f"{inst.classname} has no property {name!r}")
+        raise CimFault(CIM_ERR_NO_SUCH_PROPERTY, f"{inst.classname} has no property {name!r}",
+                       message_id="CimNoSuchProperty", classname=inst.classname, property=name)
     return wire.value_element(inst.properties[name].value)
 
 
@@ -153,8 +158,9 @@ def _get_property(op: Operation, ns: str, p: Params) -> Any:
 def _object_name(op: Operation, ns: str, p: Params) -> CIMInstanceName:
     target = p.object_name()
     if not isinstance(target, CIMInstanceName):
-        raise CIMError(
-            CIM_ERR_NOT_SUPPORTED, "Association queries on classes are not supported; name an instance"
+        raise CimFault(
+            CIM_ERR_NOT_SUPPORTED, "Association queries on classes are not supported; name an instance",
+            message_id="CimAssociationOfClass",
         )
     return op.local_path(target, ns)
 
@@ -211,23 +217,25 @@ def _reference_names(op: Operation, ns: str, p: Params) -> Any:
 def _exec_query(op: Operation, ns: str, p: Params) -> Any:
     language = p.string("QueryLanguage", required=True) or ""
     if language.strip().upper() != "WQL":
-        raise CIMError(
-            CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED, f"Query language {language!r} is not supported; use WQL"
+        raise CimFault(
+            CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED, f"Query language {language!r} is not supported; use WQL",
+            message_id="CimQueryLanguageNotSupported", query_language=language,
         )
     try:
         query = wql.parse(p.string("Query", required=True) or "")
     except wql.WqlError as exc:
-        raise CIMError(CIM_ERR_INVALID_QUERY, f"Invalid WQL: {exc}") from None
+        raise _invalid_query(exc) from None
     try:
         cls = op.om.get_class(ns, query.classname, local_only=False, include_qualifiers=False)
     except CIMError as exc:
         if exc.status_code in (CIM_ERR_INVALID_CLASS, CIM_ERR_NOT_FOUND):
-            raise CIMError(CIM_ERR_INVALID_QUERY, f"Invalid WQL: no class {query.classname!r}") from None
+            raise CimFault(CIM_ERR_INVALID_QUERY, f"Invalid WQL: no class {query.classname!r}",
+                           message_id="CimQueryClassNotFound", classname=query.classname) from None
         raise
     try:
         wql.check_properties(query, cls.properties)
     except wql.WqlError as exc:
-        raise CIMError(CIM_ERR_INVALID_QUERY, f"Invalid WQL: {exc}") from None
+        raise _invalid_query(exc) from None
     found = op.om.enumerate_instances(ns, cls.classname, op.ctx, deep_inheritance=True)
     selected = []
     for inst in found:
@@ -236,6 +244,12 @@ def _exec_query(op: Operation, ns: str, p: Params) -> Any:
             shaped.path = op.full_path(inst.path, ns)
             selected.append(wire.object_with_path_element(shaped))
     return selected
+
+
+def _invalid_query(exc: wql.WqlError) -> CimFault:
+    # The parser's reason quotes the query, so it stays as written in either language.
+    return CimFault(CIM_ERR_INVALID_QUERY, f"Invalid WQL: {exc}", message_id="CimInvalidQuery",
+                    reason=str(exc))
 
 
 _HANDLERS: dict[str, Handler] = {

@@ -1,43 +1,61 @@
-"""Which language a request wants: B1's ``standby.i18n.pick_language`` when it is there, else a local reader.
+"""The language of a CIM-XML reply: which one a request wants, and CIM error descriptions rendered in it.
 
-The fallback understands the same things the daemon's catalog does (``de``, ``de-DE``, q-values) and only
-exists so this package imports before the catalog lands.
+Descriptions are rendered here, once, as a reply is built: the layers below raise errors with English text,
+a catalog id and its arguments (``cim.errors.CimFault``, ``domain.errors.StandbyError``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from typing import Any
 
-SUPPORTED = ("en", "de")
+from pywbem import CIMError
 
+from standby import i18n
+from standby.cim.errors import CimFault
+from standby.domain.errors import StandbyError
 
-def _fallback_pick(accept_language: str | None) -> str:
-    best, best_q = "en", -1.0
-    for part in (accept_language or "").split(","):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        primary = tag.strip().lower().split("-")[0]
-        if primary in SUPPORTED and q > best_q and q > 0:
-            best, best_q = primary, q
-    return best
-
-
-def _load() -> Callable[[str | None], str]:
-    catalog = importlib.import_module("standby.i18n")
-    found: Callable[[str | None], str] | None = getattr(catalog, "pick_language", None)
-    return found if found is not None else _fallback_pick
-
-
-_pick = _load()
+SUPPORTED = i18n.SUPPORTED_LANGUAGES
+_ENGLISH = "en"
+#: Keyword names of ``i18n.error_text`` itself; an error argument of that name cannot be passed on.
+_RESERVED = frozenset({"message_id", "language", "message", "code"})
 
 
 def pick_language(accept_language: str | None) -> str:
     """``"de"`` or ``"en"`` for an ``Accept-Language`` header value (None → English)."""
-    language = _pick(accept_language)
-    return language if language in SUPPORTED else "en"
+    return i18n.pick_language(accept_language)
+
+
+def cim_status_text(code: int, language: str) -> str:
+    """The name of a CIM status code (DSP0200 Table 1) in ``language``, e.g. 6 → "Nicht gefunden"."""
+    message_id = f"CimStatus.{int(code)}"
+    text = i18n.translate(message_id, language)
+    return f"CIM status {int(code)}" if text == message_id else text
+
+
+def describe_error(exc: CIMError, language: str) -> str:
+    """The ``DESCRIPTION`` of an ``ERROR`` element for a reader of ``language``.
+
+    A ``CimFault`` gets its catalog text; a bare ``CIMError`` (raised where no catalog id was given) keeps
+    its English description, after the status name in the reader's language (pywbem's default English text
+    for the status, when it was raised without one, gives way to that name).
+    """
+    english = str(exc.status_description or "")
+    if isinstance(exc, CimFault):
+        args: dict[str, Any] = {name: _argument(value, language) for name, value in exc.message_args.items()
+                                if name not in _RESERVED}
+        return i18n.error_text(exc.message_id, language, english, **args)
+    own = exc.args[1] if len(exc.args) > 1 else None
+    if language == _ENGLISH:
+        return english
+    status = cim_status_text(int(exc.status_code), language)
+    return f"{status}: {own}" if own else status
+
+
+def describe_standby_error(exc: StandbyError, language: str) -> str:
+    """An engine error that reached an intrinsic operation, in ``language``."""
+    args = {name: value for name, value in exc.args_map.items() if name not in _RESERVED}
+    return i18n.error_text(exc.message_id, language, exc.message, code=int(exc.code), **args)
+
+
+def _argument(value: object, language: str) -> object:
+    return describe_standby_error(value, language) if isinstance(value, StandbyError) else value

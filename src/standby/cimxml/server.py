@@ -2,8 +2,9 @@
 
 :meth:`CimServer.handle` parses the body, checks the ``CIMMethod`` / ``CIMObject`` headers against it, runs
 the operation and turns every failure into the right answer: a ``ProtocolError`` for HTTP-level problems,
-an ``ERROR`` element inside a 200 for CIM errors. Unexpected exceptions are logged and answered
-CIM_ERR_FAILED; they never reach the client as a traceback.
+an ``ERROR`` element inside a 200 for CIM errors, its description in the request's language (rendered here,
+once). Unexpected exceptions are logged and answered CIM_ERR_FAILED; they never reach the client as a
+traceback.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pywbem import (
 )
 
 from standby.cim.backend import ObjectManager, RequestContext
+from standby.cim.errors import CimFault
 from standby.cimxml import extrinsic, intrinsic, wire
 from standby.cimxml.context import Operation
+from standby.cimxml.language import describe_error, describe_standby_error
 from standby.cimxml.messages import Call, ExtrinsicCall, IntrinsicCall, ProtocolError
 from standby.domain import errors
 
@@ -75,12 +78,15 @@ class CimServer:
                 element = extrinsic.run(op, call)
             return Reply(wire.response_document(call.message_id, element), call.method)
         except CIMError as exc:
-            code, text = int(exc.status_code), exc.status_description
+            code, text = int(exc.status_code), describe_error(exc, ctx.language)
         except errors.StandbyError as exc:
-            code, text = _standby_status(exc), str(exc)
+            code, text = _standby_status(exc), describe_standby_error(exc, ctx.language)
         except Exception:
             log.exception("CIM-XML %s failed unexpectedly", call.method)
-            code, text = CIM_ERR_FAILED, f"{call.method} failed unexpectedly; the server log has the details"
+            code = CIM_ERR_FAILED
+            text = describe_error(CimFault(code, f"{call.method} failed unexpectedly; the server log has the "
+                                                 "details", message_id="CimUnexpectedFailure",
+                                           operation=call.method), ctx.language)
         element = wire.error_response(call.method, code, text, intrinsic=intrinsic_call)
         return Reply(wire.response_document(call.message_id, element), call.method, code)
 
