@@ -1,11 +1,11 @@
 """Capture on the primary: consistent cuts of a VM's disks and reading what changed (DESIGN §4, §7).
 
-A cut N of a running VM is one QMP ``transaction`` over every included disk: add the persistent bitmap
-``rep-N`` (it records the writes after the cut), disable the previous one ``rep-P``, and start a
-``blockdev-backup sync=none`` (copy-before-write) job into a scratch qcow2 fleecing node
-``fleece-N-<disk>`` whose backing is the disk. The fleecing nodes are exported read-only over QEMU's NBD
-server (``<run>/nbd.sock``) with ``rep-P``, so the reader sees the disks exactly as they were at the cut while
-the guest keeps writing.
+A cut N of a running VM is one step of the hypervisor over every included disk (``BlockOps.cut``, one QMP
+``transaction``): add the persistent bitmap ``rep-N`` (it records the writes after the cut), stop the
+previous one ``rep-P``, and start a copy-before-write job into a fleecing node ``fleece-N-<disk>`` over a
+scratch image, backed by the disk. The fleecing nodes are exported read-only over the hypervisor's NBD server
+(``<run>/nbd.sock``) with ``rep-P``, so the reader sees the disks exactly as they were at the cut while the
+guest keeps writing.
 
 ``commit`` drops ``rep-P`` (the replica has the data); ``abort`` merges ``rep-P`` into ``rep-N`` so the next
 cycle ships those blocks again — nothing is lost. Both tear the cut down in DESIGN §7's order and both are
@@ -18,11 +18,11 @@ the NBD reads overlap the encoding; ``stream_in_thread`` runs that producer off 
 
 A group cut (engine/group_cycle.py) takes a cut in steps, so that its members are paused around the
 transactions only: ``prepare_cut`` (fleecing nodes, and ``rep-N`` added already — a few writes before the cut
-are then recorded twice, never missed), ``transact_cut`` (paused: disable ``rep-P`` + the backup jobs),
-``export_cut``.
+are then recorded twice, never missed), ``transact_cut`` (paused: stop ``rep-P`` + the copy-before-write
+jobs), ``export_cut``.
 
-``dirty_bytes`` reads how much the recording bitmap of a running VM has marked since the last cut (QMP only,
-no cut): the cycle sends a heartbeat instead of a log when it is zero (engine/cycle.py).
+``dirty_bytes`` reads how much the recording bitmap of a running VM has marked since the last cut (a query
+of the hypervisor, no cut): the cycle sends a heartbeat instead of a log when it is zero (engine/cycle.py).
 """
 
 from __future__ import annotations
@@ -37,15 +37,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from standby.domain.cycles import bitmap_name, bitmap_sequence
 from standby.domain.entities import Disk, VirtualMachine
 from standby.domain.enums import EnabledState
-from standby.domain.errors import InvalidParameter, InvalidState, NotFound, StandbyError
+from standby.domain.errors import InvalidParameter, InvalidState, StandbyError
+from standby.hypervisor.port import BlockOps, CutDisk, FrozenGuest
 from standby.hypervisor.qemu import offline
-from standby.hypervisor.qemu.block import backup_action, bitmap_action
-from standby.hypervisor.qemu.images import create_qcow2
 from standby.storage import blockhash
 from standby.storage.logformat import MAX_FRAME, is_zero
 from standby.storage.nbd import STATE_DIRTY, STATE_ZERO, NbdClient, dirty_ranges
@@ -79,32 +78,20 @@ class ReadMode(StrEnum):
     RANGES = "ranges"  # given ranges (resync: the blocks whose hashes differ)
 
 
-class AgentPort(Protocol):
-    """The guest-agent calls a cut needs (``hypervisor.qemu.agent.GuestAgent``)."""
-
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                      timeout: float = 30.0) -> Any:
-        """Run one agent command."""
-        ...
-
-    async def close(self) -> None:
-        """Disconnect."""
-        ...
-
-
 class CaptureHypervisor(Protocol):
-    """What capture needs of the hypervisor (``hypervisor.qemu.QemuHypervisor``)."""
+    """What capture needs of the hypervisor port (``hypervisor.port.Hypervisor``)."""
 
     def state(self, vm_id: str) -> EnabledState:
         """The VM's current state."""
         ...
 
-    def qmp(self, vm_id: str) -> Any:
-        """QMP block wrappers (``QemuBlockOps``) of a running VM."""
+    def block(self, vm_id: str) -> BlockOps:
+        """The disk operations of a running VM."""
         ...
 
-    async def agent(self, vm_id: str, timeout: float = 5.0) -> AgentPort:
-        """A connected guest agent, or ``Unavailable``."""
+    async def freeze_filesystems(self, vm_id: str, *, agent_timeout: float = 2.0,
+                                 freeze_timeout: float = 10.0) -> FrozenGuest:
+        """Freeze the guest's file systems through its agent."""
         ...
 
 
@@ -142,6 +129,20 @@ class Cut:
     def offline_socket(self, disk_id: str) -> Path:
         """The qemu-nbd socket of a disk of an off VM."""
         return self.run_dir / f"off-{self.sequence}-{disk_id}.sock"
+
+    def fleecing(self, disk: Disk) -> CutDisk:
+        """What the hypervisor needs to know of a disk's part in this cut."""
+        disk_id = disk.disk_id
+        return CutDisk(disk_id, self.node(disk_id), self.job(disk_id), self.scratch(disk_id))
+
+    def fleeced(self) -> tuple[CutDisk, ...]:
+        """``fleecing`` of every disk of the cut."""
+        return tuple(self.fleecing(disk) for disk in self.disks)
+
+    @property
+    def previous_bitmap(self) -> str | None:
+        """``rep-P``: the bitmap a DELTA read uses (None for a fresh start)."""
+        return bitmap_name(self.previous) if self.previous is not None else None
 
 
 def included_disks(vm: VirtualMachine, wanted: Sequence[str]) -> tuple[Disk, ...]:
@@ -184,17 +185,12 @@ class Capture:
         return cut
 
     async def _cut_online(self, cut: Cut, app_consistent: bool) -> Cut:
-        ops = self._hv.qmp(cut.vm_id)
+        ops = self._hv.block(cut.vm_id)
         for disk in cut.disks:
             await self._check_bitmaps(ops, disk, cut)
         try:
             for disk in cut.disks:
-                scratch = cut.scratch(disk.disk_id)
-                scratch.unlink(missing_ok=True)
-                await asyncio.to_thread(create_qcow2, scratch, disk.size_bytes or await _node_size(ops, disk))
-                await ops.blockdev_add({
-                    "driver": "qcow2", "node-name": cut.node(disk.disk_id), "discard": "unmap",
-                    "file": {"driver": "file", "filename": str(scratch)}, "backing": _fmt(disk)})
+                await ops.add_fleecing(cut.fleecing(disk), disk.size_bytes or None)
             frozen, failed = await self._transaction(ops, cut, app_consistent)
             await self._export(ops, cut)
         except BaseException:
@@ -204,14 +200,14 @@ class Capture:
         return Cut(cut.vm_id, cut.sequence, cut.previous, cut.disks, cut.at, True, cut.run_dir,
                    frozen, failed)
 
-    async def _check_bitmaps(self, ops: Any, disk: Disk, cut: Cut) -> None:
-        listed = await ops.bitmaps(_fmt(disk))
-        # A backup job adds an anonymous bitmap of its own: only our named ones count.
-        names = [b.get("name", "") for b in listed if bitmap_sequence(b.get("name", "")) is not None]
-        _check_names(disk, cut, names, [b.get("name", "") for b in listed if b.get("inconsistent")])
-        if cut.previous is None:
-            for name in names:  # left over from an earlier relationship: meaningless for a fresh start
-                await ops.bitmap_remove(_fmt(disk), name)
+    async def _check_bitmaps(self, ops: BlockOps, disk: Disk, cut: Cut) -> None:
+        listed = await ops.bitmaps(disk.disk_id)
+        # A copy-before-write job adds an anonymous bitmap of its own: only our named ones count.
+        names = [b.name for b in listed if bitmap_sequence(b.name) is not None]
+        _check_names(disk, cut, names, [b.name for b in listed if b.inconsistent])
+        if cut.previous is None and names:
+            # Left over from an earlier relationship: meaningless for a fresh start.
+            await ops.drop_bitmaps({disk.disk_id: names})
 
     async def tracking(self, vm_id: str, disks: Sequence[Disk]) -> int | None:
         """The sequence of the bitmap recording writes now (an unfinished cut is aborted first), None when
@@ -234,14 +230,14 @@ class Capture:
         needs a process) or a disk lacks that bitmap. Zero means no write since cut ``sequence``."""
         if not self.running(vm_id):
             return None
-        ops = self._hv.qmp(vm_id)
+        ops = self._hv.block(vm_id)
         name = bitmap_name(sequence)
         total = 0
         for disk in disks:
-            counts = await ops.dirty_counts(_fmt(disk))
-            if name not in counts:
+            found = [b for b in await ops.bitmaps(disk.disk_id) if b.name == name and b.counts_writes]
+            if not found:
                 return None
-            total += counts[name]
+            total += found[0].dirty_bytes
         return total
 
     async def drop_tracking(self, vm_id: str, disks: Sequence[Disk]) -> None:
@@ -253,15 +249,16 @@ class Capture:
             await self.commit(vm_id, disks, newest)  # drops the older ones
         for disk in disks:
             names = await self._names(vm_id, disk)
+            if self.running(vm_id):
+                if names:
+                    await self._hv.block(vm_id).drop_bitmaps({disk.disk_id: names})
+                continue
             for name in names:
-                if self.running(vm_id):
-                    await self._hv.qmp(vm_id).bitmap_remove(_fmt(disk), name)
-                else:
-                    await asyncio.to_thread(offline.bitmap_remove, Path(disk.path), name)
+                await asyncio.to_thread(offline.bitmap_remove, Path(disk.path), name)
 
     async def _names(self, vm_id: str, disk: Disk) -> list[str]:
         if self.running(vm_id):
-            listed = [b.get("name", "") for b in await self._hv.qmp(vm_id).bitmaps(_fmt(disk))]
+            listed = [b.name for b in await self._hv.block(vm_id).bitmaps(disk.disk_id)]
         else:
             listed = [b.name for b in await asyncio.to_thread(offline.image_bitmaps, Path(disk.path))]
         return [name for name in listed if bitmap_sequence(name) is not None]
@@ -277,8 +274,7 @@ class Capture:
         found: dict[str, list[int]] = {}
         for disk in disks:
             if self.running(vm_id):
-                listed = [(b.get("name", ""), bool(b.get("inconsistent")))
-                          for b in await self._hv.qmp(vm_id).bitmaps(_fmt(disk))]
+                listed = [(b.name, b.inconsistent) for b in await self._hv.block(vm_id).bitmaps(disk.disk_id)]
             else:
                 listed = [(b.name, b.inconsistent)
                           for b in await asyncio.to_thread(offline.image_bitmaps, Path(disk.path))]
@@ -289,50 +285,29 @@ class Capture:
             found[disk.disk_id] = sorted(s for s in (bitmap_sequence(n) for n, _ in listed) if s is not None)
         return found
 
-    async def _transaction(self, ops: Any, cut: Cut, app_consistent: bool, *,
+    async def _transaction(self, ops: BlockOps, cut: Cut, app_consistent: bool, *,
                            add: bool = True) -> tuple[bool, bool]:
         """The cut itself; ``add=False`` when ``rep-N`` was added already (a group cut's ``prepare_cut``)."""
-        actions: list[dict[str, Any]] = []
-        for disk in cut.disks:
-            if add:
-                actions.append(_add_bitmap(disk, cut))
-            if cut.previous is not None:
-                actions.append(bitmap_action("disable", _fmt(disk), bitmap_name(cut.previous)))
-            actions.append(backup_action(cut.job(disk.disk_id), _fmt(disk), cut.node(disk.disk_id),
-                                         sync="none", **{"auto-dismiss": False}))
-        agent = await self._freeze(cut.vm_id) if app_consistent else None
+        frozen = await self._freeze(cut.vm_id) if app_consistent else None
         try:
-            await ops.transaction(actions)
+            await ops.cut(cut.fleeced(), new_bitmap=bitmap_name(cut.sequence) if add else None,
+                          old_bitmap=cut.previous_bitmap, granularity=GRANULARITY)
         finally:
-            if agent is not None:
-                await _thaw(agent, cut.vm_id)
-        return agent is not None, app_consistent and agent is None
+            if frozen is not None:
+                await _thaw(frozen, cut.vm_id)
+        return frozen is not None, app_consistent and frozen is None
 
-    async def _freeze(self, vm_id: str) -> AgentPort | None:
-        """Freeze the guest's file systems; None (crash-consistent cut) when the agent does not answer."""
+    async def _freeze(self, vm_id: str) -> FrozenGuest | None:
+        """Freeze the guest's file systems; None (crash-consistent cut) when the agent does not answer or
+        the freeze fails."""
         try:
-            agent = await self._hv.agent(vm_id, timeout=2.0)
+            return await self._hv.freeze_filesystems(vm_id, agent_timeout=2.0, freeze_timeout=10.0)
         except StandbyError as exc:
-            log.info("no guest agent for an app-consistent cut of %s: %s", vm_id, exc)
+            log.info("no app-consistent cut of %s, the guest did not freeze: %s", vm_id, exc)
             return None
-        try:
-            await agent.execute("guest-fsfreeze-freeze", timeout=10.0)
-        except StandbyError as exc:
-            log.info("guest-fsfreeze-freeze failed on %s: %s", vm_id, exc)
-            await _thaw(agent, vm_id)
-            return None
-        return agent
 
-    async def _export(self, ops: Any, cut: Cut) -> None:
-        try:
-            await ops.nbd_server_start(cut.socket)
-        except StandbyError as exc:
-            if "already" not in str(exc).lower():  # started by an earlier cut of this QEMU process
-                raise
-        for disk in cut.disks:
-            node = cut.node(disk.disk_id)
-            bitmaps = [bitmap_name(cut.previous)] if cut.previous is not None else []
-            await ops.block_export_add(node, node, bitmaps=bitmaps, allocation_depth=True)
+    async def _export(self, ops: BlockOps, cut: Cut) -> None:
+        await ops.export_cut(cut.socket, cut.fleeced(), bitmap=cut.previous_bitmap)
 
     def _cut_offline(self, cut: Cut) -> None:
         for disk in cut.disks:
@@ -368,18 +343,14 @@ class Capture:
         if not cut.online:
             await asyncio.to_thread(self._cut_offline, cut)
             return cut
-        ops = self._hv.qmp(vm_id)
+        ops = self._hv.block(vm_id)
         try:
             for disk in cut.disks:
                 await self._check_bitmaps(ops, disk, cut)
-                scratch = cut.scratch(disk.disk_id)
-                scratch.unlink(missing_ok=True)
-                await asyncio.to_thread(create_qcow2, scratch, disk.size_bytes or await _node_size(ops, disk))
-                await ops.blockdev_add({
-                    "driver": "qcow2", "node-name": cut.node(disk.disk_id), "discard": "unmap",
-                    "file": {"driver": "file", "filename": str(scratch)}, "backing": _fmt(disk)})
+                await ops.add_fleecing(cut.fleecing(disk), disk.size_bytes or None)
             # Last, so that the writes recorded twice are as few as possible.
-            await ops.transaction([_add_bitmap(disk, cut) for disk in cut.disks])
+            await ops.add_bitmaps([disk.disk_id for disk in cut.disks], bitmap_name(cut.sequence),
+                                  granularity=GRANULARITY)
         except BaseException:
             with contextlib.suppress(StandbyError):
                 await self._teardown_online(cut)
@@ -387,22 +358,22 @@ class Capture:
         return cut
 
     async def transact_cut(self, cut: Cut) -> None:
-        """Group cut, step 2 (members paused): disable ``rep-P`` + start the copy-before-write jobs."""
+        """Group cut, step 2 (members paused): stop ``rep-P`` + start the copy-before-write jobs."""
         if cut.online:
-            await self._transaction(self._hv.qmp(cut.vm_id), cut, False, add=False)
+            await self._transaction(self._hv.block(cut.vm_id), cut, False, add=False)
 
     async def export_cut(self, cut: Cut) -> None:
         """Group cut, step 3 (members running again): export the fleecing nodes over NBD."""
         if cut.online:
-            await self._export(self._hv.qmp(cut.vm_id), cut)
+            await self._export(self._hv.block(cut.vm_id), cut)
 
-    async def freeze(self, vm_id: str) -> AgentPort | None:
+    async def freeze(self, vm_id: str) -> FrozenGuest | None:
         """Freeze the guest's file systems through its agent; None when it cannot (crash-consistent)."""
         return await self._freeze(vm_id)
 
-    async def thaw(self, agent: AgentPort, vm_id: str) -> None:
+    async def thaw(self, frozen: FrozenGuest, vm_id: str) -> None:
         """Thaw what ``freeze`` froze (and disconnect the agent)."""
-        await _thaw(agent, vm_id)
+        await _thaw(frozen, vm_id)
 
     # -- commit / abort ----------------------------------------------------------------------------
 
@@ -425,45 +396,25 @@ class Capture:
             cut.scratch(disk.disk_id).unlink(missing_ok=True)
 
     async def _teardown_online(self, cut: Cut) -> None:
-        """Export, job, node — in DESIGN §7's order; whatever is not there is skipped."""
-        ops = self._hv.qmp(cut.vm_id)
-        exports = {e.get("id") for e in await ops.query_exports()}
-        for disk in cut.disks:
-            if cut.node(disk.disk_id) in exports:
-                await ops.block_export_del(cut.node(disk.disk_id), mode="hard")
-        jobs = {j.get("id"): j.get("status") for j in await ops.query_jobs()}
-        for disk in cut.disks:
-            job = cut.job(disk.disk_id)
-            if job not in jobs:
-                continue
-            if jobs[job] not in ("concluded", "null"):
-                with contextlib.suppress(StandbyError):
-                    await ops.job_cancel(job)
-                await ops.wait_job(job)
-            with contextlib.suppress(StandbyError):
-                await ops.job_dismiss(job)
-        nodes = {n.get("node-name") for n in await ops.execute("query-named-block-nodes", {"flat": True})}
-        for disk in cut.disks:
-            if cut.node(disk.disk_id) in nodes:
-                await ops.blockdev_del(cut.node(disk.disk_id))
-            cut.scratch(disk.disk_id).unlink(missing_ok=True)
+        """Export, job, node — in DESIGN §7's order (``BlockOps.release_cut``); whatever is not there is
+        skipped."""
+        await self._hv.block(cut.vm_id).release_cut(cut.fleeced())
 
     async def _settle_bitmaps_online(self, cut: Cut, merge: bool) -> None:
-        ops = self._hv.qmp(cut.vm_id)
-        actions: list[dict[str, Any]] = []
+        ops = self._hv.block(cut.vm_id)
+        older: dict[str, list[str]] = {}
         current = bitmap_name(cut.sequence)
         for disk in cut.disks:
-            names = [b.get("name", "") for b in await ops.bitmaps(_fmt(disk))]
-            older = [n for n in names if (bitmap_sequence(n) or cut.sequence) < cut.sequence]
+            names = [b.name for b in await ops.bitmaps(disk.disk_id)]
             if current not in names:
                 # The cut never happened: the older bitmap still records; leave it as it is.
                 continue
-            if merge and older:
-                actions.append({"type": "block-dirty-bitmap-merge",
-                                "data": {"node": _fmt(disk), "target": current, "bitmaps": older}})
-            actions.extend(bitmap_action("remove", _fmt(disk), name) for name in older)
-        if actions:
-            await ops.transaction(actions)
+            older[disk.disk_id] = [n for n in names if (bitmap_sequence(n) or cut.sequence) < cut.sequence]
+        # One request for every disk, as the cut was.
+        if merge:
+            await ops.merge_back(older, current)
+        else:
+            await ops.drop_bitmaps(older)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -623,31 +574,11 @@ def _split(ranges: list[tuple[int, int]], chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-def _fmt(disk: Disk) -> str:
-    return f"fmt-{disk.disk_id}"
-
-
-def _add_bitmap(disk: Disk, cut: Cut) -> dict[str, Any]:
-    """The action adding ``rep-N`` (persistent: it must survive a clean QEMU stop)."""
-    return bitmap_action("add", _fmt(disk), bitmap_name(cut.sequence), persistent=True,
-                         granularity=GRANULARITY)
-
-
-async def _node_size(ops: Any, disk: Disk) -> int:
-    for node in await ops.execute("query-named-block-nodes", {"flat": True}):
-        if node.get("node-name") == _fmt(disk):
-            return int(node["image"]["virtual-size"])
-    raise NotFound(f"no block node for disk {disk.disk_id}", message_id="ObjectNotFound", kind="disk",
-                   key=disk.disk_id)
-
-
-async def _thaw(agent: AgentPort, vm_id: str) -> None:
+async def _thaw(frozen: FrozenGuest, vm_id: str) -> None:
     try:
-        await agent.execute("guest-fsfreeze-thaw", timeout=10.0)
+        await frozen.thaw(timeout=10.0)
     except StandbyError as exc:  # the guest stays frozen only as long as the agent is stuck
-        log.warning("guest-fsfreeze-thaw failed on %s: %s", vm_id, exc)
-    finally:
-        await agent.close()
+        log.warning("thawing the file systems of %s failed: %s", vm_id, exc)
 
 
 def _settle_offline(cut: Cut, merge: bool) -> None:

@@ -57,8 +57,9 @@ from standby.domain.groups import (
     complete,
     consistency,
 )
-from standby.engine.capture import AgentPort, Cut
+from standby.engine.capture import Cut
 from standby.engine.cycle import CycleResult, CycleRunner, OpenCut
+from standby.hypervisor.port import FrozenGuest
 from standby.storage.logformat import LogHeader
 from standby.store.sqlite import Database
 
@@ -91,11 +92,11 @@ class GroupCapture(Protocol):
         """Step 3."""
         ...
 
-    async def freeze(self, vm_id: str) -> AgentPort | None:
+    async def freeze(self, vm_id: str) -> FrozenGuest | None:
         """Freeze the guest's file systems."""
         ...
 
-    async def thaw(self, agent: AgentPort, vm_id: str) -> None:
+    async def thaw(self, agent: FrozenGuest, vm_id: str) -> None:
         """Thaw them."""
         ...
 
@@ -125,9 +126,8 @@ class QmpPauser:
         self._hv = hypervisor
 
     async def running(self, vm_id: str) -> bool:
-        """QMP ``query-status``: whether the vCPUs run (a VM paused by its user is not ours to resume)."""
-        status = await self._hv.qmp(vm_id).execute("query-status")
-        return isinstance(status, dict) and bool(status.get("running"))
+        """Whether the vCPUs run, as QEMU says (a VM paused by its user is not ours to resume)."""
+        return bool(await self._hv.vcpus_running(vm_id))
 
     async def stop(self, vm_id: str) -> None:
         """``hold``: QMP ``stop`` (QEMU drains and flushes the disks before it answers)."""
@@ -244,10 +244,10 @@ class GroupCycle:
         done = [replace(cut, app_consistent=frozen) if cut.online else cut for cut in cuts]
         return done, pause_ms, frozen
 
-    async def _freeze_all(self, opened: list[OpenCut], online: list[Cut]) -> dict[str, AgentPort | None]:
+    async def _freeze_all(self, opened: list[OpenCut], online: list[Cut]) -> dict[str, FrozenGuest | None]:
         if not online or not all(self._app_consistent_due(item) for item in opened):
             return {}
-        agents: dict[str, AgentPort | None] = {}
+        agents: dict[str, FrozenGuest | None] = {}
         for cut in online:
             agents[cut.vm_id] = await self._capture.freeze(cut.vm_id)
         return agents

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 from standby.domain.entities import VirtualMachine
 from standby.domain.enums import EnabledState
@@ -45,27 +46,90 @@ class VmEvent:
 VmEventCallback = Callable[[VmEvent], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Bitmap:
+    """A dirty bitmap on a disk, as the hypervisor reports it; ``name`` is empty for a job's own bitmap."""
+
+    name: str
+    #: Bytes the bitmap has marked dirty.
+    dirty_bytes: int = 0
+    recording: bool = True
+    #: Left so by a hypervisor that did not stop cleanly: it can only be removed (a resync follows).
+    inconsistent: bool = False
+
+    @property
+    def counts_writes(self) -> bool:
+        """Whether ``dirty_bytes`` tells what was written: a named bitmap that records and is consistent.
+
+        A disabled or inconsistent bitmap would read 0 forever, which must not pass for "nothing written".
+        """
+        return bool(self.name) and self.recording and not self.inconsistent
+
+
+@dataclass(frozen=True, slots=True)
+class CutDisk:
+    """One disk's part of a cut: the fleecing ``node`` over the ``scratch`` image shows the disk as it was at
+    the cut (while the ``job`` copies every block the guest overwrites into it first); ``node`` is also the
+    name it is exported under."""
+
+    disk_id: str
+    node: str
+    job: str
+    scratch: Path
+
+
 class BlockOps(Protocol):
-    """One-call wrappers of the QMP block commands the engine uses (see ``hypervisor.qemu.block``)."""
+    """What capture does with the disks of one running VM: dirty bitmaps, consistent cuts and their export.
 
-    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> Any:
-        """Run one QMP command and return its ``return`` value."""
+    Disks are named by their ``Disk.disk_id``. Every operation that changes several things does so all or
+    none, in one request to the hypervisor, and ``release_cut`` is safe to repeat: after a daemon restart it
+    settles whatever a half-done cut left behind.
+    """
+
+    async def bitmaps(self, disk_id: str) -> list[Bitmap]:
+        """Every dirty bitmap of the disk."""
         ...
 
-    async def bitmap_add(self, node: str, name: str, *, persistent: bool = True) -> None:
-        """``block-dirty-bitmap-add``."""
+    async def add_bitmaps(self, disk_ids: Sequence[str], name: str, *, granularity: int) -> None:
+        """Add the persistent, recording bitmap ``name`` to every disk at once."""
         ...
 
-    async def bitmap_remove(self, node: str, name: str) -> None:
-        """``block-dirty-bitmap-remove``."""
+    async def drop_bitmaps(self, bitmaps: Mapping[str, Sequence[str]]) -> None:
+        """Remove the named bitmaps (by disk id) at once; nothing to remove is no request at all."""
         ...
 
-    async def transaction(self, actions: Sequence[Mapping[str, Any]]) -> None:
-        """``transaction`` of ``{"type": ..., "data": ...}`` actions, all or nothing."""
+    async def merge_back(self, bitmaps: Mapping[str, Sequence[str]], into: str) -> None:
+        """Merge the named bitmaps of each disk into its bitmap ``into``, then remove them, all at once: what
+        they marked is shipped again by the cut after ``into``."""
         ...
 
-    async def query_block_jobs(self) -> list[dict[str, Any]]:
-        """``query-block-jobs``."""
+    async def add_fleecing(self, disk: CutDisk, size: int | None) -> None:
+        """Create ``disk.scratch`` (``size`` bytes, None: the disk's own size) and the fleecing node over it,
+        backed by the disk; it shows the disk as it is until ``cut`` starts the job that keeps it so."""
+        ...
+
+    async def cut(self, disks: Sequence[CutDisk], *, new_bitmap: str | None, old_bitmap: str | None,
+                  granularity: int) -> None:
+        """The consistent cut of every disk in one step: add ``new_bitmap`` (None: ``add_bitmaps`` added it
+        already), stop ``old_bitmap`` recording (None: a fresh start) and start each copy-before-write job."""
+        ...
+
+    async def export_cut(self, socket: Path, disks: Sequence[CutDisk], *, bitmap: str | None) -> None:
+        """Serve the fleecing nodes read-only over NBD at ``socket`` (with allocation depth), each with the
+        disk's ``bitmap`` (stopped by the cut) as a dirty-bitmap context when given."""
+        ...
+
+    async def release_cut(self, disks: Sequence[CutDisk]) -> None:
+        """Tear a cut down in the order the hypervisor needs (exports, jobs, nodes, scratch images); whatever
+        is not there is skipped. The bitmaps stay: ``drop_bitmaps`` or ``merge_back`` settle them."""
+        ...
+
+
+class FrozenGuest(Protocol):
+    """A guest whose file systems its agent froze for a cut."""
+
+    async def thaw(self, timeout: float = 10.0) -> None:
+        """Thaw the file systems and let go of the agent (also when the thaw fails, which raises)."""
         ...
 
 
@@ -112,6 +176,16 @@ class Hypervisor(Protocol):
         """Call ``callback`` for every ``VmEvent`` (exits and crashes included), on the event loop."""
         ...
 
-    def qmp(self, vm_id: str) -> BlockOps:
-        """The block-operation wrappers of a running VM; ``InvalidState`` if it does not run."""
+    async def vcpus_running(self, vm_id: str) -> bool:
+        """Whether the VM's vCPUs run now, as the hypervisor itself says (a moment's hold included)."""
+        ...
+
+    def block(self, vm_id: str) -> BlockOps:
+        """The disk operations of a running VM; ``InvalidState`` if it does not run."""
+        ...
+
+    async def freeze_filesystems(self, vm_id: str, *, agent_timeout: float = 2.0,
+                                 freeze_timeout: float = 10.0) -> FrozenGuest:
+        """Freeze the guest's file systems through its agent: ``Unavailable`` when no agent answers within
+        ``agent_timeout``, another ``StandbyError`` when the freeze fails (then nothing stays frozen)."""
         ...

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from standby.domain.errors import StandbyError, Unavailable
 from standby.hypervisor.qemu.qmp import QmpChannel
+
+log = logging.getLogger(__name__)
 
 
 class GuestAgent:
@@ -81,3 +84,32 @@ class GuestAgent:
     async def close(self) -> None:
         """Disconnect; never raises."""
         await self._channel.close()
+
+    async def freeze_filesystems(self, timeout: float = 10.0) -> FrozenFilesystems:
+        """``guest-fsfreeze-freeze``; when it fails, whatever it froze is thawed, the agent let go, and the
+        failure raised."""
+        frozen = FrozenFilesystems(self)
+        try:
+            await self.execute("guest-fsfreeze-freeze", timeout=timeout)
+        except BaseException:
+            # A freeze that timed out may still have frozen some file systems: never leave them so.
+            try:
+                await frozen.thaw()
+            except StandbyError as exc:
+                log.warning("guest-fsfreeze-thaw after a failed freeze failed: %s", exc)
+            raise
+        return frozen
+
+
+class FrozenFilesystems:
+    """``hypervisor.port.FrozenGuest``: the guest's file systems frozen by its agent, until ``thaw``."""
+
+    def __init__(self, agent: GuestAgent) -> None:
+        self._agent = agent
+
+    async def thaw(self, timeout: float = 10.0) -> None:
+        """``guest-fsfreeze-thaw``, then disconnect the agent (whatever the thaw did)."""
+        try:
+            await self._agent.execute("guest-fsfreeze-thaw", timeout=timeout)
+        finally:
+            await self._agent.close()

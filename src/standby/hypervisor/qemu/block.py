@@ -1,18 +1,27 @@
-"""Thin one-call wrappers of the QMP block commands the engine uses (dirty bitmaps, transactions, fleecing,
-NBD export), and waiting on jobs and exports through events.
+"""The QMP block commands capture needs: thin one-call wrappers (``QemuBlockOps``) and, over them, the
+hypervisor port's ``BlockOps`` (``QemuBlockPort``), where a cut becomes QMP (DESIGN §7).
 
 Each wrapper is one QMP command with Pythonic arguments; errors come from ``qmp.QmpChannel`` already
 translated. Waits register their event listener first and then look at the current state, so an event that
 fires between the command and the wait is never missed.
+
+``QemuBlockPort`` names disks by id and finds their format nodes (``cmdline.fmt_node``), where the dirty
+bitmaps live. Each of its operations costs the QMP round trips the measured figures were taken with: a cut
+is one ``transaction`` whatever the number of disks, and so is every change to several bitmaps.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from standby.domain.errors import StandbyError
+from standby.domain.errors import NotFound, StandbyError
+from standby.hypervisor.port import Bitmap, CutDisk
+from standby.hypervisor.qemu.cmdline import fmt_node
+from standby.hypervisor.qemu.images import create_qcow2
 from standby.hypervisor.qemu.qmp import QmpChannel, require_text
 
 #: A job's final statuses (``JOB_STATUS_CHANGE``): concluded waits for dismissal, null is gone.
@@ -32,6 +41,12 @@ def backup_action(
         "type": "blockdev-backup",
         "data": {"job-id": job_id, "device": device, "target": target, "sync": sync, **extra},
     }
+
+
+def as_bitmap(entry: Mapping[str, Any]) -> Bitmap:
+    """A ``dirty-bitmaps`` entry of ``query-named-block-nodes`` as the port reports it."""
+    return Bitmap(str(entry.get("name", "")), int(entry.get("count", 0)), bool(entry.get("recording", True)),
+                  bool(entry.get("inconsistent", False)))
 
 
 class QemuBlockOps:
@@ -105,8 +120,8 @@ class QemuBlockOps:
         Anonymous bitmaps (a backup job's own) are left out, and so are disabled or inconsistent ones: a
         bitmap that does not record would read 0 forever, which must not pass for "nothing was written".
         """
-        return {str(b["name"]): int(b.get("count", 0)) for b in await self.bitmaps(node)
-                if b.get("name") and b.get("recording", True) and not b.get("inconsistent", False)}
+        typed = [as_bitmap(b) for b in await self.bitmaps(node)]
+        return {b.name: b.dirty_bytes for b in typed if b.counts_writes}
 
     async def transaction(self, actions: Sequence[Mapping[str, Any]]) -> None:
         """``transaction``: every action or none (``bitmap_action``, ``backup_action``)."""
@@ -226,3 +241,116 @@ class QemuBlockOps:
                 return done | ({"error": job["error"]} if job.get("error") else {})
             event = await events.wait_for("BLOCK_JOB_COMPLETED", timeout=timeout, device=job_id)
             return dict(event["data"])
+
+
+class QemuBlockPort:
+    """``hypervisor.port.BlockOps`` of one running VM, over its QMP wrappers."""
+
+    def __init__(self, ops: QemuBlockOps) -> None:
+        self._ops = ops
+
+    async def bitmaps(self, disk_id: str) -> list[Bitmap]:
+        """``query-named-block-nodes``: the bitmaps of the disk's format node."""
+        return [as_bitmap(b) for b in await self._ops.bitmaps(fmt_node(disk_id))]
+
+    async def add_bitmaps(self, disk_ids: Sequence[str], name: str, *, granularity: int) -> None:
+        """One ``transaction`` adding the persistent bitmap to every disk (it survives a clean QEMU stop)."""
+        await self._ops.transaction([_add(disk_id, name, granularity) for disk_id in disk_ids])
+
+    async def drop_bitmaps(self, bitmaps: Mapping[str, Sequence[str]]) -> None:
+        """One ``transaction`` of ``block-dirty-bitmap-remove`` actions."""
+        actions = [bitmap_action("remove", fmt_node(disk_id), name)
+                   for disk_id, names in bitmaps.items() for name in names]
+        if actions:
+            await self._ops.transaction(actions)
+
+    async def merge_back(self, bitmaps: Mapping[str, Sequence[str]], into: str) -> None:
+        """One ``transaction``: per disk a ``block-dirty-bitmap-merge`` into ``into``, then the removes."""
+        actions: list[dict[str, Any]] = []
+        for disk_id, names in bitmaps.items():
+            if not names:
+                continue
+            node = fmt_node(disk_id)
+            actions.append({"type": "block-dirty-bitmap-merge",
+                            "data": {"node": node, "target": into, "bitmaps": list(names)}})
+            actions.extend(bitmap_action("remove", node, name) for name in names)
+        if actions:
+            await self._ops.transaction(actions)
+
+    async def add_fleecing(self, disk: CutDisk, size: int | None) -> None:
+        """``qemu-img create`` of the scratch qcow2 (its size asked of QEMU only when not given), then
+        ``blockdev-add`` of the node over it with the disk's format node as its backing."""
+        disk.scratch.unlink(missing_ok=True)
+        await asyncio.to_thread(create_qcow2, disk.scratch, size or await self._virtual_size(disk.disk_id))
+        await self._ops.blockdev_add({
+            "driver": "qcow2", "node-name": disk.node, "discard": "unmap",
+            "file": {"driver": "file", "filename": str(disk.scratch)}, "backing": fmt_node(disk.disk_id)})
+
+    async def cut(self, disks: Sequence[CutDisk], *, new_bitmap: str | None, old_bitmap: str | None,
+                  granularity: int) -> None:
+        """One ``transaction`` over every disk: add ``new_bitmap``, disable ``old_bitmap``, and start a
+        ``blockdev-backup sync=none`` into the fleecing node (kept until dismissed, so ``release_cut`` finds
+        it concluded with its error, if any)."""
+        actions: list[dict[str, Any]] = []
+        for disk in disks:
+            node = fmt_node(disk.disk_id)
+            if new_bitmap is not None:
+                actions.append(_add(disk.disk_id, new_bitmap, granularity))
+            if old_bitmap is not None:
+                actions.append(bitmap_action("disable", node, old_bitmap))
+            actions.append(backup_action(disk.job, node, disk.node, sync="none", **{"auto-dismiss": False}))
+        await self._ops.transaction(actions)
+
+    async def export_cut(self, socket: Path, disks: Sequence[CutDisk], *, bitmap: str | None) -> None:
+        """``nbd-server-start`` (once per QEMU process: an earlier cut's server is reused), then one
+        ``block-export-add`` per disk; an exported bitmap must be disabled, and is busy until the export
+        is deleted."""
+        try:
+            await self._ops.nbd_server_start(socket)
+        except StandbyError as exc:
+            if "already" not in str(exc).lower():
+                raise
+        for disk in disks:
+            await self._ops.block_export_add(disk.node, disk.node, bitmaps=[bitmap] if bitmap else [],
+                                             allocation_depth=True)
+
+    async def release_cut(self, disks: Sequence[CutDisk]) -> None:
+        """``block-export-del`` (hard: a reader still connected, as after a cancelled cycle, must not keep
+        the cut; waits for ``BLOCK_EXPORT_DELETED``), ``job-cancel`` + ``job-dismiss``, ``blockdev-del``,
+        then the scratch files."""
+        exports = {e.get("id") for e in await self._ops.query_exports()}
+        for disk in disks:
+            if disk.node in exports:
+                await self._ops.block_export_del(disk.node, mode="hard")
+        jobs = {j.get("id"): j.get("status") for j in await self._ops.query_jobs()}
+        for disk in disks:
+            if disk.job not in jobs:
+                continue
+            if jobs[disk.job] not in FINAL_JOB_STATUSES:
+                with contextlib.suppress(StandbyError):  # it may conclude on its own meanwhile
+                    await self._ops.job_cancel(disk.job)
+                await self._ops.wait_job(disk.job)
+            with contextlib.suppress(StandbyError):  # already dismissed
+                await self._ops.job_dismiss(disk.job)
+        nodes = await self._node_names()
+        for disk in disks:
+            if disk.node in nodes:
+                await self._ops.blockdev_del(disk.node)
+            disk.scratch.unlink(missing_ok=True)
+
+    async def _nodes(self) -> list[dict[str, Any]]:
+        return list(await self._ops.execute("query-named-block-nodes", {"flat": True}))
+
+    async def _node_names(self) -> set[str]:
+        return {str(node.get("node-name")) for node in await self._nodes()}
+
+    async def _virtual_size(self, disk_id: str) -> int:
+        for node in await self._nodes():
+            if node.get("node-name") == fmt_node(disk_id):
+                return int(node["image"]["virtual-size"])
+        raise NotFound(f"no block node for disk {disk_id}", message_id="ObjectNotFound", kind="disk",
+                       key=disk_id)
+
+
+def _add(disk_id: str, name: str, granularity: int) -> dict[str, Any]:
+    return bitmap_action("add", fmt_node(disk_id), name, persistent=True, granularity=granularity)

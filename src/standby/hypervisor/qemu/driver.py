@@ -25,8 +25,8 @@ from standby.domain.enums import EnabledState
 from standby.domain.errors import FileNotFound, InvalidState, StandbyError, Unavailable
 from standby.hypervisor.port import VmEvent, VmEventCallback, VmEventKind
 from standby.hypervisor.qemu.accel import HostFacts, choose_accel, probe_host
-from standby.hypervisor.qemu.agent import GuestAgent
-from standby.hypervisor.qemu.block import QemuBlockOps
+from standby.hypervisor.qemu.agent import FrozenFilesystems, GuestAgent
+from standby.hypervisor.qemu.block import QemuBlockOps, QemuBlockPort
 from standby.hypervisor.qemu.cmdline import QEMU_BINARY, RunPaths, build_command, check_vm
 from standby.hypervisor.qemu.process import AdoptedProcess, QemuProcess, qemu_alive
 from standby.hypervisor.qemu.qmp import QmpChannel
@@ -214,11 +214,26 @@ class QemuHypervisor:
         """Deliver every ``VmEvent`` to ``callback`` (called on the event loop; exceptions are logged)."""
         self._subscribers.append(callback)
 
-    def qmp(self, vm_id: str) -> QemuBlockOps:
-        """Block-operation wrappers of a running VM."""
-        return QemuBlockOps(self._running(vm_id).qmp)
+    async def vcpus_running(self, vm_id: str) -> bool:
+        """``query-status``: whether QEMU runs the vCPUs now (not the VM's recorded state)."""
+        status = await self._running(vm_id).qmp.execute("query-status")
+        return isinstance(status, dict) and bool(status.get("running"))
+
+    def block(self, vm_id: str) -> QemuBlockPort:
+        """The port's disk operations of a running VM."""
+        return QemuBlockPort(self.qmp(vm_id))
+
+    async def freeze_filesystems(self, vm_id: str, *, agent_timeout: float = 2.0,
+                                 freeze_timeout: float = 10.0) -> FrozenFilesystems:
+        """Connect the guest agent and freeze the guest's file systems (``GuestAgent.freeze_filesystems``)."""
+        agent = await self.agent(vm_id, timeout=agent_timeout)
+        return await agent.freeze_filesystems(freeze_timeout)
 
     # extras for tests and the engine --------------------------------------------------------------------
+    def qmp(self, vm_id: str) -> QemuBlockOps:
+        """The thin QMP block wrappers of a running VM."""
+        return QemuBlockOps(self._running(vm_id).qmp)
+
     def run_paths(self, vm_id: str) -> RunPaths:
         """Where the VM's sockets and logs are (also after it stopped)."""
         return RunPaths(self.run_root / vm_id)
