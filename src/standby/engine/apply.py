@@ -9,9 +9,11 @@ and WRITE_ZEROES for ZERO frames, with NBD writes kept in flight across batches 
 flushes, checks the full-image digests of ``header.extra["digests"]`` when the primary sent them (resync),
 optionally re-reads every written range against the frame checksums (``verify_writes``, ``[replica]
 verify_writes``: off by default, qemu-nbd already answers every write with its error), fsyncs and renames;
-then one store transaction records the ``RecoveryPoint`` and updates the relationship (LastReplicationTime,
-LastApplyTime, state 3 after initial replication) and the VM's disks (they point at the head). Any failure
-before the rename discards the partial files: a log is applied whole or not at all.
+then one store transaction records the ``RecoveryPoint``, updates the relationship (LastReplicationTime,
+LastApplyTime, state 3 after initial replication) and the VM's disks (they point at the head), and adds the
+replica's cycle record (``db.cycles``: a success with the log's bytes as received, so the replica's
+statistics count what it applied). Any failure before the rename discards the partial files: a log is
+applied whole or not at all.
 
 ``apply`` answers once the point is durable and recorded. Retention (``domain.retention``) then runs in a
 task that still holds the VM's lock (``settled`` waits for it): it merges points, journaled in the
@@ -40,6 +42,7 @@ from typing import BinaryIO
 
 import xxhash
 
+from standby.domain.cycles import CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import Disk, RecoveryPoint, Relationship
 from standby.domain.enums import (
     RelationshipIndex,
@@ -93,6 +96,14 @@ class ApplyResult:
     data_bytes: int = 0
     #: A resync log: retention afterwards keeps no history before it.
     resync: bool = False
+
+
+@dataclass
+class _Received:
+    """What one apply took in: when it began and how many bytes of the log arrived (its wire size)."""
+
+    started: datetime
+    wire_bytes: int = 0
 
 
 @dataclass
@@ -188,7 +199,8 @@ class ReplicaApplier:
         site = self._db.replicas.get(vm_id)
         relationship = self._db.relationships.get(vm_id, int(_PRIMARY))
         decoder = LogDecoder()
-        stream = _coalesce(chunks, BATCH)
+        received = _Received(self._clock())
+        stream = _coalesce(_counted(chunks, received), BATCH)
         raw_header, first = await _read_header(decoder, stream)
         header = decoder.header
         assert header is not None
@@ -210,11 +222,11 @@ class ReplicaApplier:
             if judged.verdict is LogVerdict.REPEAT:
                 return ApplyResult(head_sequence, head.point_id if head else None, applied=False)
             raise OutOfSequence(head_sequence, judged.reason)
-        return await self._apply_new(site, relationship, head, header, decoder, first, stream)
+        return await self._apply_new(site, relationship, head, header, decoder, first, stream, received)
 
     async def _apply_new(  # noqa: PLR0917 - the pieces of one apply, handed over once
         self, site: ReplicaSite, relationship: Relationship, head: RecoveryPoint | None, header: LogHeader,
-        decoder: LogDecoder, first: bytes, stream: AsyncIterator[bytes],
+        decoder: LogDecoder, first: bytes, stream: AsyncIterator[bytes], received: _Received,
     ) -> ApplyResult:
         disks = self._plan_disks(site, head, header)
         renamed = False
@@ -231,7 +243,8 @@ class ReplicaApplier:
             summary = decoder.finish()
             await asyncio.to_thread(_finish_disks, disks, header, self.verify_writes)
             renamed = True
-            point = self._record(site, relationship, head, header, disks)
+            point = self._record(site, relationship, head, header, disks, received=received,
+                                 data_bytes=summary.data_bytes)
         except BaseException:
             try:
                 if writer is not None:
@@ -271,7 +284,8 @@ class ReplicaApplier:
         return {disk.disk_id: Path(disk.path) for disk in vm.disks if disk.path and Path(disk.path).is_file()}
 
     def _record(self, site: ReplicaSite, relationship: Relationship, head: RecoveryPoint | None,
-                header: LogHeader, disks: list[_Disk]) -> RecoveryPoint:
+                header: LogHeader, disks: list[_Disk], *, received: _Received,
+                data_bytes: int) -> RecoveryPoint:
         now = self._clock()
         point = RecoveryPoint(
             point_id=str(uuid.uuid4()).upper(), vm_id=site.vm_id, sequence=header.sequence,
@@ -304,6 +318,7 @@ class ReplicaApplier:
             if header.kind in (LogKind.INITIAL, LogKind.RESYNC):
                 self._db.replicas.update(replace(self._db.replicas.get(site.vm_id),
                                                  base_sequence=header.sequence))
+            self._db.cycles.record(_applied_cycle(site.vm_id, header, received, data_bytes, now))
         return point
 
     def _tell_listeners(self, point: RecoveryPoint, header: LogHeader) -> None:
@@ -668,12 +683,28 @@ def _state_after_apply(state: ReplicationState) -> ReplicationState:
     return ReplicationState.REPLICATING if state in APPLYING_STATES else state
 
 
+def _applied_cycle(vm_id: str, header: LogHeader, received: _Received, data_bytes: int,
+                   now: datetime) -> CycleRecord:
+    """The replica's record of an applied log: the same kind, sequence and sizes the primary records."""
+    latency_ms = max(0, int((now - received.started).total_seconds() * 1000))
+    return CycleRecord(vm_id, int(_PRIMARY), header.sequence, CycleKind(header.kind.value),
+                       CycleOutcome.SUCCESS, received.started, now, dirty_bytes=data_bytes,
+                       wire_bytes=received.wire_bytes, latency_ms=latency_ms,
+                       app_consistent=header.application_consistent)
+
+
 def _cut_time(header: LogHeader, fallback: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(header.cut_time)
     except ValueError:
         return fallback
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def _counted(chunks: AsyncIterator[bytes], received: _Received) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        received.wire_bytes += len(chunk)
+        yield chunk
 
 
 async def _coalesce(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:

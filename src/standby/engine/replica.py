@@ -3,6 +3,10 @@ the replica VM and its relationship, report status, apply logs, take the heartbe
 is current as of then; no new point; retention runs after them as after an apply, and listeners hear of
 them), hash the head, mirror state changes, remove.
 
+The replica keeps cycle records too (``db.cycles``, relationship 0): the applier adds one per applied log,
+a heartbeat adds a 0-byte success as the primary counts it, so GetReplicationStatistics of a replica VM
+counts the replications it received.
+
 The caller is the host name from its TLS client certificate (the peer listener extracts it). Files live
 in ``<ReplicaStorageLocation>/<VMName>_<VMGUID>/``, resolved with symlinks: a location with ``..``, a VM
 folder that is a symlink, or anything resolving outside the location is refused (32769).
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from standby.domain.cycles import HEARTBEAT_DETAIL, CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import (
     AuthorizationEntry,
     Disk,
@@ -174,9 +179,10 @@ class ReplicaUseCases:
         """The primary's idle cycle: nothing changed since its cut ``sequence``, so no log and no new point.
 
         ``sequence`` must be the head (else ``OutOfSequence``, answered 409 as for a log: the primary
-        resyncs); the head then is current as of now: LastReplicationTime and health OK, in one store
-        update. A suspended replica refuses (503) as it refuses logs; a failed-over one only reports its head
-        (logs are kept aside then, a heartbeat has nothing to keep). Returns the head sequence.
+        resyncs); the head then is current as of now: LastReplicationTime and health OK, and a successful
+        0-byte cycle record (``detail`` "heartbeat"), in one store transaction. A suspended replica refuses
+        (503) as it refuses logs; a failed-over one only reports its head (logs are kept aside then, a
+        heartbeat has nothing to keep). Returns the head sequence.
 
         After a recorded heartbeat, as after an apply: retention runs once the answer is out, still under
         the VM's lock (points older than RecoveryHistory are merged even while the VM stays idle), and the
@@ -216,9 +222,14 @@ class ReplicaUseCases:
             raise OutOfSequence(head_sequence, f"heartbeat for point {sequence}, head is "
                                                f"{head_sequence if head else 'none'}")
         for attempt in range(3):  # a mirrored state change (not under this lock) may write meanwhile
+            now = self._clock()
             try:
-                self._db.relationships.update(replace(relationship, last_replication_time=self._clock(),
-                                                      health=ReplicationHealth.OK))
+                with self._db.transaction():
+                    self._db.relationships.update(replace(relationship, last_replication_time=now,
+                                                          health=ReplicationHealth.OK))
+                    self._db.cycles.record(CycleRecord(vm_id, int(_PRIMARY), head_sequence, CycleKind.DELTA,
+                                                       CycleOutcome.SUCCESS, now, now,
+                                                       detail=HEARTBEAT_DETAIL))
                 break
             except StaleWrite:
                 if attempt == 2:
@@ -252,6 +263,7 @@ class ReplicaUseCases:
                 if self._db.relationships.find(site.vm_id, int(_PRIMARY)) is not None:
                     self._db.relationships.delete(site.vm_id, int(_PRIMARY))
                 self._db.replicas.delete(site.vm_id)
+                self._db.cycles.forget(site.vm_id, int(_PRIMARY))
                 self._db.vms.update(replace(vm, replication_mode=ReplicationMode.NONE))
                 self._db.events.record(self._clock(), "replication", "ReplicaRemoved", element_id=site.vm_id,
                                        args={"primary": caller})

@@ -1,5 +1,10 @@
-"""Replication statistics (``Msvm_ReplicationStatistics``, spec §5.5) and health (spec §6.2) of the primary,
-from the cycle records of ``db.cycles``.
+"""Replication statistics (``Msvm_ReplicationStatistics``, spec §5.5) and health (spec §6.2) of a
+relationship, from the cycle records of ``db.cycles``.
+
+Both sides keep records, as Hyper-V counts on both: the primary one per cycle attempt (``engine.cycle``),
+the replica one per applied log and per heartbeat it took (``engine.apply``, ``engine.replica``), with the
+log's kind, sequence and bytes as received. So a replica VM's statistics count the replications it received
+and applied; misses and send failures are the primary's to count.
 
 The window is the service's monitoring window (MonitoringStartTime + MonitoringInterval) holding ``now``;
 ResetReplicationStatistics starts counting again at the reset time within it.
