@@ -35,7 +35,7 @@ from standby.domain.errors import Unavailable
 from standby.domain.groups import CUT_TAG_KEY, CutTag, GroupOutcome
 from standby.engine.capture import Cut, ReadMode
 from standby.engine.cycle import CycleRunner
-from standby.engine.group_cycle import GroupCycle, GroupScheduler, PointAssembler
+from standby.engine.group_cycle import CollectionUnits, GroupCycle, PointAssembler
 from standby.storage.logformat import DiskInfo, LogDecoder, LogHeader, LogKind
 from standby.store.sqlite import Database
 
@@ -171,6 +171,7 @@ class World:
     capture: FakeCapture
     peer: FakePeer
     cycle: GroupCycle
+    runner: CycleRunner
 
     def run(self) -> Any:
         return asyncio.run(self.cycle.run(GROUP))
@@ -194,7 +195,7 @@ def make_world(app_hours: int = 0) -> World:
     peer = FakePeer()
     runner = CycleRunner(db, capture, lambda settings: peer, clock, monotonic=clock.monotonic)  # type: ignore[arg-type]
     cycle = GroupCycle(db, runner, capture, FakePauser(log), clock, monotonic=clock.monotonic)
-    return World(db, clock, log, capture, peer, cycle)
+    return World(db, clock, log, capture, peer, cycle, runner)
 
 
 def test_every_member_pauses_once_around_the_transactions_only() -> None:
@@ -339,16 +340,16 @@ def test_an_off_member_is_cut_without_a_pause() -> None:
     assert result.pause_ms == pytest.approx(8.0)
 
 
-# -- the group scheduler ------------------------------------------------------------------------------------
+# -- collections as units of the scheduler (the loop: tests/unit/test_scheduler_units.py) --------------------
 
 
-def test_the_group_scheduler_claims_the_members_of_a_replicating_primary_collection() -> None:
+def test_a_replicating_primary_collection_claims_its_members() -> None:
     world = make_world()
-    scheduler = GroupScheduler(world.db, world.cycle, lambda vm: EnabledState.ENABLED)
-    assert all(scheduler.grouped(vm) for vm in VMS)
+    units = CollectionUnits(world.db, world.cycle, world.runner, lambda vm: EnabledState.ENABLED, world.clock)
+    assert all(units.claims(vm) for vm in VMS)
     world.db.collections.update(Collection(GROUP, "web tier", VMS, ReplicationMode.NONE,
                                            CollectionReplicationState.DISABLED, version=0))
-    assert not any(scheduler.grouped(vm) for vm in VMS)
+    assert not any(units.claims(vm) for vm in VMS)
 
 
 # -- the replica side: collection points appear only when every member's log is applied ----------------------

@@ -12,7 +12,7 @@ from standby.domain.cycles import CycleOutcome
 from standby.domain.entities import ReplicationSettings
 from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMode, ReplicationState
 from standby.engine.cycle import HEARTBEAT
-from standby.engine.scheduler import Scheduler
+from standby.engine.scheduler import RELATIONSHIP, Plan, Scheduler
 from tests.unit.test_cycle import VM_ID, World, make_world
 
 P = RelationshipIndex.PRIMARY
@@ -24,6 +24,30 @@ class Resyncs:
 
     def submit_auto_resync(self, vm_id: str, index: RelationshipIndex) -> None:
         self.calls.append(vm_id)
+
+
+class Claims:
+    """A kind of unit with no units of its own that claims one VM (as a collection claims its members)."""
+
+    name = "claims"
+
+    def __init__(self, vm_id: str) -> None:
+        self.vm_id = vm_id
+
+    async def survey(self) -> list[str]:
+        return []
+
+    def plan(self, unit: str) -> Plan | None:
+        return None
+
+    async def run(self, unit: str) -> None:
+        raise AssertionError("no units")
+
+    def record_miss(self, unit: str, count: int) -> None:
+        raise AssertionError("no units")
+
+    def claims(self, vm_id: str) -> bool:
+        return vm_id == self.vm_id
 
 
 def scheduler(world: World, state: EnabledState = EnabledState.ENABLED, **kwargs: Any) -> Scheduler:
@@ -49,7 +73,7 @@ def test_a_replicating_relationship_gets_a_task_that_runs_cycles() -> None:
     async def scenario() -> list[Any]:
         sched = scheduler(world)
         await sched.reconcile()
-        assert sched.running == [(VM_ID, 0)]
+        assert sched.running == [(RELATIONSHIP, VM_ID)]
         await _until_cycles(world, 2)
         world.db.relationships.update(replace(world.rel(), state=ReplicationState.SUSPENDED))
         await sched.reconcile()
@@ -174,11 +198,12 @@ def test_reconcile_runs_only_this_hosts_ungrouped_primaries() -> None:
     for vm_id in (other, grouped):
         world.db.relationships.insert(replace(world.rel(), vm_id=vm_id, version=0))
 
-    async def scenario() -> list[tuple[str, int]]:
-        sched = scheduler(world, grouped=lambda vm_id: vm_id == grouped)
+    async def scenario() -> list[tuple[str, str]]:
+        sched = scheduler(world)
+        sched.add_kind(Claims(grouped))
         await sched.reconcile()
         running = sched.running
         await sched.stop()
         return running
 
-    assert asyncio.run(scenario()) == [(VM_ID, 0)]
+    assert asyncio.run(scenario()) == [(RELATIONSHIP, VM_ID)]

@@ -2,9 +2,10 @@
 
 - always: collection management and guards, the replica side's ``PointAssembler`` (a listener of the
   applier, so collection recovery points appear as member logs are applied) and the redundancy sets;
-- with a hypervisor: the primary side's group replication, group cycles and their scheduler (which takes
-  the members' cycles over from the per-VM scheduler through ``Scheduler.grouped``), and collection failover.
-``start``/``stop`` run the group scheduler next to the per-VM one.
+- with a hypervisor: the primary side's group replication, group cycles (``CollectionUnits``: collections
+  become units of the primary's scheduler, which then no longer schedules their members on their own), and
+  collection failover.
+``start``/``stop`` have nothing of their own to run: the primary's scheduler runs the collections' cycles.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from standby.domain.errors import StandbyError, Unavailable
 from standby.engine.collections import CollectionUseCases
-from standby.engine.group_cycle import GroupCycle, GroupScheduler, PointAssembler, QmpPauser
+from standby.engine.group_cycle import CollectionUnits, GroupCycle, PointAssembler, QmpPauser
 from standby.engine.group_failover import GroupFailover
 from standby.engine.group_replication import GroupReplication
 from standby.engine.redundancy import RedundancyUseCases
@@ -36,7 +37,7 @@ class Groups:
     replication: GroupReplication | None = None
     failover: GroupFailover | None = None
     cycle: GroupCycle | None = None
-    scheduler: GroupScheduler | None = None
+    units: CollectionUnits | None = None
 
 
 def build(services: Services) -> Groups:
@@ -58,8 +59,8 @@ def build(services: Services) -> Groups:
 
         capture = Capture(hypervisor, services.config.data_dir / "run")
         groups.cycle = GroupCycle(db, primary.runner, capture, QmpPauser(hypervisor), clock)
-        groups.scheduler = GroupScheduler(db, groups.cycle, hypervisor.state)
-        primary.scheduler.grouped = groups.scheduler.grouped
+        groups.units = CollectionUnits(db, groups.cycle, primary.runner, hypervisor.state, clock)
+        primary.scheduler.add_kind(groups.units)
         groups.replication = GroupReplication(db, clock, services.jobs, management, primary.use_cases)
     if failover is not None:
         planned = getattr(services, "planned", None)
@@ -130,14 +131,8 @@ def _reachable(services: Services) -> Any:
 
 
 def start(services: Services) -> None:
-    """Start the group scheduler (after start-up recovery, on the daemon's loop)."""
-    groups: Groups | None = getattr(services, "groups", None)
-    if groups is not None and groups.scheduler is not None:
-        groups.scheduler.start()
+    """Nothing to start: the collections' cycles run in the primary's scheduler (``primary_wiring.start``)."""
 
 
 async def stop(services: Services) -> None:
-    """Stop the group scheduler."""
-    groups: Groups | None = getattr(services, "groups", None)
-    if groups is not None and groups.scheduler is not None:
-        await groups.scheduler.stop()
+    """Nothing to stop: ``primary_wiring.stop`` stops the collections' cycles with every other unit's."""

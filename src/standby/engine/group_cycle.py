@@ -20,8 +20,8 @@ Replica (``PointAssembler.note``, a listener of the applier): a point whose log 
 the cut id; the replica collection is created when first seen; once every member's point of that cut exists
 an ``Msvm_CollectionRecoveryPoint`` is recorded — never before.
 
-``GroupScheduler`` runs group cycles at the collection's interval and tells the per-VM scheduler which VMs it
-schedules (``grouped``).
+``CollectionUnits`` makes replicating collections units of the primary's scheduler (``engine.scheduler``):
+a group cycle at the collection's interval, and the members are not units of their own (``claims``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time as _time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -59,6 +59,7 @@ from standby.domain.groups import (
 )
 from standby.engine.capture import Cut
 from standby.engine.cycle import CycleResult, CycleRunner, OpenCut
+from standby.engine.scheduler import Plan
 from standby.hypervisor.port import FrozenGuest
 from standby.storage.logformat import LogHeader
 from standby.store.sqlite import Database
@@ -67,8 +68,9 @@ log = logging.getLogger("standby.groups")
 
 Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
-MIN_INTERVAL = 1.0
-#: Collection states in which the group scheduler, not the per-VM one, runs the members' cycles.
+#: ``UnitKind.name`` of collections in the scheduler.
+COLLECTION_UNITS = "collection"
+#: Collection states in which the collection, not the member itself, is the unit whose cycles cut a member.
 _GROUPED_STATES = frozenset(set(CollectionReplicationState) - {CollectionReplicationState.DISABLED})
 
 
@@ -372,86 +374,84 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-# -- the group scheduler ------------------------------------------------------------------------------------
+# -- collections as units of the scheduler ------------------------------------------------------------------
 
 
-class GroupScheduler:
-    """One task per replicating primary collection, a group cycle every ReplicationInterval."""
+class CollectionUnits:
+    """Replicating primary collections as units of the primary's scheduler (``engine.scheduler``): a group
+    cycle every ReplicationInterval, with the timing, miss counting and stop behaviour of every unit.
 
-    def __init__(self, db: Database, cycle: GroupCycle, vm_state: Callable[[str], EnabledState], *,
-                 poll: float = 1.0, monotonic: Callable[[], float] = _time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    A collection is idle while every member is off and its last cycle, taken with them all off, succeeded:
+    nothing can have changed since. Until then it cycles even with every member off, so the replica gets
+    the collection and a collection recovery point after StartReplication (the members' initial
+    replications are their own, untagged), and the writes before the last member stopped reach it.
+    """
+
+    name = COLLECTION_UNITS
+
+    def __init__(self, db: Database, cycle: GroupCycle, runner: CycleRunner,
+                 vm_state: Callable[[str], EnabledState], clock: Clock) -> None:
         self._db = db
         self._cycle = cycle
+        self._runner = runner
         self._vm_state = vm_state
-        self._poll = poll
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+        self._clock = clock
+        #: Collections whose last cycle succeeded with every member off (kept in memory only: after a
+        #: restart such a collection gets one more cycle, which costs a small log and is always right).
+        self._settled: set[str] = set()
+        self._last_cut: dict[str, str] = {}
 
-    def grouped(self, vm_id: str) -> bool:
-        """Whether a primary collection schedules this VM's cycles (the per-VM scheduler then does not)."""
+    def claims(self, vm_id: str) -> bool:
+        """Whether a primary collection schedules this VM's cycles (it is then not a unit of its own)."""
         return any(c.replication_mode is ReplicationMode.PRIMARY and c.replication_state in _GROUPED_STATES
                    for c in self._db.collections.containing(vm_id))
 
-    @property
-    def running(self) -> list[str]:
-        """The collections with a cycle task."""
-        return [cid for cid, task in self._tasks.items() if not task.done()]
-
-    def start(self) -> None:
-        """Start the reconcile loop on the running event loop."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._reconcile_forever(), name="group-scheduler")
-
-    async def stop(self) -> None:
-        """Cancel every task and wait for them."""
-        tasks = [t for t in [self._loop_task, *self._tasks.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        self._loop_task = None
-
-    async def _reconcile_forever(self) -> None:
-        while True:
-            try:
-                self.reconcile()
-            except Exception:  # one bad collection must not stop the others
-                log.exception("group scheduler: reconcile failed")
-            await self._sleep(self._poll)
-
-    def reconcile(self) -> None:
-        """Start or end cycle tasks to match the replicating primary collections."""
-        wanted = {c.collection_id for c in self._db.collections.list()
+    async def survey(self) -> list[str]:
+        """The replicating primary collections."""
+        wanted = [c.collection_id for c in self._db.collections.list()
                   if c.replication_mode is ReplicationMode.PRIMARY
-                  and c.replication_state is CollectionReplicationState.REPLICATING}
-        for collection_id in wanted:
-            task = self._tasks.get(collection_id)
-            if task is None or task.done():
-                self._tasks[collection_id] = asyncio.create_task(self._cycle_loop(collection_id),
-                                                                 name=f"group-cycles-{collection_id}")
-        for collection_id in list(self._tasks):
-            if collection_id not in wanted:
-                self._tasks.pop(collection_id).cancel()
+                  and c.replication_state is CollectionReplicationState.REPLICATING]
+        self._settled.intersection_update(wanted)
+        return wanted
 
-    async def _cycle_loop(self, collection_id: str) -> None:
-        while True:
-            collection = self._db.collections.find(collection_id)
-            if collection is None or \
-                    collection.replication_state is not CollectionReplicationState.REPLICATING:
-                return
-            stored = self._db.collection_settings.find(collection_id)
-            interval = max(MIN_INTERVAL, float(stored[1].interval_seconds if stored else 300))
-            if all(self._vm_state(vm) is EnabledState.DISABLED for vm in collection.member_vm_ids):
-                await self._sleep(interval)  # nothing writes
-                continue
-            started = self._monotonic()
-            result = await self._cycle.run(collection_id)
-            if result.outcome is not GroupOutcome.SUCCESS:
-                log.info("group cycle of %s: %s %s", collection_id, result.outcome.value, result.detail)
-            elapsed = self._monotonic() - started
-            await self._sleep(interval - elapsed % interval)
+    def plan(self, unit: str) -> Plan | None:
+        """The collection's interval (300 s without settings); idle as the class docstring says."""
+        collection = self._db.collections.find(unit)
+        if collection is None or collection.replication_mode is not ReplicationMode.PRIMARY \
+                or collection.replication_state is not CollectionReplicationState.REPLICATING:
+            return None
+        stored = self._db.collection_settings.find(unit)
+        interval = float(stored[1].interval_seconds if stored else 300)
+        if not self._all_off(collection):
+            self._settled.discard(unit)
+        return Plan(interval, unit in self._settled, collection.member_vm_ids)
+
+    async def run(self, unit: str) -> None:
+        """One group cycle (recorded in ``db.group_cycles`` by ``GroupCycle.run``)."""
+        off = self._all_off(self._db.collections.get(unit))
+        result = await self._cycle.run(unit)
+        self._last_cut[unit] = result.cut_id
+        if result.outcome is GroupOutcome.SUCCESS and off:
+            self._settled.add(unit)
+        else:
+            self._settled.discard(unit)
+        if result.outcome is not GroupOutcome.SUCCESS:
+            log.info("group cycle of %s: %s %s", unit, result.outcome.value, result.detail)
+
+    def record_miss(self, unit: str, count: int) -> None:
+        """``count`` group cycles missed (ReplicationWALMissCount), and as many for every member's own
+        statistics and health (the collection is as healthy as its least healthy member)."""
+        collection = self._db.collections.find(unit)
+        if collection is None:
+            return
+        now = self._clock()
+        detail = "the cycle before overran its interval"
+        for _ in range(count):
+            self._db.group_cycles.record(GroupCycleRecord(unit, self._last_cut.get(unit, ""),
+                                                          GroupOutcome.MISS, now, now, detail=detail))
+        for vm_id in collection.member_vm_ids:
+            if self._db.relationships.find(vm_id, int(_PRIMARY)) is not None:
+                self._runner.record_miss(vm_id, _PRIMARY, count)
+
+    def _all_off(self, collection: Collection) -> bool:
+        return all(self._vm_state(vm) is EnabledState.DISABLED for vm in collection.member_vm_ids)
