@@ -18,7 +18,7 @@ from standby.domain.errors import InvalidParameter, Unavailable
 from standby.domain.replica import OutOfSequence
 from standby.engine.apply import ApplyResult, ReplicaApplier
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import DiskInfo, LogCorrupt, LogEncoder, LogHeader, LogKind
 from standby.storage.nbd import STATE_HOLE, STATE_ZERO, NbdClient
 from standby.store.sqlite import Database
@@ -137,7 +137,7 @@ def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     sources = {}
     for disk_id in DISKS:
         sources[disk_id] = tmp_path / f"src-{disk_id}.qcow2"
-        chain.create_image(sources[disk_id], SIZE)
+        qemu_img.create(sources[disk_id], SIZE)
     _io(sources["disk0"], "write -P 0x11 0 2M", "write -P 0x12 9M 100k")
     _io(sources["disk1"], "write -P 0x21 1M 64k")
     spec = ReplicaSpec(VM_ID, "web", 256, 1, tuple((d, SIZE) for d in DISKS),
@@ -339,8 +339,8 @@ def test_start_up_cleanup_and_journaled_merge(rig: Rig) -> None:
     subprocess.run(["qemu-img", "commit", "-q", "-d", str(rig.point_images(2)["disk0"])], check=True)
     # And leftovers of a crashed apply: a partial and an unrecorded (renamed) image.
     folder = rig.point_images(2)["disk1"].parent
-    chain.create_overlay(folder / "rp-0000000003.qcow2.partial", rig.point_images(2)["disk1"])
-    chain.create_overlay(folder / "rp-0000000004.qcow2", rig.point_images(2)["disk1"])
+    qemu_img.create_overlay(folder / "rp-0000000003.qcow2.partial", rig.point_images(2)["disk1"])
+    qemu_img.create_overlay(folder / "rp-0000000004.qcow2", rig.point_images(2)["disk1"])
     asyncio.run(rig.replica.applier.recover())
     assert rig.sequences() == [2]
     assert rig.db.relationships.get(VM_ID, 0).intent is None

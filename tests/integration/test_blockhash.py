@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 from tests.integration.test_chain import expected_hashes, qemu_io, raw_content
 
 MiB = 1024 * 1024
@@ -34,7 +34,7 @@ def layered(tmp_path: Path) -> Path:
                    check=True)
     qemu_io(middle, "write -P 0x21 1000k 300k", "write -z 6M 64k", "write -P 0 3M 256k")
     top = tmp_path / "top.qcow2"
-    chain.create_overlay(top, middle)
+    qemu_img.create_overlay(top, middle)
     qemu_io(top, "write -P 0x31 1536k 4k", "write -P 0x32 6100k 100k", "write -z 0 64k")
     return top
 
@@ -57,14 +57,14 @@ def test_the_map_names_each_layer(layered: Path) -> None:
 
 def test_compressed_clusters_fall_back_to_qemu_nbd(tmp_path: Path) -> None:
     plain = tmp_path / "plain.qcow2"
-    chain.create_image(plain, 4 * MiB)
+    qemu_img.create(plain, 4 * MiB)
     qemu_io(plain, "write -P 0x41 0 1M", "write -P 0x42 3M 512k")
     packed = tmp_path / "packed.qcow2"
     subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(plain), str(packed)], check=True)
     with pytest.raises(blockhash.NotInPlace):
         blockhash.map_chain(packed)
     top = tmp_path / "top.qcow2"
-    chain.create_overlay(top, packed)
+    qemu_img.create_overlay(top, packed)
     qemu_io(top, "write -P 0x43 512k 64k")
     expected = expected_hashes(raw_content(top, tmp_path), 256 * 1024)
     assert blockhash.image_block_hashes(top, 256 * 1024) == expected

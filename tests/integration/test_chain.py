@@ -10,7 +10,7 @@ import pytest
 import xxhash
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 
 MiB = 1024 * 1024
 SIZE = 16 * MiB
@@ -48,10 +48,10 @@ def points(tmp_path: Path) -> list[Path]:
     folder = tmp_path / "disks" / "d0"
     folder.mkdir(parents=True)
     paths = [folder / f"rp-{n:010d}.qcow2" for n in range(1, 5)]
-    chain.create_image(paths[0], SIZE)
+    qemu_img.create(paths[0], SIZE)
     qemu_io(paths[0], "write -P 0x11 0 1M", "write -P 0x12 8M 64k")
     for previous, path in itertools.pairwise(paths):
-        chain.create_overlay(path, previous)
+        qemu_img.create_overlay(path, previous)
     qemu_io(paths[1], "write -P 0x21 512k 1M", "write -z 8M 64k")  # overwrite, and zero what rp-1 wrote
     qemu_io(paths[2], "write -P 0x31 3M 100k", "write -P 0x32 15M 1M")
     qemu_io(paths[3], "write -P 0x41 0 4k")
@@ -59,11 +59,10 @@ def points(tmp_path: Path) -> list[Path]:
 
 
 def test_overlays_name_their_backing_relative(points: list[Path]) -> None:
-    info = chain.image_info(points[2])
-    assert info["backing-filename"] == points[1].name
+    assert qemu_img.info(points[2]).backing_file == points[1].name
     assert chain.backing_file(points[0]) is None
     assert chain.chain_of(points[3]) == [points[3], points[2], points[1], points[0]]
-    assert chain.virtual_size(points[3]) == SIZE
+    assert qemu_img.virtual_size(points[3]) == SIZE
 
 
 def test_block_hashes_match_the_raw_content(points: list[Path], tmp_path: Path) -> None:
@@ -81,7 +80,7 @@ def test_hashes_do_not_depend_on_the_read_size(tmp_path: Path, read_size: int) -
     # Odd size (the last block partial), allocated zeros (read, hashed as zeros), holes (not read), data
     # across read boundaries.
     path = tmp_path / "odd.qcow2"
-    chain.create_image(path, 9 * MiB + 1536)
+    qemu_img.create(path, 9 * MiB + 1536)
     qemu_io(path, "write -P 0x51 100k 3M", "write -P 0 5M 1M", "write -P 0x52 9M 1536")
     expected = expected_hashes(raw_content(path, tmp_path), 256 * 1024)
     with chain.NbdServer(path, writable=False) as server, server.connect([chain.BASE_ALLOCATION]) as client:
@@ -125,11 +124,11 @@ def test_merge_after_crash_and_mismatch(points: list[Path]) -> None:
 
 def test_refusals(points: list[Path], tmp_path: Path) -> None:
     with pytest.raises(InvalidParameter):
-        chain.create_overlay(points[3], points[2])  # exists
+        qemu_img.create_overlay(points[3], points[2])  # exists
     with pytest.raises(FileNotFound):
-        chain.create_overlay(tmp_path / "x.qcow2", tmp_path / "missing.qcow2")
+        qemu_img.create_overlay(tmp_path / "x.qcow2", tmp_path / "missing.qcow2")
     with pytest.raises(InvalidParameter):
-        chain.create_image(tmp_path / "y.qcow2", 0)
+        qemu_img.create(tmp_path / "y.qcow2", 0)
     (tmp_path / "junk.qcow2").write_bytes(b"not an image")
     with pytest.raises(StandbyError):
         blockhash.image_digest(tmp_path / "junk.qcow2")
@@ -137,7 +136,7 @@ def test_refusals(points: list[Path], tmp_path: Path) -> None:
 
 def test_nbd_writes_zeroes_as_zero_clusters_over_a_backing(points: list[Path], tmp_path: Path) -> None:
     top = points[3].with_name("rp-0000000005.qcow2.partial")
-    chain.create_overlay(top, points[3])
+    qemu_img.create_overlay(top, points[3])
     with chain.NbdServer(top, writable=True) as server, server.connect() as client:
         client.write_many([(0, None, 1 * MiB), (2 * MiB, b"\x55" * 4096, 4096)])
         client.flush()

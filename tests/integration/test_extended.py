@@ -33,7 +33,7 @@ from standby.engine.extended import ExtendedReplication
 from standby.engine.jobs import JobManager
 from standby.engine.replica import ReplicaSpec, ReplicaStatus, ReplicaUseCases
 from standby.engine.replication import ReplicationUseCases
-from standby.storage import chain
+from standby.storage import chain, qemu_img
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.sqlite import Database
 
@@ -174,7 +174,7 @@ def site(tmp_path: Path) -> Site:
         dbs.append(db)
         replicas.append(ReplicaUseCases(db, clock, ReplicaApplier(db, clock)))
     source = tmp_path / "a-d0.qcow2"
-    chain.create_image(source, SIZE)
+    qemu_img.create(source, SIZE)
     _random(source, 0, 2 * MiB)
     _io(source, "write -P 0x12 9M 100k")
     spec = ReplicaSpec(VM_ID, "web", 256, 1, (("d0", SIZE),), settings=ReplicationSettings(

@@ -19,7 +19,7 @@ import pytest
 from standby.domain.entities import AuthorizationEntry, ReplicationSettings, ServiceSettings
 from standby.engine.apply import ReplicaApplier
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases
-from standby.storage import chain
+from standby.storage import chain, qemu_img
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.sqlite import Database
 
@@ -79,7 +79,7 @@ def test_points_past_the_recovery_history_are_merged_on_a_heartbeat(
         replica: tuple[Database, ReplicaUseCases, Clock], tmp_path: Path) -> None:
     db, use_cases, clock = replica
     source = tmp_path / "a-d0.qcow2"
-    chain.create_image(source, SIZE)
+    qemu_img.create(source, SIZE)
 
     async def ship_three() -> None:
         for sequence, offset in ((1, 0), (2, 3 * MiB), (3, 6 * MiB)):

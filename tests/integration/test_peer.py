@@ -26,7 +26,7 @@ from standby.engine.connection import ConnectionTarget, client_ssl_context, prob
 from standby.peer import pki
 from standby.peer.client import PeerClient
 from standby.peer.tls import PeerTls
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import DiskInfo, LogHeader, LogKind, encode_log
 from standby.store.sqlite import Database
 
@@ -139,7 +139,7 @@ def test_replica_routes_end_to_end(site: Site, tmp_path: Path) -> None:
     assert again.head_sequence == 0  # type: ignore[attr-defined]
 
     source = tmp_path / "src.qcow2"
-    chain.create_image(source, SIZE)
+    qemu_img.create(source, SIZE)
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 300k", str(source)], check=True,
                    capture_output=True)
     ack = _run(_call(site, "hv-a.test", "put_log", VM_ID, 1, _stream(_log(source, 1, 0, LogKind.INITIAL))))

@@ -23,7 +23,7 @@ from standby.domain.enums import RelationshipIndex, ReplicationMode, Replication
 from standby.domain.errors import InvalidState
 from standby.engine.reverse import BecomeReplica, ReverseTarget, allocated_ranges, move_disks
 from standby.hypervisor.qemu import offline
-from standby.storage import chain
+from standby.storage import chain, qemu_img
 from standby.store.sqlite import Database
 
 MiB = 1024 * 1024
@@ -44,10 +44,10 @@ def _same(a: Path, b: Path) -> bool:
 
 def test_allocated_ranges_are_the_overlays_own_clusters(tmp_path: Path) -> None:
     base = tmp_path / "base.qcow2"
-    chain.create_image(base, 16 * MiB)
+    qemu_img.create(base, 16 * MiB)
     _io(base, "write -P 1 0 4M")
     overlay = tmp_path / "over.qcow2"
-    chain.create_overlay(overlay, base)
+    qemu_img.create_overlay(overlay, base)
     assert allocated_ranges(overlay) == []  # nothing written since the point
     _io(overlay, "write -P 2 1M 64k", "write -P 3 1088k 64k", "write -z 8M 128k")
     assert allocated_ranges(overlay) == [(1 * MiB, 128 * 1024), (8 * MiB, 128 * 1024)]
@@ -57,10 +57,10 @@ def test_moved_disks_keep_their_content_and_backing_and_lose_their_bitmaps(tmp_p
     folder = tmp_path / "vm"
     folder.mkdir()
     base = folder / "base.qcow2"
-    chain.create_image(base, 16 * MiB)
+    qemu_img.create(base, 16 * MiB)
     _io(base, "write -P 7 0 1M")
     disk = folder / "disk.qcow2"
-    chain.create_overlay(disk, base)  # a relative backing name: it must survive the move
+    qemu_img.create_overlay(disk, base)  # a relative backing name: it must survive the move
     _io(disk, "write -P 8 2M 64k")
     offline.bitmap_add(disk, "rep-12", 65536)
     reference = tmp_path / "reference.qcow2"
@@ -76,7 +76,7 @@ def test_moved_disks_keep_their_content_and_backing_and_lose_their_bitmaps(tmp_p
     # Repeating the move after an interruption adopts the moved file.
     assert move_disks([Disk("d0", str(disk), 16 * MiB)], root, 12) == (moved,)
     other = folder / "other.qcow2"
-    chain.create_image(other, 16 * MiB)
+    qemu_img.create(other, 16 * MiB)
     with pytest.raises(InvalidState):  # never over another file
         move_disks([Disk("d0", str(other), 16 * MiB)], root, 12)
 
@@ -89,7 +89,7 @@ def test_the_old_primary_becomes_a_replica_at_the_planned_point(tmp_path: Path) 
     db.auth_entries.insert(AuthorizationEntry("hvb.lab", "lab", str(location)))
     image = tmp_path / "vms" / "d0.qcow2"
     image.parent.mkdir()
-    chain.create_image(image, 16 * MiB)
+    qemu_img.create(image, 16 * MiB)
     _io(image, "write -P 5 0 1M")
     db.vms.insert(VirtualMachine(VM_ID, "web", 256, 1, disks=(Disk("d0", str(image), 16 * MiB),),
                                  replication_mode=ReplicationMode.PRIMARY, locked_from_start=True))

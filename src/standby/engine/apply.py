@@ -63,7 +63,7 @@ from standby.domain.replica import (
     point_file_name,
 )
 from standby.domain.retention import PointInfo, plan_retention
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import LogCorrupt, LogDecoder, LogHeader, LogKind
 from standby.storage.nbd import NbdClient, WriteWindow
 from standby.store.sqlite import Database
@@ -485,9 +485,9 @@ def _open_disks(disks: list[_Disk], bases: dict[str, Path]) -> None:
         chain.remove_quietly(disk.partial)  # a leftover of a crashed apply of the same sequence
         base = bases.get(disk.disk_id)
         if base is None:
-            chain.create_image(disk.partial, disk.size)
+            qemu_img.create(disk.partial, disk.size)
         else:
-            chain.create_overlay(disk.partial, base, size=disk.size)
+            qemu_img.create_overlay(disk.partial, base, size=disk.size)
         disk.server = chain.NbdServer(disk.partial, writable=True)
         disk.client = disk.server.connect([chain.BASE_ALLOCATION])
         disk.window = disk.client.write_window(WRITE_DEPTH)

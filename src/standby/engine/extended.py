@@ -56,7 +56,7 @@ from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
 from standby.engine.reverse import allocated_ranges, overlay_source, replicated_disks
-from standby.storage import blockhash, chain
+from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import MAX_FRAME, DiskInfo, LogEncoder, LogHeader, LogKind, is_zero
 from standby.storage.nbd import STATE_ZERO
 from standby.store.sqlite import Database
@@ -304,7 +304,7 @@ class ExtendedReplication:
             for disk_id, image in images.items():
                 theirs = await peer.hashes(vm_id, disk_id, HASH_BLOCK)
                 ours = await asyncio.to_thread(blockhash.image_block_hashes, image, HASH_BLOCK)
-                size = await asyncio.to_thread(chain.virtual_size, image)
+                size = await asyncio.to_thread(qemu_img.virtual_size, image)
                 out[disk_id] = differing_ranges(ours, theirs, HASH_BLOCK, size)
             return int(status.head_sequence), out
         newer = [p for p in self._db.recovery_points.list(vm_id=vm_id) if rel.sequence < p.sequence]

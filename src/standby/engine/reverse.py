@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ from standby.domain.enums import (
     ReplicationType,
     VirtualSystemType,
 )
-from standby.domain.errors import InUse, InvalidParameter, InvalidState, StandbyError, Unavailable
+from standby.domain.errors import InUse, InvalidParameter, InvalidState, Unavailable
 from standby.domain.failover import SEED_DISK_ID
 from standby.domain.preconditions import Operation
 from standby.domain.replica import (
@@ -79,8 +78,7 @@ from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replica import resolve_replica_root, safe_folder
 from standby.engine.replication import ReplicationUseCases
-from standby.hypervisor.qemu import offline
-from standby.storage import chain
+from standby.storage import chain, qemu_img
 from standby.store.sqlite import Database, codec
 
 log = logging.getLogger("standby.reverse")
@@ -89,7 +87,6 @@ Clock = Callable[[], datetime]
 Ranges = dict[str, list[tuple[int, int]]]
 _S = ReplicationState
 _PRIMARY = RelationshipIndex.PRIMARY
-QEMU_IMG = "qemu-img"
 INCOMING = "incoming"
 
 
@@ -264,12 +261,11 @@ def overlay_source(vm: VirtualMachine, point: RecoveryPoint) -> Callable[[Cut], 
 
 def allocated_ranges(image: Path) -> list[tuple[int, int]]:
     """The byte ranges allocated in ``image`` itself (data or zero clusters), not in its backing files."""
-    out = _qemu_img(["map", "-U", "--output=json", "-f", "qcow2", str(image)], image)
     ranges: list[tuple[int, int]] = []
-    for entry in json.loads(out):
-        if int(entry.get("depth", 1)) != 0 or not entry.get("present", True):
+    for entry in qemu_img.image_map(image, shared=True):
+        if int(str(entry.get("depth", 1))) != 0 or not entry.get("present", True):
             continue
-        start, length = int(entry["start"]), int(entry["length"])
+        start, length = int(str(entry["start"])), int(str(entry["length"]))
         if ranges and ranges[-1][0] + ranges[-1][1] == start:
             ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
         else:
@@ -446,14 +442,12 @@ def move_disks(disks: Sequence[Disk], root: Path, base: int) -> tuple[Disk, ...]
 
 def _prepare_image(image: Path) -> None:
     """Drop the primary's change tracking and make a relative backing name absolute (the file moves)."""
-    for bitmap in offline.image_bitmaps(image):
+    for bitmap in qemu_img.bitmaps(image):
         if bitmap.name.startswith(BITMAP_PREFIX):
-            offline.bitmap_remove(image, bitmap.name)
-    info = chain.image_info(image)
-    name = info.get("backing-filename")
-    if name and not Path(str(name)).is_absolute():
-        absolute = (image.parent / str(name)).resolve()
-        _qemu_img(["rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", str(absolute), str(image)], image)
+            qemu_img.bitmap_remove(image, bitmap.name)
+    name = qemu_img.info(image).backing_file
+    if name and not Path(name).is_absolute():
+        qemu_img.rebase_unsafe(image, (image.parent / name).resolve())
 
 
 def _rename(source: Path, target: Path) -> None:
@@ -462,14 +456,3 @@ def _rename(source: Path, target: Path) -> None:
     except OSError:
         shutil.move(str(source), str(target))  # another file system: copy, then delete
     chain.fsync_dir(target.parent)
-
-
-def _qemu_img(args: list[str], path: Path) -> str:
-    if shutil.which(QEMU_IMG) is None:
-        raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
-    proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        raise StandbyError(f"qemu-img {args[0]} {path} failed: {reason}", message_id="ImageOperationFailed",
-                           path=str(path), reason=reason)
-    return proc.stdout

@@ -18,7 +18,6 @@ synchronous; the engine calls it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from pathlib import Path
 import xxhash
 
 from standby.domain.errors import InvalidParameter
-from standby.storage.chain import BASE_ALLOCATION, ChainError, NbdServer, qemu_img, walk_chain
+from standby.storage import qemu_img
+from standby.storage.chain import BASE_ALLOCATION, ChainError, NbdServer, walk_chain
 from standby.storage.nbd import STATE_ZERO, Extent, NbdClient
 
 ZERO_HASH = bytes(16)
@@ -162,9 +162,8 @@ class NotInPlace(Exception):
 def map_chain(path: Path) -> list[MappedExtent]:
     """Where each guest byte of the qcow2 ``path`` (with its backing chain) lies; ``NotInPlace`` when some
     data cluster has no plain offset in a file of the chain."""
-    out = qemu_img(["map", "--output=json", "-f", "qcow2", str(path)], path)
+    rows = qemu_img.image_map(path, shared=False)
     try:
-        rows = json.loads(out)
         return [_mapped(row) for row in rows]
     except (ValueError, KeyError, TypeError) as bad:
         raise ChainError(f"qemu-img map {path} printed what we cannot read: {bad}",

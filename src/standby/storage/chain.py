@@ -1,106 +1,42 @@
-"""qcow2 recovery-point chains with real ``qemu-img`` and ``qemu-nbd`` (DESIGN §4, §7).
+"""qcow2 recovery-point chains (DESIGN §4, §7); images are made with ``storage.qemu_img``.
 
-* ``create_image`` / ``create_overlay``: a standalone image of a size, or an overlay ``-b prev -F qcow2``
-  (backing named relative to the overlay's folder, so renames inside the folder keep chains intact);
 * ``merge(older, newer)``: drop the point of ``older`` — commit ``newer``'s delta into ``older`` (its
   backing), then rename ``older`` over ``newer``; whoever read ``newer`` reads the same bytes afterwards;
 * ``walk_chain`` / ``read_header``: the backing chain read from the qcow2 headers themselves (our own parser
   of QEMU's docs/interop/qcow2.txt), checked file by file — constant work per link, no qemu-img process;
   ``backing_file`` and ``chain_of`` use it;
-* ``NbdServer``: ``qemu-nbd`` serving one image on a unix socket (writable or read-only).
+* ``NbdServer``: ``qemu-nbd`` (``storage.qemu_nbd``) serving one image on a private unix socket.
 
 Block hashes of images and exports live in ``storage.blockhash``.
 
 Everything here is synchronous; the engine calls it through ``asyncio.to_thread``. ``qemu-img`` and
-``qemu-nbd`` failures become ``domain.errors`` here, once.
+``qemu-nbd`` failures become ``domain.errors`` in ``storage.qemu_img``, once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import socket
 import stat
 import struct
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
-from standby.storage.children import bound_to_daemon
+from standby.domain.errors import FileNotFound, StandbyError, Unavailable
+from standby.storage import qemu_img
 from standby.storage.nbd import NbdClient
+from standby.storage.qemu_nbd import NbdExport, QemuNbd
 
-QEMU_IMG = "qemu-img"
-QEMU_NBD = "qemu-nbd"
 EXPORT = "disk"
 BASE_ALLOCATION = "base:allocation"
-_START_TIMEOUT = 20.0
-_READ_CHUNK = 8 * 1024 * 1024
 
 
 class ChainError(StandbyError):
-    """``qemu-img`` or ``qemu-nbd`` failed on a recovery-point image."""
-
-
-# -- qemu-img -----------------------------------------------------------------------------------------------
-
-
-def qemu_img(args: list[str], path: Path) -> str:
-    """Run ``qemu-img args``; its output, or its failure as a ``ChainError`` / ``OutOfMemory`` (no space)."""
-    if shutil.which(QEMU_IMG) is None:
-        raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
-    proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        if "No space left" in reason:
-            raise OutOfMemory(f"no space for {path}: {reason}", message_id="NoSpace", path=str(path))
-        raise ChainError(f"qemu-img {args[0]} {path} failed: {reason}", message_id="ImageOperationFailed",
-                         path=str(path), reason=reason)
-    return proc.stdout
-
-
-def create_image(path: Path, size: int) -> None:
-    """A new standalone qcow2 image of ``size`` bytes (``path`` must not exist)."""
-    if size <= 0:
-        raise InvalidParameter(f"disk size {size} is not positive", message_id="InvalidDiskSize")
-    _refuse_existing(path)
-    qemu_img(["create", "-q", "-f", "qcow2", str(path), str(size)], path)
-
-
-def create_overlay(path: Path, backing: Path, *, size: int = 0) -> None:
-    """A new qcow2 overlay on ``backing``; named relative when both share a folder.
-
-    With ``size`` (the disk's virtual size) qemu-img does not open the backing chain (``-u``): opening it
-    costs time linear in its depth (bench P7: 3-4 s at 570 points, 9 ms with ``-u``). Only for callers
-    that open the chain right after anyway (the applier's qemu-nbd), which then reports a broken one.
-    """
-    _refuse_existing(path)
-    if not backing.is_file():
-        raise FileNotFound(f"backing image {backing} does not exist", message_id="DiskFileMissing",
-                           path=str(backing))
-    name = backing.name if backing.parent.resolve() == path.parent.resolve() else str(backing.resolve())
-    unsafe = ["-u"] if size > 0 else []
-    sized = [str(size)] if size > 0 else []
-    qemu_img(["create", "-q", "-f", "qcow2", *unsafe, "-b", name, "-F", "qcow2", str(path), *sized], path)
-
-
-def image_info(path: Path) -> dict[str, object]:
-    """``qemu-img info`` of one image (``-U``: readable while QEMU holds it)."""
-    if not path.is_file():
-        raise FileNotFound(f"{path} does not exist", message_id="DiskFileMissing", path=str(path))
-    info: dict[str, object] = json.loads(qemu_img(["info", "-U", "--output=json", str(path)], path))
-    return info
-
-
-def virtual_size(path: Path) -> int:
-    """The image's virtual size in bytes."""
-    return int(str(image_info(path)["virtual-size"]))
+    """A recovery-point image or its backing chain cannot be used as it is."""
 
 
 def backing_file(path: Path) -> Path | None:
@@ -131,7 +67,7 @@ def merge(older: Path, newer: Path) -> None:
     backing = backing_file(newer)
     if backing is None or backing.resolve() != older.resolve():
         raise ChainError(f"{newer} is not an overlay of {older}", message_id="ChainMismatch", path=str(newer))
-    qemu_img(["commit", "-q", "-d", "-f", "qcow2", str(newer)], newer)
+    qemu_img.commit(newer)
     fsync_file(older)
     os.replace(older, newer)
     fsync_dir(newer.parent)
@@ -153,12 +89,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _refuse_existing(path: Path) -> None:
-    if path.exists() or path.is_symlink():
-        raise InvalidParameter(f"{path} already exists", message_id="AlreadyExists", kind="image",
-                               key=str(path))
 
 
 # -- backing chains from the qcow2 headers ----------------------------------------------------------------
@@ -369,74 +299,29 @@ class NbdServer:
     """``qemu-nbd`` serving one qcow2 image (with its backing chain) on a private unix socket."""
 
     def __init__(self, image: Path, *, writable: bool) -> None:
-        if shutil.which(QEMU_NBD) is None:
-            raise Unavailable("qemu-nbd is not installed", message_id="ToolMissing", tool=QEMU_NBD)
         self.image = image
         self._dir = Path(tempfile.mkdtemp(prefix="standby-nbd-"))
         self.socket = self._dir / "nbd.sock"
-        args = [QEMU_NBD, "-f", "qcow2", "-k", str(self.socket), "-x", EXPORT, "--persistent",
-                "--cache=writeback"]
-        args += [] if writable else ["--read-only"]
-        # stderr goes to a file: a pipe nobody reads could fill up and stall qemu-nbd.
-        self._errors = self._dir / "stderr"
-        with self._errors.open("wb") as errors:
-            self._proc = subprocess.Popen(bound_to_daemon([*args, str(image)]), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=errors)
+        self._nbd = QemuNbd(NbdExport(image, self.socket, EXPORT, writable=writable, cache="writeback"))
         try:
-            self._wait_ready()
+            self._nbd.start()
         except BaseException:
-            self.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
             raise
-
-    def _wait_ready(self) -> None:
-        # The socket file appears at bind(), before listen(): wait until a connection is accepted.
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._accepts():
-            if self._proc.poll() is not None:
-                err = self._errors.read_text(errors="replace").strip()
-                raise ChainError(f"qemu-nbd could not serve {self.image}: {err or self._proc.returncode}",
-                                 message_id="ImageOperationFailed", path=str(self.image), reason=err)
-            if time.monotonic() > deadline:
-                raise Unavailable(f"qemu-nbd did not start for {self.image}", message_id="NbdStartTimeout",
-                                  path=str(self.image))
-            time.sleep(0.005)
-
-    def _accepts(self) -> bool:
-        if not self.socket.exists():
-            return False
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.socket))
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return True
 
     def connect(self, meta_contexts: Iterable[str] = ()) -> NbdClient:
         """A client on this server's export."""
         try:
             return NbdClient.connect_unix(str(self.socket), EXPORT, meta_contexts)
-        except Unavailable as lost:
-            # qemu-nbd opens the image's backing chain only now: a broken chain ends it, and its
-            # message says why, not the reset connection.
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                raise lost from None
-            err = self._errors.read_text(errors="replace").strip()
-            raise ChainError(f"qemu-nbd could not serve {self.image}: {err or self._proc.returncode}",
-                             message_id="ImageOperationFailed", path=str(self.image), reason=err) from None
+        except Unavailable:
+            ended = self._nbd.exited(timeout=2)
+            if ended is None:
+                raise
+            raise ended from None
 
     def close(self) -> None:
         """Stop qemu-nbd (it flushes on SIGTERM) and remove the socket folder."""
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        self._nbd.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> NbdServer:
