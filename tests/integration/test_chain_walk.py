@@ -78,7 +78,7 @@ def test_a_missing_middle_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFound, match=r"rp-2\.qcow2 in the backing chain of .*rp-4\.qcow2"):
         chain.walk_chain(paths[-1])
     with pytest.raises(FileNotFound):
-        failover_images.create_overlay(tmp_path / "failover" / "d0.qcow2", paths[-1])
+        failover_images.failover_overlay(tmp_path / "failover" / "d0.qcow2", paths[-1])
     assert not any((tmp_path / "failover").glob("*"))
 
 
@@ -88,7 +88,7 @@ def test_a_file_that_is_not_qcow2_is_refused(tmp_path: Path) -> None:
     with pytest.raises(chain.ChainError, match=r"rp-2\.qcow2 is not a qcow2 image"):
         chain.walk_chain(paths[-1])
     with pytest.raises(chain.ChainError):
-        failover_images.create_overlay(tmp_path / "o.qcow2", paths[-1])
+        failover_images.failover_overlay(tmp_path / "o.qcow2", paths[-1])
     assert not (tmp_path / "o.qcow2").exists()
 
 
@@ -157,7 +157,7 @@ def test_the_failover_overlay_reads_like_its_backing(tmp_path: Path) -> None:
     paths = _chain(tmp_path / "d0", 3)
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 64k", str(paths[1])], check=True,
                    capture_output=True)
-    overlay = failover_images.create_overlay(tmp_path / "failover" / "d0.qcow2", paths[-1])
+    overlay = failover_images.failover_overlay(tmp_path / "failover" / "d0.qcow2", paths[-1])
     info = _info_chain(overlay)
     assert info[0]["backing-filename"] == str(paths[-1]) and info[0]["virtual-size"] == 3 * MiB
     assert info[0]["backing-filename-format"] == "qcow2"
@@ -169,5 +169,5 @@ def test_the_failover_overlay_reads_like_its_backing(tmp_path: Path) -> None:
 def test_a_raw_backing_overlay_gets_the_file_size(tmp_path: Path) -> None:
     iso = tmp_path / "seed.iso"
     iso.write_bytes(b"\x01" * 12345)
-    overlay = failover_images.create_overlay(tmp_path / "seed.qcow2", iso, backing_format="raw")
+    overlay = failover_images.failover_overlay(tmp_path / "seed.qcow2", iso, backing_format="raw")
     assert _info_chain(overlay)[0]["virtual-size"] == 12800  # qemu-img rounds up to 512 as without -u

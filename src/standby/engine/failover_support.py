@@ -113,7 +113,7 @@ def overlay_disks(vm: VirtualMachine, point: RecoveryPoint, folder: Path) -> lis
             if image is None:
                 raise FileNotFound(f"recovery point {point.point_id} has no image of disk {disk.disk_id}",
                                    message_id="PointImageMissing", point=point.point_id, disk=disk.disk_id)
-            path = failover_images.create_overlay(folder / f"{disk.disk_id}.qcow2", Path(image))
+            path = failover_images.failover_overlay(folder / f"{disk.disk_id}.qcow2", Path(image))
             made.append(replace(disk, path=str(path)))
     except BaseException:
         failover_images.remove([Path(d.path) for d in made])
@@ -143,7 +143,7 @@ def seed_disk(store: FailoverStore, vm: VirtualMachine, folder: Path, instance_i
         return None
     content = seed.seed_content(instance_id, vm.name, vm.nics, settings)
     iso = seed.build_seed_iso(content, folder / SEED_ISO)
-    overlay = failover_images.create_overlay(folder / SEED_OVERLAY, iso, backing_format="raw")
+    overlay = failover_images.failover_overlay(folder / SEED_OVERLAY, iso, backing_format="raw")
     return Disk(SEED_DISK_ID, str(overlay), iso.stat().st_size)
 
 

@@ -1,26 +1,22 @@
-"""``qemu-img`` for failover: overlays over a recovery point (constant time, nothing copied) and chains.
+"""Failover images: overlays over a recovery point (constant time, nothing copied) and their chains.
 
 A failover disk, a test VM's disk and the seed disk are each a qcow2 overlay whose backing file is a
-recovery point's top image (or the seed ISO): ``qemu-img create -u -b <backing> -F <format> <size>`` writes
-only a header, whatever the disk's size and the chain's depth. ``-u`` keeps qemu-img from opening the backing
-chain (time linear in its depth: 5.4 s at 840 points, bench P7); ``chain.walk_chain`` checks the chain first
-from the qcow2 headers (every file there, each a qcow2 or raw at the bottom, no loop) and gives the size, so
-a broken chain is still refused before anything is made. Failures become ``standby.domain.errors`` here.
+recovery point's top image (or the seed ISO), named by its absolute path: ``qemu_img.create_overlay`` with
+the size writes only a header (``-u``), whatever the disk's size and the chain's depth, as opening the
+chain takes time linear in its depth (5.4 s at 840 points, bench P7). ``chain.walk_chain`` checks the chain
+first from the qcow2 headers (every file there, each a qcow2 or raw at the bottom, no loop) and gives the
+size, so a broken chain is still refused before anything is made.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-from standby.domain.errors import FileNotFound, InvalidParameter, OutOfMemory, StandbyError, Unavailable
-from standby.storage import chain
-
-QEMU_IMG = "qemu-img"
+from standby.domain.errors import FileNotFound, StandbyError
+from standby.storage import chain, qemu_img
 
 
-def create_overlay(path: Path, backing: Path, *, backing_format: str = "qcow2") -> Path:
+def failover_overlay(path: Path, backing: Path, *, backing_format: str = "qcow2") -> Path:
     """A new qcow2 at ``path`` over ``backing`` (absolute path recorded); an old file there is replaced.
 
     The backing chain is checked from its headers first (``FileNotFound`` / ``ChainError`` when broken);
@@ -31,12 +27,8 @@ def create_overlay(path: Path, backing: Path, *, backing_format: str = "qcow2") 
         raise FileNotFound(f"{backing} does not exist", message_id="DiskFileMissing", path=str(backing))
     size = chain.walk_chain(backing, top_format=backing_format)[0].size
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    _run(["create", "-q", "-f", "qcow2", "-u", "-b", str(backing), "-F", backing_format, str(partial),
-          str(size)], path)
-    partial.replace(path)
-    return path
+    return qemu_img.create_overlay(path, backing, backing_format=backing_format, size=size, relative=False,
+                                   replace=True)
 
 
 def backing_chain(path: Path) -> list[Path]:
@@ -55,19 +47,3 @@ def remove(paths: list[Path]) -> None:
         except OSError as exc:
             raise StandbyError(f"cannot delete {path}: {exc.strerror}", message_id="FileDeleteFailed",
                                path=str(path)) from exc
-
-
-def _run(args: list[str], path: Path) -> str:
-    if shutil.which(QEMU_IMG) is None:
-        raise Unavailable("qemu-img is not installed", message_id="ToolMissing", tool=QEMU_IMG)
-    proc = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        if "No space left" in reason:
-            raise OutOfMemory(f"no space for {path}: {reason}")
-        if "Could not open" in reason:
-            raise InvalidParameter(f"{path} is not a usable disk image: {reason}", message_id="BadImage",
-                                   path=str(path))
-        raise StandbyError(f"qemu-img {args[0]} {path} failed: {reason}", message_id="QemuImgFailed",
-                           path=str(path), reason=reason)
-    return proc.stdout
