@@ -18,6 +18,7 @@ from pathlib import Path
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
 from standby.guest.record import RECORD_SIZE, Record, RecordStatus, classify, decode
+from standby.storage import qemu_img
 
 #: Where the ext4 mode's writer keeps its records (see init.sh).
 EXT4_RECORDS_PATH = "/records.bin"
@@ -156,7 +157,7 @@ def verify_image(
 
 
 def _flatten(image: Path, out: Path) -> Path:
-    _run(["qemu-img", "convert", "-O", "raw", str(image), str(out)], f"cannot read disk image {image}")
+    qemu_img.convert(image, out)
     return out
 
 

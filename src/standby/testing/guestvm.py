@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from standby.domain.errors import StandbyError
 from standby.guest import console
 from standby.guest.build import GuestImage
 from standby.guest.record import RECORD_SIZE, encode
 from standby.guest.verify import VerifyReport, scan
+from standby.storage import qemu_img
 from standby.testing.host import TestHost
 
 BOOT_TIMEOUT = 180.0
@@ -166,17 +167,18 @@ def _flatten(image: Path, folder: Path) -> Path:
     if not image.exists():
         raise FileNotFoundError(f"disk image {image} does not exist")
     flat = folder / "flat.raw"
-    # -U: the image may be open in a running (paused) QEMU or be another image's backing file.
-    command = ["qemu-img", "convert", "-U", "-O", "raw", str(image), str(flat)]
     deadline = time.monotonic() + _REWRITE_WAIT
     while True:
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        if proc.returncode == 0:
+        try:
+            # shared (-U): the image may be open in a running (paused) QEMU or be another image's backing.
+            qemu_img.convert(image, flat, shared=True)
             return flat
-        # A powered-off VM's last cycle rotates its bitmaps offline: a reader without the lock (-U) can
-        # meet the bitmap directory half rewritten. That passes within the cycle; anything else is real.
-        if not any(sign in proc.stderr for sign in _BITMAP_REWRITE) or time.monotonic() > deadline:
-            raise RuntimeError(f"cannot read {image}: {proc.stderr.strip()}")
+        except StandbyError as exc:
+            # A powered-off VM's last cycle rotates its bitmaps offline: a reader without the lock (-U) can
+            # meet the bitmap directory half rewritten. That passes within the cycle; anything else is real.
+            said = str(exc.args_map.get("reason", exc))
+            if not any(sign in said for sign in _BITMAP_REWRITE) or time.monotonic() > deadline:
+                raise RuntimeError(f"cannot read {image}: {said}") from exc
         time.sleep(0.2)
 
 
