@@ -1,6 +1,6 @@
 """Planned failover, reverse and extended replication: the rules and refusals that need no disk or network.
 
-Over an in-memory store: who may start, the prepare job's bookkeeping with a runner that succeeds or fails,
+Over an in-memory store: the prepare job's bookkeeping with a runner that succeeds or fails,
 enable-as-replica, the old primary's refusals to become a replica, the reverse request's wire form, the
 REST defaults of a reverse, and the extended settings rules.
 """
@@ -34,7 +34,7 @@ from standby.domain.enums import (
 from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState, StandbyError, Unavailable
 from standby.engine.cycle import CycleResult
 from standby.engine.extended import _merge, validate_extended
-from standby.engine.planned import PlannedFailover, check_startable
+from standby.engine.planned import PlannedFailover
 from standby.engine.replication import ReplicationUseCases
 from standby.engine.reverse import BecomeReplica, ReverseTarget
 from standby.store.sqlite import Database
@@ -65,35 +65,6 @@ def _store(mode: ReplicationMode, state: ReplicationState | None, **vm: Any) -> 
     if state is not None:
         db.relationships.insert(_rel(state, sequence=7))
     return db
-
-
-# -- who may start -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("mode", "state", "locked", "allowed"), [
-    (_M.NONE, None, False, True),
-    (_M.PRIMARY, _S.REPLICATING, False, True),
-    (_M.PRIMARY, _S.SYNCED_REPLICATION_COMPLETE, True, False),  # prepared: locked
-    (_M.TEST_REPLICA, None, False, True),
-    (_M.REPLICA, _S.REPLICATING, False, False),
-    (_M.REPLICA, _S.WAITING_TO_COMPLETE_INITIAL_REPLICATION, False, False),
-    (_M.REPLICA, _S.FAILOVER_IN_PROGRESS, False, False),
-    (_M.REPLICA, _S.RECOVERED, False, True),
-    (_M.REPLICA, _S.COMMITTED, False, True),
-    (_M.REPLICA, None, False, False),
-    (_M.EXTENDED_REPLICA, _S.REPLICATING, False, False),
-    (_M.EXTENDED_REPLICA, _S.RECOVERED, False, True),
-])
-def test_who_may_start(mode: ReplicationMode, state: ReplicationState | None, locked: bool,
-                       allowed: bool) -> None:
-    relationship = None if state is None else _rel(state)
-    if allowed:
-        check_startable(_vm(mode, locked=locked), relationship)
-        return
-    with pytest.raises(InvalidState) as refused:
-        check_startable(_vm(mode, locked=locked), relationship)
-    assert refused.value.code == 32775
-    assert refused.value.message_id in ("VmLockedForFailover", "ReplicaNotFailedOver")
 
 
 # -- prepare (RequestReplicationStateChange 4) ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 - what a cycle records (``CycleRecord``) and how records add up to ``Msvm_ReplicationStatistics`` (spec §5.5);
 - the bandwidth ceiling of a time-of-day schedule and a token bucket over an injected monotonic time;
-- the intent strings a use case writes on the relationship before side effects (``cycle:N`` …);
+- the names of a cut's intents (``cycle:N`` …; every intent's vocabulary is ``domain.intents``);
 - bitmap names (``rep-<seq>``) and the AutoResynchronize window (spec §9.7).
 """
 
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 
+from standby.domain import intents as _intents
 from standby.domain.errors import InvalidParameter
 
 #: QEMU dirty bitmaps of replication are named ``rep-<sequence>`` (docs/replication.md).
 BITMAP_PREFIX = "rep-"
 _BITMAP = re.compile(r"^rep-(\d+)$")
-_INTENT = re.compile(r"^(?P<kind>[a-z-]+):(?P<seq>\d+)$")
 
 
 class CycleOutcome(StrEnum):
@@ -201,31 +201,11 @@ def bitmap_sequence(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class IntentKind(StrEnum):
-    """What a use case was doing when it wrote the relationship's intent."""
-
-    CYCLE = "cycle"  # a delta cycle with cut N
-    INITIAL = "initial"  # initial replication (network) with cut N
-    EXPORT = "export"  # the initial log N was exported; waits for the replica's import
-    RESYNC = "resync"  # resynchronization with cut N
-
-
-def intent(kind: IntentKind, sequence: int) -> str:
-    """The intent string stored on the relationship (e.g. ``cycle:12``)."""
-    return f"{kind.value}:{sequence}"
-
-
-def parse_intent(text: str | None) -> tuple[IntentKind, int] | None:
-    """``(kind, sequence)`` of an intent written by the primary side, None for none or another's."""
-    if not text:
-        return None
-    match = _INTENT.match(text)
-    if match is None:
-        return None
-    try:
-        return IntentKind(match["kind"]), int(match["seq"])
-    except ValueError:
-        return None
+# The cut intents under the names the cycle runner and the scheduler use; ``domain.intents`` holds them.
+IntentKind = _intents.IntentKind
+#: A cut's intent as stored (``cycle:12``), and read back as ``(kind, sequence)`` (None for any other).
+intent = _intents.cut_intent
+parse_intent = _intents.parse_cut
 
 
 def next_sequence(acknowledged: int, bitmaps: Iterable[str], pending: int | None = None) -> int:

@@ -10,6 +10,8 @@
   applies when its ``parent_sequence`` is the head or an ancestor still in the replica's lineage
   (``base`` ≤ parent ≤ head) — a lost acknowledgement is harmless because the primary's next log then
   carries every block changed since that older parent. Anything else is out of sequence (409, resync).
+- Who may start (spec §5.8: "replica VMs cannot be started until a failover has been initiated"): a replica
+  only once failed over (5 Recovered, 6 Committed), and no VM a planned-failover prepare locked from starting.
 - Names: ``<VMName>_<VMGUID>`` folders and ``rp-<seq:010d>.qcow2`` files (docs/replication.md).
 """
 
@@ -21,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from standby.domain.entities import AuthorizationEntry, ServiceSettings
-from standby.domain.enums import ReplicationState
+from standby.domain.entities import AuthorizationEntry, Relationship, ServiceSettings, VirtualMachine
+from standby.domain.enums import ReplicationMode, ReplicationState
 from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState
 
 POINT_PREFIX = "rp-"
@@ -45,6 +47,9 @@ APPLYING_STATES = frozenset(
         ReplicationState.CRITICAL,
     }
 )
+
+#: Replica states in which the replica VM may run: failed over (5 Recovered, 6 Committed).
+STARTABLE_REPLICA_STATES = frozenset({ReplicationState.RECOVERED, ReplicationState.COMMITTED})
 
 
 # -- authorization ------------------------------------------------------------------------------------------
@@ -217,6 +222,24 @@ def mirrored_state(current: ReplicationState, requested: int, *, has_points: boo
         raise InvalidState("initial replication already completed on the replica",
                            message_id="InitialReplicationDone")
     return table[requested]
+
+
+# -- who may start ------------------------------------------------------------------------------------------
+
+
+def check_startable(vm: VirtualMachine, relationship: Relationship | None) -> None:
+    """Refuse (32775) to start a VM locked by a planned-failover prepare, or a replica that is not failed
+    over; everything else may start (a test replica, a primary, a plain VM). ``relationship`` is the VM's
+    primary one (index 0), None when it has none."""
+    if vm.locked_from_start:
+        raise InvalidState(
+            f"virtual machine {vm.name} is prepared for a planned failover and locked from starting; "
+            "revert the failover to start it here", message_id="VmLockedForFailover", vm=vm.name)
+    recovery = vm.replication_mode in (ReplicationMode.REPLICA, ReplicationMode.EXTENDED_REPLICA)
+    if recovery and (relationship is None or relationship.state not in STARTABLE_REPLICA_STATES):
+        raise InvalidState(
+            f"virtual machine {vm.name} is a replica; it starts only after a failover",
+            message_id="ReplicaNotFailedOver", vm=vm.name)
 
 
 # -- names --------------------------------------------------------------------------------------------------

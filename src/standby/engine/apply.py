@@ -52,6 +52,7 @@ from standby.domain.enums import (
     VirtualSystemType,
 )
 from standby.domain.errors import InvalidParameter, NotFound, StandbyError, Unavailable
+from standby.domain.intents import IntentKind, merge_intent, parse
 from standby.domain.replica import (
     APPLYING_STATES,
     FAILED_OVER_STATES,
@@ -79,7 +80,6 @@ QUEUED = 4
 WRITE_DEPTH = 8
 INCOMING = "incoming"
 LOG_SUFFIX = ".sbylog"
-MERGE_INTENT = "merge:"
 _PREFIX_SIZE = 12  # magic + header length (storage.logformat)
 _PRIMARY = RelationshipIndex.PRIMARY
 
@@ -415,7 +415,7 @@ class ReplicaApplier:
     async def _merge(self, older: RecoveryPoint, newer: RecoveryPoint) -> None:
         relationship = self._db.relationships.get(older.vm_id, int(_PRIMARY))
         journaled = self._db.relationships.update(
-            replace(relationship, intent=f"{MERGE_INTENT}{older.point_id}:{newer.point_id}"))
+            replace(relationship, intent=merge_intent(older.point_id, newer.point_id)))
         await asyncio.to_thread(_merge_images, older, newer)
         self._finish_merge(journaled, older, newer)
 
@@ -441,9 +441,10 @@ class ReplicaApplier:
 
     async def _recover_merge(self, vm_id: str) -> None:
         relationship = self._db.relationships.find(vm_id, int(_PRIMARY))
-        if relationship is None or not (relationship.intent or "").startswith(MERGE_INTENT):
+        pending = parse(relationship.intent) if relationship is not None else None
+        if relationship is None or pending is None or pending.kind is not IntentKind.MERGE:
             return
-        older_id, _, newer_id = (relationship.intent or "")[len(MERGE_INTENT):].partition(":")
+        older_id, newer_id = pending.points
         older, newer = self._db.recovery_points.find(older_id), self._db.recovery_points.find(newer_id)
         if older is None or newer is None:
             self._db.relationships.update(replace(relationship, intent=None))

@@ -56,6 +56,7 @@ from standby.domain.failover import (
     validate_network_settings,
 )
 from standby.domain.health import HealthInputs, Side, evaluate_health
+from standby.domain.intents import IntentKind, commit_intent, failover_intent, parse
 from standby.domain.preconditions import Operation
 from standby.engine.failover_drill import FailoverDrill
 from standby.engine.failover_support import (
@@ -180,7 +181,7 @@ class FailoverUseCases:
             kind = failed_over_type(point.kind)
             self.store.update_relationship(vm_id, lambda r: dataclasses.replace(
                 r, state=_S.FAILOVER_IN_PROGRESS, state_before_failover=r.state,
-                intent=f"failover:{point.point_id}"))
+                intent=failover_intent(point.point_id)))
         folder = replica_dir(point)
         try:
             # A diskless VM's point has no images: no disks to make (a VM with disks gets PointImageMissing).
@@ -306,7 +307,7 @@ class FailoverUseCases:
         vm = self.db.vms.get(vm_id)
         chosen = self._failover_point(vm_id)
         self.store.update_relationship(vm_id, lambda r: dataclasses.replace(
-            r, intent=f"commit:{chosen.point_id}"))
+            r, intent=commit_intent(chosen.point_id)))
         progress(20)
         dropped = await self._drop_other_points(vm, chosen)
         progress(80)
@@ -351,13 +352,15 @@ class FailoverUseCases:
         """Settle what a stopped daemon left half done; the VM ids it touched."""
         touched = []
         for relationship in self.db.relationships.list():
-            intent = relationship.intent or ""
-            if relationship.state == _S.FAILOVER_IN_PROGRESS and intent.startswith("failover:"):
+            pending = parse(relationship.intent)
+            if pending is None:
+                continue
+            if relationship.state == _S.FAILOVER_IN_PROGRESS and pending.kind is IntentKind.FAILOVER:
                 await self._roll_back_failover(relationship)
                 touched.append(relationship.vm_id)
-            elif intent.startswith("commit:"):
+            elif pending.kind is IntentKind.COMMIT:
                 vm = self.db.vms.get(relationship.vm_id)
-                await self._drop_other_points(vm, self.db.recovery_points.get(intent.split(":", 1)[1]))
+                await self._drop_other_points(vm, self.db.recovery_points.get(pending.point_id))
                 self.store.update_relationship(vm.vm_id, lambda r: dataclasses.replace(
                     r, state=_S.COMMITTED, state_before_failover=None, intent=None))
                 touched.append(vm.vm_id)

@@ -1,5 +1,4 @@
-"""Planned failover on the primary, "enable as replica", and who may start a replicated VM (spec §4, §5.8,
-§9.5).
+"""Planned failover on the primary and "enable as replica" (spec §4, §9.5).
 
 - ``RequestReplicationStateChange(4)`` (prepare a planned failover, JobType 96): the VM must be off and the
   relationship Replicating (the precondition table). The job locks the VM from starting, shows state 4 while
@@ -11,8 +10,8 @@
 - ``RequestReplicationStateChange(2)`` on a plain VM (mode 0): it becomes a replica waiting for a seeded
   initial replication (mode 2, state 2); the primary's ``StartReplication(3)`` then compares block hashes
   against the VM's own disks (the replica side already supports a head-less seeded apply).
-- ``check_startable``: a VM locked by a prepare, and a replica VM that is not failed over, do not start
-  (spec §5.8: "replica VMs cannot be started until a failover has been initiated").
+
+A VM a prepare locked does not start: ``domain.replica.check_startable`` (spec §5.8).
 """
 
 from __future__ import annotations
@@ -51,23 +50,7 @@ _T = TypeVar("_T")
 
 Clock = Callable[[], datetime]
 _S = ReplicationState
-#: Replica states in which the replica VM may run: failed over (5 Recovered, 6 Committed).
-_STARTABLE_REPLICA_STATES = frozenset({_S.RECOVERED, _S.COMMITTED})
 _RETRIES = 8
-
-
-def check_startable(vm: VirtualMachine, relationship: Relationship | None) -> None:
-    """Refuse (32775) to start a VM locked by a planned-failover prepare, or a replica that is not failed
-    over; everything else may start (a test replica, a primary, a plain VM)."""
-    if vm.locked_from_start:
-        raise InvalidState(
-            f"virtual machine {vm.name} is prepared for a planned failover and locked from starting; "
-            "revert the failover to start it here", message_id="VmLockedForFailover", vm=vm.name)
-    recovery = vm.replication_mode in (ReplicationMode.REPLICA, ReplicationMode.EXTENDED_REPLICA)
-    if recovery and (relationship is None or relationship.state not in _STARTABLE_REPLICA_STATES):
-        raise InvalidState(
-            f"virtual machine {vm.name} is a replica; it starts only after a failover",
-            message_id="ReplicaNotFailedOver", vm=vm.name)
 
 
 class PlannedFailover:

@@ -31,6 +31,7 @@ from standby.domain.errors import (
     NotSupported,
     StandbyError,
 )
+from standby.domain.replica import check_startable
 from standby.engine.jobs import JobHandle, JobManager
 from standby.hypervisor.port import Hypervisor, VmEvent, VmEventKind
 from standby.store.errors import StaleWrite
@@ -419,9 +420,6 @@ class VmUseCases:
         return lost
 
     def _check_startable(self, vm: VirtualMachine) -> None:
-        # Locked by a planned-failover prepare, or a replica not failed over (spec §5.8; helper PF's rule).
-        from standby.engine.planned import check_startable
-
         check_startable(vm, self.db.relationships.find(vm.vm_id, 0))
 
     def _running(self, ref: str) -> VirtualMachine:
