@@ -188,9 +188,10 @@ def test_recovery_point_of_another_vm_is_32773(world: World) -> None:
 
 def test_recovery_point_of_this_vm_passes_the_guards(world: World) -> None:
     _replica(world)
-    code, _ = world.invoke(service_path(), "InitiateFailover", ComputerSystem=vm_path(),
-                           SnapshotSettingData=_vssd_ref(f"{VM_ID}-RP1"))
-    assert code == 0  # allowed: the guards pass (this world has no failover service to run a job)
+    code, out = world.invoke(service_path(), "InitiateFailover", ComputerSystem=vm_path(),
+                             SnapshotSettingData=_vssd_ref(f"{VM_ID}-RP1"))
+    assert code == 4096  # the guards pass and the failover job (97) is started
+    assert world.db.jobs.get(str(out["Job"].keybindings["InstanceID"])).job_type == 97
 
 
 def test_malformed_embedded_instance_is_32773(world: World) -> None:

@@ -31,15 +31,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture
 def world(loop: asyncio.AbstractEventLoop) -> World:
-    w = make_world()
-    jobs = JobManager(w.db, lambda: datetime.now(UTC), loop=loop)
-    w.runtime.jobs = jobs
-    return w
+    return make_world(loop=loop, world_clock=lambda: datetime.now(UTC))
 
 
 def _jobs(world: World) -> JobManager:
-    assert world.runtime.jobs is not None
-    return world.runtime.jobs
+    return world.runtime.engine.jobs
 
 
 def _wait(world: World, loop: asyncio.AbstractEventLoop, job: Job) -> Job:
@@ -164,9 +160,6 @@ def test_non_cancellable_and_other_states_are_not_supported(world: World,
 
 def test_job_started_by_a_method_is_returned_as_a_reference(world: World,
                                                              loop: asyncio.AbstractEventLoop) -> None:
-    from standby.engine.connection import ReplicationConnectionTester
-
-    world.runtime.connection_tester = ReplicationConnectionTester(_jobs(world), timeout=2.0)
     code, out = world.invoke(service_path(), "TestReplicationConnection", RecoveryConnectionPoint="127.0.0.1",
                              RecoveryServerPortNumber="1", AuthenticationType="2",
                              CertificateThumbPrint="AB" * 20, BypassProxyServer="FALSE")
@@ -179,7 +172,8 @@ def test_job_started_by_a_method_is_returned_as_a_reference(world: World,
     assert code == 0 and parse_embedded(str(out["Error"]))["Message"]
 
 
-def test_connection_test_without_a_tester_is_not_implemented(world: World) -> None:
-    code, out = world.invoke(service_path(), "TestReplicationConnection", RecoveryConnectionPoint="h",
+def test_connection_test_without_a_connection_point_is_refused(world: World) -> None:
+    code, out = world.invoke(service_path(), "TestReplicationConnection", RecoveryConnectionPoint="",
                              RecoveryServerPortNumber="443")
-    assert code == 32770 and out == {"Job": None}
+    assert code == 32773 and out == {"Job": None}
+    assert world.db.jobs.list() == []

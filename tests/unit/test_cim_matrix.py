@@ -5,20 +5,26 @@ every method of spec §3 (per-VM), §4 (every RequestedState) and §8.1 (collect
 put in the store in each ReplicationMode × ReplicationState (and, where the rule looks at them, VM on/off, "a
 replication was received", an extended relationship, a running job); the method is invoked through the real
 object manager with pywbem values (REFs as CIMInstanceName, embedded instances as CIM-XML text, scalars
-untyped as a wbemcli client sends them). The expected code is the table's verdict when it refuses, else 0 for
-implemented use cases and 32770 for those of later issues (``IMPLEMENTED_OPERATIONS``).
+untyped as a wbemcli client sends them). The methods run through the daemon's real composition (engine
+entries over the fake hypervisor; jobs are persisted, not run). The expected code is the table's verdict when
+it refuses — and then nothing in the store changed — else 4096 with a persisted job of the method's JobType
+for the methods that work as jobs, 0 for those that finish at once, and 32770 for InitiateFailback (only
+external providers fail back that way).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from pywbem import Uint16
 
 from standby.domain.enums import (
     CollectionReplicationState,
     EnabledState,
+    JobType,
     RelationshipIndex,
     ReplicationMode,
     ReplicationState,
@@ -38,7 +44,7 @@ from standby.domain.preconditions import (
     check,
 )
 from standby.engine.collections import GUARDS
-from standby.engine.operations import IMPLEMENTED_OPERATIONS, CollectionUseCase, UseCase
+from standby.engine.operations import CollectionUseCase, UseCase
 from tests.unit.test_cim_support import (
     CLUSTER,
     VM_ID,
@@ -57,6 +63,8 @@ from tests.unit.test_cim_support import (
     vm_path,
 )
 
+#: An existing (empty) folder: the import job starts; what it finds there is the job's business.
+IMPORT_FOLDER = tempfile.mkdtemp(prefix="standby-import-")
 _M = ReplicationMode
 _I = RelationshipIndex
 _O = Operation
@@ -110,7 +118,7 @@ VM_METHODS: list[VmMethod] = [
     VmMethod("StartReplication", U.START_REPLICATION, _fixed(_O.START_REPLICATION),
              lambda: {"InitialReplicationType": "1", "StartTime": None}, extended_on_replica=True),
     VmMethod("ImportInitialReplica", U.IMPORT_INITIAL_REPLICA, _fixed(_O.IMPORT_INITIAL_REPLICA),
-             lambda: {"InitialReplicationImportLocation": "/srv/import"}),
+             lambda: {"InitialReplicationImportLocation": IMPORT_FOLDER}),
     VmMethod("InitiateFailover", U.INITIATE_FAILOVER, _fixed(_O.INITIATE_FAILOVER),
              lambda: {"SnapshotSettingData": None}),
     VmMethod("TestReplicaSystem", U.TEST_REPLICA_SYSTEM, _fixed(_O.TEST_REPLICA_SYSTEM)),
@@ -226,7 +234,47 @@ def expected_vm_code(case: VmCase) -> int:
     verdict = check(operation, facts)
     if verdict is not None:
         return int(verdict)
-    return 0 if method.use_case in IMPLEMENTED_OPERATIONS else 32770
+    if method.use_case is U.INITIATE_FAILBACK:
+        return 32770
+    if method.name == "CreateReplicationRelationship" and mode == _M.REPLICA and case.state is None:
+        return 32773  # the extended relationship is built on the primary one, which is missing
+    return 0 if method.use_case in _SYNCHRONOUS else 4096
+
+
+#: Methods that finish their work before they answer.
+_SYNCHRONOUS = frozenset({U.GET_REPLICATION_STATISTICS, U.RESET_REPLICATION_STATISTICS,
+                          U.SET_FAILOVER_NETWORK_ADAPTER_SETTINGS, U.SET_AUTHORIZATION_ENTRY})
+
+
+def expected_job_type(case: VmCase) -> JobType:
+    """The JobType the admitted method's job carries (docs/hyperv-api.md §3.2, §4, §7)."""
+    method, mode = case.method, case.mode
+    if method.requested_state is not None:
+        return JobType.REPLICATE_STATE_CHANGE
+    resync = JobType.RESYNCHRONIZING_EXTENDED_REPLICATION if mode == _M.REPLICA else JobType.RESYNCHRONIZING
+    table = {
+        U.CREATE_REPLICATION_RELATIONSHIP: JobType.CREATE_REPLICATION_RELATIONSHIP,
+        U.IMPORT_INITIAL_REPLICA: JobType.IMPORT_REPLICATION,
+        U.INITIATE_FAILOVER: JobType.INITIATE_FAILOVER,
+        U.TEST_REPLICA_SYSTEM: JobType.INITIATE_TEST_REPLICA,
+        U.REVERT_FAILOVER: JobType.REVERT_FAILOVER,
+        U.COMMIT_FAILOVER: JobType.COMMIT_FAILOVER,
+        U.REVERSE_REPLICATION_RELATIONSHIP: JobType.REVERSE_REPLICATION,
+        U.CHANGE_REPLICATION_MODE_TO_PRIMARY: JobType.CHANGE_REPLICATION_MODE_TO_PRIMARY,
+        U.REMOVE_REPLICATION_RELATIONSHIP: JobType.REMOVE_REPLICATION_RELATIONSHIP,
+        U.MODIFY_REPLICATION_SETTINGS: JobType.MODIFY_REPLICATION_RELATIONSHIP_SETTINGS,
+        U.START_REPLICATION: JobType.START_INBAND_INITIAL_REPLICATION,
+        U.RESYNCHRONIZE: resync,
+    }
+    return table[method.use_case]
+
+
+def snapshot(world: World) -> tuple[object, ...]:
+    """What a refused call must leave as it was: every VM, relationship, point, job and entry."""
+    db = world.db
+    return (db.vms.list(), db.relationships.list(),
+            db.recovery_points.list(), db.jobs.list(), db.auth_entries.list(), db.collections.list(),
+            db.failover_network.list())
 
 
 @pytest.fixture(scope="module")
@@ -242,12 +290,20 @@ def test_vm_method_matrix(world: World, case: VmCase) -> None:
     if case.job_running:
         put_running_job(world, VM_ID)
     params = case.method.params()
+    before = snapshot(world)
     if case.method.on_vm:
         code, out = world.invoke(vm_path(), case.method.name, **params)
     else:
         code, out = world.invoke(service_path(), case.method.name, ComputerSystem=vm_path(), **params)
-    assert code == expected_vm_code(case)
-    assert out.get("Job") is None  # nothing here runs as a job yet
+    expected = expected_vm_code(case)
+    assert code == expected
+    if expected == 4096:
+        job = world.db.jobs.get(str(out["Job"].keybindings["InstanceID"]))
+        assert job.job_type == expected_job_type(case)
+        assert job.element_id.split(":")[0] in (VM_ID, _test_vm_of(world))
+    elif expected != 0:
+        assert out.get("Job") is None
+        assert snapshot(world) == before
 
 
 @pytest.mark.parametrize("requested", [0, 5, 6, 8, 10, 15, 65535])
@@ -264,7 +320,8 @@ def test_unsupported_requested_state_is_invalid_parameter(world: World, method: 
 
 def _collection_params(use_case: CollectionUseCase) -> dict[str, object]:
     xml = embedded("Msvm_CollectionReplicationSettingData", ElementName="group",
-                   RecoveryConnectionPoint="replica.example.com")
+                   RecoveryConnectionPoint="replica.example.com", RecoveryServerPortNumber=Uint16(8443),
+                   ReplicationInterval=Uint16(300))
     return {
         CollectionUseCase.CREATE_REPLICATION_RELATIONSHIP: {"CollectionReplicationSettingData": xml},
         CollectionUseCase.MODIFY_REPLICATION_SETTINGS: {"CollectionReplicationSettingData": xml},
@@ -327,7 +384,13 @@ def expected_collection_code(case: CollectionCase) -> int:
     verdict = check(operation, facts)
     if verdict is not None:
         return int(verdict)
-    return 0 if case.use_case in IMPLEMENTED_OPERATIONS else 32770
+    if case.use_case is CollectionUseCase.CANCEL_UPDATE_DISK_SET:
+        return 32770
+    return 0 if case.use_case in _COLLECTION_SYNCHRONOUS else 4096
+
+
+_COLLECTION_SYNCHRONOUS = frozenset({CollectionUseCase.GET_REPLICATION_STATISTICS,
+                                     CollectionUseCase.RESET_REPLICATION_STATISTICS})
 
 
 @pytest.mark.parametrize("case", COLLECTION_CASES, ids=[c.id for c in COLLECTION_CASES])
@@ -337,9 +400,16 @@ def test_collection_method_matrix(world: World, case: CollectionCase) -> None:
     if case.job_running:
         put_running_job(world, "GROUP-1")
     target = service_path("Msvm_CollectionReplicationService", "CollectionReplicationService", CLUSTER)
-    code, _ = world.invoke(target, case.use_case.value, Collection=collection_path(),
-                           **_collection_params(case.use_case))
-    assert code == expected_collection_code(case)
+    before = snapshot(world)
+    code, out = world.invoke(target, case.use_case.value, Collection=collection_path(),
+                             **_collection_params(case.use_case))
+    expected = expected_collection_code(case)
+    assert code == expected
+    if expected == 4096:
+        job = world.db.jobs.get(str(out["Job"].keybindings["InstanceID"]))
+        assert not job.state.is_terminal
+    elif expected != 0:
+        assert snapshot(world) == before
 
 
 def test_matrix_is_large_and_covers_every_method() -> None:
@@ -356,4 +426,9 @@ def test_matrix_is_large_and_covers_every_method() -> None:
     assert {c.use_case for c in COLLECTION_CASES} == set(GUARDS)
     # Every code the table can give shows up somewhere, besides 0 and 32770.
     codes = {expected_vm_code(c) for c in VM_CASES} | {expected_collection_code(c) for c in COLLECTION_CASES}
-    assert codes >= {0, 32770, 32773, 32774, 32775}
+    assert codes >= {0, 4096, 32770, 32773, 32774, 32775}
+
+
+def _test_vm_of(world: World) -> str | None:
+    tests = [vm for vm in world.db.vms.list() if vm.replication_mode == _M.TEST_REPLICA]
+    return tests[0].vm_id if tests else None

@@ -156,17 +156,18 @@ def _certificate_pem(tmp_path: Path) -> tuple[Path, str]:
 
 def test_system_certificates_come_from_the_host_certificate(world: World, tmp_path: Path) -> None:
     path, der = _certificate_pem(tmp_path)
-    world.runtime.replication = ReplicationUseCases(world.db, clock, certificate_path=path)
+    world.runtime.engine.replication.guards = ReplicationUseCases(world.db, clock, certificate_path=path)
     code, out = world.invoke(service_path(), "GetSystemCertificates")
     assert code == 0 and out["EncodedCertificates"] == [der]
 
 
 def test_no_certificate_means_an_empty_list(world: World, tmp_path: Path) -> None:
-    world.runtime.replication = ReplicationUseCases(world.db, clock, certificate_path=tmp_path / "none.pem")
+    world.runtime.engine.replication.guards = ReplicationUseCases(world.db, clock,
+                                                                  certificate_path=tmp_path / "none.pem")
     assert world.invoke(service_path(), "GetSystemCertificates") == (0, {"EncodedCertificates": []})
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
-    world.runtime.replication = ReplicationUseCases(world.db, clock, certificate_path=broken)
+    world.runtime.engine.replication.guards = ReplicationUseCases(world.db, clock, certificate_path=broken)
     assert world.invoke(service_path(), "GetSystemCertificates")[0] == 32773
 
 

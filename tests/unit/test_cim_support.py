@@ -5,16 +5,20 @@ Not a test module itself (it holds no tests); the ``test_cim_*`` modules import 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pywbem import CIMInstance, CIMInstanceName, Uint16
 
 from standby.cim.backend import CLUSTER_NAMESPACE, VIRTUALIZATION_NAMESPACE, RequestContext
 from standby.cim.object_manager import CimObjectManager
 from standby.cim.runtime import CimRuntime
-from standby.cim.schema import load_schema
+from standby.daemon.compose import Services, build_services
+from standby.daemon.config import parse_config
 from standby.domain.entities import (
     Collection,
     CollectionRecoveryPoint,
@@ -36,8 +40,7 @@ from standby.domain.enums import (
     ReplicationState,
     VirtualSystemType,
 )
-from standby.engine.collections import CollectionUseCases
-from standby.engine.replication import ReplicationUseCases
+from standby.hypervisor.fake import FakeHypervisor
 from standby.store.sqlite import Database
 
 VIRT = VIRTUALIZATION_NAMESPACE
@@ -60,6 +63,7 @@ class World:
     db: Database
     runtime: CimRuntime
     om: CimObjectManager
+    services: Services
 
     def reset(self) -> None:
         """Drop every VM, collection, job, point and entry (module-scoped worlds reuse one store)."""
@@ -78,15 +82,21 @@ class World:
         return int(rv), out
 
 
-def make_world(jobs: object = None) -> World:
-    """A fresh world (``jobs``: a JobManager when the test needs one)."""
-    db = Database.memory()
-    runtime = CimRuntime(
-        db=db, clock=clock, host=HOST, schema=load_schema(),
-        replication=ReplicationUseCases(db, clock), collections=CollectionUseCases(db, clock),
-        jobs=jobs,  # type: ignore[arg-type]
-    )
-    return World(db, runtime, CimObjectManager(runtime))
+def make_world(*, loop: asyncio.AbstractEventLoop | None = None, host: Host = HOST,
+               world_clock: Callable[[], datetime] = clock) -> World:
+    """A fresh world: the daemon's real composition over an in-memory store and the fake hypervisor.
+
+    Without ``loop`` jobs are persisted but never run (their loop is not running), so a test sees what an
+    entry started and the state it left, not what the job did later; pass a running loop to run them.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="standby-world-"))
+    (data_dir / "host-id").write_text(host.host_id + "\n", encoding="ascii")
+    config = parse_config({"host": {"name": host.name, "fqdn": host.fqdn}}, data_dir=data_dir)
+    services = build_services(config, clock=world_clock, loop=loop or asyncio.new_event_loop(),
+                              db=Database.memory(), hypervisor=FakeHypervisor(check_files=False))
+    assert isinstance(services.object_manager, CimObjectManager)
+    runtime = services.object_manager.runtime
+    return World(services.db, runtime, services.object_manager, services)
 
 
 def put_vm(
@@ -129,15 +139,22 @@ def put_collection(
     received: bool = False,
     collection_id: str = "GROUP-1",
 ) -> Collection:
-    """A collection with one member VM (off unless ``on``) and, when ``received``, one group point."""
-    member = put_vm(world, on=on, vm_id=f"{collection_id}-VM", name=f"{collection_id}-vm")
+    """A collection with one member VM (off unless ``on``) and, when ``received``, one group point.
+
+    The member is in the collection's mode with a relationship in the matching state, as replication
+    leaves it (a collection is replicated, failed over … through its members).
+    """
+    known = {int(s) for s in ReplicationState}
+    member_state = ReplicationState(int(state)) if int(state) and int(state) in known else None
+    member = put_vm(world, on=on, vm_id=f"{collection_id}-VM", name=f"{collection_id}-vm", mode=mode,
+                    state=member_state, received=received)
     collection = Collection(collection_id, "group", (member.vm_id,), replication_mode=mode,
                             replication_state=state)
     world.db.collections.insert(collection)
     if received:
         world.db.collection_points.insert(CollectionRecoveryPoint(
             f"{collection_id}-CP1", collection_id, NOW - timedelta(minutes=5),
-            ConsistencyLevel.GROUP_CRASH_CONSISTENT, ((member.vm_id, "RP"),)))
+            ConsistencyLevel.GROUP_CRASH_CONSISTENT, ((member.vm_id, f"{member.vm_id}-RP1"),)))
     return collection
 
 

@@ -13,14 +13,9 @@ import pytest
 import pywbem
 from pywbem import CIMClassName, CIMInstanceName
 
-from standby.cim.object_manager import build_object_manager
-from standby.cim.runtime import CimRuntime
-from standby.cim.schema import load_schema
 from standby.cimxml import create_app
 from standby.domain.entities import Host
-from standby.engine.collections import CollectionUseCases
-from standby.engine.replication import ReplicationUseCases
-from standby.store.sqlite import Database
+from tests.unit.test_cim_support import make_world
 from tests.unit.test_cimxml_support import serve_in_thread
 
 VIRT = "root/virtualization/v2"
@@ -32,19 +27,11 @@ def _clock() -> datetime:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    db = Database.memory()
-    runtime = CimRuntime(
-        db=db,
-        clock=_clock,
-        host=Host(host_id="H1", name="hv1", fqdn="hv1.example"),
-        schema=load_schema(),
-        replication=ReplicationUseCases(db, _clock),
-        collections=CollectionUseCases(db, _clock),
-    )
-    app = create_app(build_object_manager(runtime), None, host_name="hv1.example")
+    world = make_world(host=Host(host_id="H1", name="hv1", fqdn="hv1.example"), world_clock=_clock)
+    app = create_app(world.om, None, host_name="hv1.example")
     with serve_in_thread(app) as base:
         yield base
-    db.close()
+    world.services.close()
 
 
 def _conn(url: str, namespace: str = VIRT) -> pywbem.WBEMConnection:

@@ -4,7 +4,7 @@
   ``force``: skip asking the primary host whether the VM still runs) → 202 with the job;
 - ``POST …/failover/complete``: CommitFailover → 202;
 - ``POST …/failover/stop``: Stop-VMFailover: a test VM (named, or the replica's when it is not failed over)
-  is removed, else the failover is reverted → 202;
+  is removed, else the failover is reverted → 202; ``POST …/failover/revert``: RevertFailover → 202;
 - ``GET/PUT …/failover/network``: the failover IP settings of the VM's NICs;
 - ``GET /api/v1/vms/{ref}/points``: the recovery points, oldest first.
 ``ref`` is a VM GUID or its unique name. Registered before ``standby.api.vms`` in ``api/app.py`` so its
@@ -20,18 +20,16 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.jobs import job_json, job_url
-from standby.domain.entities import Job, RecoveryPoint, VirtualMachine
-from standby.domain.enums import ProtocolIFType, ReplicationMode, ReplicationState
-from standby.domain.errors import InvalidParameter, NotFound, NotSupported
+from standby.api.jobs import respond
+from standby.domain.entities import RecoveryPoint, VirtualMachine
+from standby.domain.enums import ProtocolIFType
+from standby.domain.errors import InvalidParameter
 from standby.domain.failover import FailoverNetworkSettings
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
-    from standby.engine.failover import FailoverUseCases
 
 router = APIRouter(prefix="/api/v1/vms", tags=["failover"])
-_FAILED_OVER = (ReplicationState.RECOVERED, ReplicationState.FAILOVER_IN_PROGRESS)
 
 
 class FailoverBody(BaseModel):
@@ -55,26 +53,8 @@ class NetworkBody(BaseModel):
     dns: list[str] = Field(default_factory=list, max_length=16)
 
 
-def _failover(services: Services) -> FailoverUseCases:
-    failover = services.failover
-    if failover is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    return failover  # type: ignore[no-any-return]
-
-
 def _vm(services: Services, ref: str) -> VirtualMachine:
-    if services.vms is not None:
-        return services.vms.get(ref)  # type: ignore[no-any-return]
-    vm = services.db.vms.find(ref.upper())
-    if vm is None:
-        raise NotFound(f"no virtual machine {ref!r}", message_id="VmNotFound", vm=ref)
-    return vm
-
-
-def _accepted(services: Services, job: Job, language: str, **extra: Any) -> JSONResponse:
-    body = job_json(job, language, services.clock(), services.jobs.describe(job, language))
-    body.update(extra)
-    return JSONResponse(body, status_code=202, headers={"location": job_url(job.job_id)})
+    return services.engine.systems.get(ref)
 
 
 def point_json(point: RecoveryPoint, held: bool) -> dict[str, Any]:
@@ -95,42 +75,42 @@ def start_failover(
     ref: str, body: FailoverBody, services: ServicesDep, language: LanguageDep
 ) -> JSONResponse:
     """Fail the replica VM over to a recovery point, or make a test VM of it; 202 with the job."""
-    failover, vm = _failover(services), _vm(services, ref)
+    vm, replication = _vm(services, ref), services.engine.replication
     if body.test:
         if body.force:
             raise InvalidParameter("force applies to a failover, not to a test VM",
                                    message_id="BadFailoverFlags")
-        job, test_vm_id = failover.drill.submit_create(vm.vm_id, body.point)
-        return _accepted(services, job, language, test_vm_id=test_vm_id)
-    return _accepted(services, failover.submit_initiate(vm.vm_id, body.point, force=body.force), language)
+        outcome = replication.test_replica_system(vm.vm_id, body.point)
+        return respond(services, outcome, language, test_vm_id=outcome.resulting_system)
+    return respond(services, replication.initiate_failover(vm.vm_id, body.point, force=body.force), language)
 
 
 @router.post("/{ref}/failover/complete", status_code=202, summary="CommitFailover (async)")
 def complete_failover(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Make the failover permanent; 202 with the job."""
     vm = _vm(services, ref)
-    return _accepted(services, _failover(services).submit_commit(vm.vm_id), language)
+    return respond(services, services.engine.replication.commit_failover(vm.vm_id), language)
 
 
 @router.post("/{ref}/failover/stop", status_code=202, summary="Stop-VMFailover: remove a test VM or revert")
 def stop_failover(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """A test VM (or the replica's, when the replica is not failed over) is removed; else revert."""
-    failover, vm = _failover(services), _vm(services, ref)
-    if vm.replication_mode == ReplicationMode.TEST_REPLICA:
-        return _accepted(services, failover.drill.submit_remove(vm.vm_id), language)
-    relationship = services.db.relationships.find(vm.vm_id, 0)
-    failed_over = relationship is not None and relationship.state in _FAILED_OVER
-    if not failed_over and failover.drill.test_vm_of(vm) is not None:
-        return _accepted(services, failover.drill.submit_remove(vm.vm_id), language)
-    return _accepted(services, failover.submit_revert(vm.vm_id), language)
+    vm = _vm(services, ref)
+    return respond(services, services.engine.replication.stop_failover(vm.vm_id), language)
+
+
+@router.post("/{ref}/failover/revert", status_code=202, summary="RevertFailover (async)")
+def revert_failover(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Undo the failover (or a prepared planned failover on a primary); 202 with the job."""
+    vm = _vm(services, ref)
+    return respond(services, services.engine.replication.revert_failover(vm.vm_id), language)
 
 
 @router.get("/{ref}/points", summary="Recovery points of a replica VM")
 def list_points(ref: str, services: ServicesDep) -> list[dict[str, Any]]:
     """The VM's recovery points, oldest first (``held``: a failover or test disk stands on it)."""
     vm = _vm(services, ref)
-    held = {h.point_id for h in services.db.point_holds.list()}
-    return [point_json(p, p.point_id in held) for p in services.db.recovery_points.list(vm_id=vm.vm_id)]
+    return [point_json(p, held) for p, held in services.engine.replication.points(vm.vm_id)]
 
 
 def network_json(item: FailoverNetworkSettings) -> dict[str, Any]:
@@ -144,7 +124,7 @@ def network_json(item: FailoverNetworkSettings) -> dict[str, Any]:
 def get_network(ref: str, services: ServicesDep) -> list[dict[str, Any]]:
     """What each NIC gets after a failover (NICs without settings are left out)."""
     vm = _vm(services, ref)
-    return [network_json(item) for item in _failover(services).network_settings(vm.vm_id)]
+    return [network_json(item) for item in services.engine.replication.failover_network_settings(vm.vm_id)]
 
 
 @router.put("/{ref}/failover/network", summary="SetFailoverNetworkAdapterSettings")
@@ -152,7 +132,8 @@ def put_network(ref: str, body: list[NetworkBody], services: ServicesDep) -> lis
     """Store failover IP settings for the NICs named (or by position); others keep theirs."""
     vm = _vm(services, ref)
     items = [_settings(vm, entry) for entry in body]
-    return [network_json(item) for item in _failover(services).set_network_settings(vm.vm_id, items)]
+    stored = services.engine.replication.set_failover_network_settings(vm.vm_id, items)
+    return [network_json(item) for item in stored]
 
 
 def _settings(vm: VirtualMachine, entry: NetworkBody) -> FailoverNetworkSettings:

@@ -13,6 +13,7 @@ Redundancy sets: ``GET /redundancy-sets`` · ``POST /redundancy-sets/{id}/failov
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +22,17 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.jobs import job_json, job_url
-from standby.domain.entities import Collection, Job, ReplicationSettings
+from standby.api.jobs import respond
+from standby.domain.entities import Collection, ReplicationSettings
 from standby.domain.enums import FailoverCode
-from standby.domain.errors import InvalidParameter, NotFound, NotSupported
-from standby.engine.group_replication import collection_statistics, reset_collection_statistics
+from standby.domain.errors import InvalidParameter, NotFound
+from standby.engine.collection_service import CollectionReplicationService
 from standby.engine.operations import CollectionUseCase
+from standby.engine.service import InitialReplication, Outcome
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
     from standby.daemon.group_wiring import Groups
-    from standby.engine.group_failover import GroupFailover
 
 router = APIRouter(prefix="/api/v1", tags=["groups"])
 _U = CollectionUseCase
@@ -77,11 +78,7 @@ class FailoverSetBody(BaseModel):
 
 
 def _groups(services: Services) -> Groups:
-    groups = getattr(services, "groups", None)
-    if groups is None:
-        raise NotSupported("this daemon has no group support", message_id="NotImplementedYet",
-                           method="groups")
-    return groups  # type: ignore[no-any-return]
+    return services.groups
 
 
 def _collection(services: Services, ref: str) -> Collection:
@@ -94,17 +91,9 @@ def _collection(services: Services, ref: str) -> Collection:
     return found
 
 
-def _accepted(services: Services, job: Job, language: str, **extra: Any) -> JSONResponse:
-    body = job_json(job, language, services.clock(), services.jobs.describe(job, language))
-    body.update(extra)
-    return JSONResponse(body, status_code=202, headers={"location": job_url(job.job_id)})
-
-
 def collection_json(services: Services, collection: Collection) -> dict[str, Any]:
     """A collection with its members, points and settings."""
-    groups = getattr(services, "groups", None)
-    points = groups.assembler.points(collection.collection_id) if groups is not None else \
-        services.db.collection_points.list(collection_id=collection.collection_id)
+    points = services.groups.assembler.points(collection.collection_id)
     stored = services.db.collection_settings.find(collection.collection_id)
     return {
         "id": collection.collection_id, "name": collection.name,
@@ -147,8 +136,8 @@ def show_group(ref: str, services: ServicesDep) -> dict[str, Any]:
     collection = _collection(services, ref)
     body = collection_json(services, collection)
     if int(collection.replication_state):
-        stats, issues = collection_statistics(services.db, services.clock, _groups(services).management,
-                                              collection.collection_id)
+        report = services.engine.collections.statistics(collection.collection_id)
+        stats, issues = report.statistics, report.issues
         body["statistics"] = {"successes": stats.success_count, "misses": stats.miss_count,
                               "bytes": stats.size, "network_failures": stats.network_failures,
                               "failures": stats.failures, "health": int(stats.health),
@@ -192,16 +181,14 @@ def _vm_id(services: Services, ref: str) -> str:
 @router.post("/groups/{ref}/replication", status_code=202, summary="CreateReplicationRelationship (async)")
 def enable_group(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Enable replication of every member to one replica host."""
-    engine = _groups(services).replication
-    if engine is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
     port = body.port or services.config.peer.port
     settings = ReplicationSettings(body.replica_host, port, interval_seconds=body.interval,
                                    recovery_history=body.history,
                                    app_consistent_interval_hours=body.app_consistent_hours,
                                    compression_enabled=body.compression)
-    job = engine.submit_create(_collection(services, ref).collection_id, settings, body.element_name)
-    return _accepted(services, job, language)
+    outcome = services.engine.collections.create_relationship(_collection(services, ref).collection_id,
+                                                              settings, body.element_name)
+    return respond(services, outcome, language)
 
 
 @router.post("/groups/{ref}/{action}", status_code=202, summary="Group replication and failover actions")
@@ -209,55 +196,38 @@ def group_action(ref: str, action: str, services: ServicesDep, language: Languag
                  body: ActionBody | None = None) -> JSONResponse:
     """start, suspend, resume, cancel-initial, cancel-resync, resync, remove (primary side); failover,
     revert, commit, test, test-stop (replica side); reset-statistics (either)."""
-    groups, given = _groups(services), body or ActionBody()
+    given = body or ActionBody()
     collection_id = _collection(services, ref).collection_id
-    if action == "reset-statistics":
-        reset_collection_statistics(services.db, services.clock, groups.management, collection_id)
-        return JSONResponse({"reset": True})
-    if action in _PRIMARY_ACTIONS:
-        job = _primary_action(groups, action, collection_id, given)
-    elif action in _REPLICA_ACTIONS:
-        if action == "test":
-            job, test_id = _replica(groups).submit_test(collection_id, given.point)
-            return _accepted(services, job, language, test_group=test_id)
-        job = _replica_action(groups, action, collection_id, given)
-    else:
+    action_of = _ACTIONS.get(action)
+    if action_of is None:
         raise InvalidParameter(f"unknown action {action!r}", message_id="GroupUnknownAction", action=action)
-    return _accepted(services, job, language)
+    outcome = action_of(services.engine.collections, collection_id, given)
+    if action == "test":
+        return respond(services, outcome, language, test_group=outcome.resulting_system)
+    return respond(services, outcome, language, {"reset": True} if action == "reset-statistics" else None)
 
 
-_PRIMARY_ACTIONS = frozenset({"start", "resync", "remove", *_STATE_ACTIONS})
-_REPLICA_ACTIONS = frozenset({"failover", "revert", "commit", "test", "test-stop"})
+Action = Callable[[CollectionReplicationService, str, ActionBody], Outcome]
 
 
-def _primary_action(groups: Groups, action: str, collection_id: str, given: ActionBody) -> Job:
-    engine = groups.replication
-    if engine is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    if action == "start":
-        return engine.submit_start(collection_id, given.type, given.export_location, given.start_time)
-    if action == "resync":
-        return engine.submit_resynchronize(collection_id, given.start_time, given.include_suspended)
-    if action == "remove":
-        return engine.submit_remove(collection_id)
-    return engine.submit_state_change(_STATE_ACTIONS[action], collection_id)
+def _state_action(use_case: CollectionUseCase) -> Action:
+    return lambda service, collection_id, given: service.change_state(use_case, collection_id)
 
 
-def _replica(groups: Groups) -> GroupFailover:
-    if groups.failover is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    return groups.failover
-
-
-def _replica_action(groups: Groups, action: str, collection_id: str, given: ActionBody) -> Job:
-    engine = _replica(groups)
-    if action == "failover":
-        return engine.submit_initiate(collection_id, given.point, force=given.force)
-    if action == "revert":
-        return engine.submit_revert(collection_id)
-    if action == "commit":
-        return engine.submit_commit(collection_id)
-    return engine.submit_revert_test(collection_id)
+_ACTIONS: dict[str, Action] = {
+    "start": lambda s, cid, given: s.start_replication(
+        cid, InitialReplication(given.type, given.export_location, given.start_time)),
+    "resync": lambda s, cid, given: s.resynchronize(cid, given.start_time,
+                                                    include_suspended=given.include_suspended),
+    "remove": lambda s, cid, given: s.remove_relationship(cid),
+    **{name: _state_action(use_case) for name, use_case in _STATE_ACTIONS.items()},
+    "failover": lambda s, cid, given: s.initiate_failover(cid, given.point, force=given.force),
+    "revert": lambda s, cid, given: s.revert_failover(cid),
+    "commit": lambda s, cid, given: s.commit_failover(cid),
+    "test": lambda s, cid, given: s.test_replica_collection(cid, given.point),
+    "test-stop": lambda s, cid, given: s.revert_test_replica_collection(cid),
+    "reset-statistics": lambda s, cid, given: s.reset_statistics(cid),
+}
 
 
 @router.get("/redundancy-sets", summary="Msvm_RedundancySet")

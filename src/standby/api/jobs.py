@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
 from starlette.responses import JSONResponse
@@ -13,6 +13,7 @@ from standby.api.deps import LanguageDep, ServicesDep
 from standby.domain.entities import Job
 from standby.domain.enums import JobState, StateChangeCode
 from standby.domain.errors import InvalidState, NotSupported
+from standby.engine.service import Outcome
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
@@ -121,3 +122,14 @@ async def wait_job(
     services.jobs.get(job_id)  # 404 before waiting
     job = await services.jobs.wait(job_id, timeout)
     return _render(services, job, language)
+
+
+def respond(services: Services, outcome: Outcome, language: str, done: dict[str, Any] | None = None,
+            **extra: Any) -> JSONResponse:
+    """An engine entry's outcome in REST form: 202 with the job and its URL, or 200 with ``done``."""
+    if outcome.job is None:
+        return JSONResponse({**(done or {"done": True}), **extra})
+    body: dict[str, Any] = job_json(outcome.job, language, services.clock(),
+                                    services.jobs.describe(outcome.job, language))
+    body.update(extra)
+    return JSONResponse(body, status_code=202, headers={"location": job_url(outcome.job.job_id)})

@@ -1,4 +1,4 @@
-"""REST for planned failover, reverse and extended replication (helper PF), every call a job (202):
+"""REST for planned failover, reverse and extended replication every call a job (202):
 
 - ``POST /api/v1/vms/{ref}/failover/prepare``: Start-VMFailover -Prepare (RequestReplicationStateChange 4) on
   the primary, VM off;
@@ -25,15 +25,13 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.jobs import job_json, job_url
+from standby.api.jobs import respond
 from standby.api.replication import EnableBody, settings_from
-from standby.domain.entities import Job, ReplicationSettings, VirtualMachine
+from standby.domain.entities import ReplicationSettings, VirtualMachine
 from standby.domain.enums import RelationshipIndex
-from standby.domain.errors import NotFound, NotSupported
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
-    from standby.engine.planned import PlannedServices
 
 router = APIRouter(prefix="/api/v1/vms", tags=["planned failover"])
 VM = "/{ref}/replication"
@@ -50,25 +48,8 @@ class ReverseBody(BaseModel):
     compression: bool | None = None
 
 
-def _planned(services: Services) -> PlannedServices:
-    planned = getattr(services, "planned", None)
-    if planned is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    return planned  # type: ignore[no-any-return]
-
-
 def _vm(services: Services, ref: str) -> VirtualMachine:
-    if services.vms is not None:
-        return services.vms.get(ref)  # type: ignore[no-any-return]
-    vm = services.db.vms.find(ref.upper())
-    if vm is None:
-        raise NotFound(f"no virtual machine {ref!r}", message_id="VmNotFound", vm=ref)
-    return vm
-
-
-def _accepted(services: Services, job: Job, language: str) -> JSONResponse:
-    body: dict[str, Any] = job_json(job, language, services.clock(), services.jobs.describe(job, language))
-    return JSONResponse(body, status_code=202, headers={"location": job_url(job.job_id)})
+    return services.engine.systems.get(ref)
 
 
 def reverse_settings(current: ReplicationSettings, body: ReverseBody) -> ReplicationSettings:
@@ -86,37 +67,38 @@ def reverse_settings(current: ReplicationSettings, body: ReverseBody) -> Replica
 def prepare(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Send the last changes of the (turned off) primary VM and lock it from starting; 202 with the job."""
     vm = _vm(services, ref)
-    return _accepted(services, _planned(services).planned.submit_prepare(vm.vm_id), language)
+    return respond(services, services.engine.replication.request_state_change(vm.vm_id, 4), language)
 
 
 @router.post(VM + "/reverse", status_code=202, summary="Set-VMReplication -Reverse (async)")
 def reverse(ref: str, body: ReverseBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """The failed-over replica becomes the primary, the old primary its replica; 202 with the job."""
     vm = _vm(services, ref)
-    rel = services.db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
+    replication = services.engine.replication
+    rel = replication.relationship(vm.vm_id)
     current = rel.settings if rel is not None else ReplicationSettings()
-    job = _planned(services).reverse.submit(vm.vm_id, reverse_settings(current, body))
-    return _accepted(services, job, language)
+    return respond(services, replication.reverse_replication(vm.vm_id, reverse_settings(current, body)),
+                   language)
 
 
 @router.post(VM + "/as-replica", status_code=202, summary="Enable-VMReplication -AsReplica (async)")
 def as_replica(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Turn a plain, turned-off VM into a replica waiting for a seeded initial replication."""
     vm = _vm(services, ref)
-    return _accepted(services, _planned(services).planned.submit_as_replica(vm.vm_id), language)
+    return respond(services, services.engine.replication.request_state_change(vm.vm_id, 2), language)
 
 
 @router.post(VM + "/extended", status_code=202, summary="Enable-VMReplication on a replica (async)")
 def extended(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Extended replication of a replica VM to a third host (``…\\HVR\\1``)."""
     vm = _vm(services, ref)
-    return _accepted(services, _planned(services).extended.submit_create(vm.vm_id, settings_from(body)),
-                     language)
+    return respond(services, services.engine.replication.create_relationship(vm.vm_id, settings_from(body)),
+                   language)
 
 
 @router.post(VM + "/continue", status_code=202, summary="Resume-VMReplication -Continue (async)")
 def continue_extended(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """After a committed failover, the extended relationship becomes this VM's primary relationship."""
     vm = _vm(services, ref)
-    job = _planned(services).extended.submit_change_mode_to_primary(vm.vm_id, RelationshipIndex.EXTENDED)
-    return _accepted(services, job, language)
+    outcome = services.engine.replication.change_mode_to_primary(vm.vm_id, RelationshipIndex.EXTENDED)
+    return respond(services, outcome, language)

@@ -4,33 +4,38 @@
 - ``GET|POST|PUT|DELETE /api/v1/vms/{ref}/replication``: show, enable (CreateReplicationRelationship),
   modify, remove → 202 with the job (show: 200);
 - ``POST …/replication/start`` ``{type: network|export|seeded, export_dir, at}``: StartReplication → 202;
-- ``POST …/replication/{suspend|resume|cancel}``: RequestReplicationStateChange 7 / 3 / 1 or 9 → 202;
+- ``POST …/replication/{suspend|resume|cancel-initial|cancel-resync|cancel}``: RequestReplicationStateChange
+  7 / 3 / 1 / 9 / whichever runs → 202; ``POST …/replication/state {requested, relationship}`` any of them;
+- ``POST …/replication/import {location}``: ImportInitialReplica → 202; ``…/failback``: InitiateFailback;
 - ``POST …/replication/resync`` ``{at}``: Resynchronize → 202;
 - ``GET …/replication/statistics`` (Measure-VMReplication), ``POST …/statistics/reset``.
+``?relationship=extended`` picks a replica's extended relationship. Every route calls one entry of
+``engine.service.ReplicationService``, as the CIM provider does.
 Registered before ``standby.api.vms`` (``api/app.py``) so its ``POST /{ref}/{action}`` does not catch these.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.jobs import job_json, job_url
+from standby.api.jobs import respond
 from standby.domain.cycles import parse_bandwidth_window
-from standby.domain.entities import Job, Relationship, ReplicationSettings, VirtualMachine
+from standby.domain.entities import Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import (
     AuthenticationType,
     InitialReplicationType,
     RelationshipIndex,
     ReplicationState,
 )
-from standby.domain.errors import InvalidParameter, NotFound, NotSupported
+from standby.domain.errors import InvalidParameter, NotFound
 from standby.engine.connection import ConnectionTarget
+from standby.engine.service import InitialReplication
 from standby.engine.statistics import StatisticsReport
 
 if TYPE_CHECKING:
@@ -67,12 +72,7 @@ def test_connection(
         certificate_thumbprint=body.certificate_thumbprint,
         bypass_proxy_server=body.bypass_proxy_server,
     )
-    job = services.connection_tester.submit(target)
-    return JSONResponse(
-        job_json(job, language, services.clock(), services.jobs.describe(job, language)),
-        status_code=202,
-        headers={"location": job_url(job.job_id)},
-    )
+    return respond(services, services.engine.replication.test_replication_connection(target), language)
 
 
 # -- per-VM relationship routes ------------------------------------------------------------------------------
@@ -110,25 +110,8 @@ _TYPES = {"network": InitialReplicationType.NETWORK, "export": InitialReplicatio
           "seeded": InitialReplicationType.SEEDED_NETWORK}
 
 
-def _primary(services: Services) -> Any:
-    primary = getattr(services, "primary", None)
-    if primary is None:
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    return primary
-
-
 def _vm(services: Services, ref: str) -> VirtualMachine:
-    if services.vms is not None:
-        return services.vms.get(ref)  # type: ignore[no-any-return]
-    vm = services.db.vms.find(ref.upper())
-    if vm is None:
-        raise NotFound(f"no virtual machine {ref!r}", message_id="VmNotFound", vm=ref)
-    return vm
-
-
-def _accepted(services: Services, job: Job, language: str) -> JSONResponse:
-    body = job_json(job, language, services.clock(), services.jobs.describe(job, language))
-    return JSONResponse(body, status_code=202, headers={"location": job_url(job.job_id)})
+    return services.engine.systems.get(ref)
 
 
 def settings_from(body: EnableBody) -> ReplicationSettings:
@@ -182,11 +165,28 @@ def statistics_json(report: StatisticsReport) -> dict[str, Any]:
     }
 
 
+def _relationship(value: str) -> RelationshipIndex:
+    try:
+        return RelationshipIndex[value.upper()] if not value.isdigit() else RelationshipIndex(int(value))
+    except (KeyError, ValueError):
+        raise InvalidParameter(f"relationship {value!r} is not primary (0) or extended (1)",
+                               message_id="RelationshipNotOfVm", relationship=value, vm="") from None
+
+
+RelationshipQuery = Annotated[str, Query(description="primary (0) or extended (1)")]
+
+
+class ImportBody(BaseModel):
+    """Import-VMInitialReplication: the folder the primary exported its initial replication to."""
+
+    location: str = Field(min_length=1, max_length=4096)
+
+
 @router.get(VM, summary="Get-VMReplication")
-def show(ref: str, services: ServicesDep) -> dict[str, Any]:
-    """The VM's primary relationship."""
+def show(ref: str, services: ServicesDep, relationship: RelationshipQuery = "primary") -> dict[str, Any]:
+    """The VM's relationship (the primary one unless asked for the extended one)."""
     vm = _vm(services, ref)
-    rel = services.db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
+    rel = services.engine.replication.relationship(vm.vm_id, _relationship(relationship))
     if rel is None:
         raise NotFound(f"virtual machine {vm.name} does not replicate", message_id="ObjectNotFound",
                        kind="Relationship", key=vm.vm_id)
@@ -195,70 +195,104 @@ def show(ref: str, services: ServicesDep) -> dict[str, Any]:
 
 @router.post(VM, status_code=202, summary="Enable-VMReplication (CreateReplicationRelationship, async)")
 def enable(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
-    """Create the relationship and the replica VM on the replica host."""
+    """Create the relationship and the replica VM on the replica host (on a replica VM: extended)."""
     vm = _vm(services, ref)
-    return _accepted(services, _primary(services).submit_create(vm.vm_id, settings_from(body)), language)
+    return respond(services, services.engine.replication.create_relationship(vm.vm_id, settings_from(body)),
+                   language)
 
 
 @router.put(VM, status_code=202, summary="Set-VMReplication (ModifyReplicationSettings, async)")
 def modify(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Change the relationship's settings (not its disks)."""
     vm = _vm(services, ref)
-    return _accepted(services, _primary(services).submit_modify(vm.vm_id, settings_from(body)), language)
+    outcome = services.engine.replication.modify_replication_settings(vm.vm_id, settings_from(body))
+    return respond(services, outcome, language)
 
 
-@router.delete(VM, status_code=202, summary="Remove-VMReplication (async)")
-def remove(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
-    """Remove the relationship on both sides (the replica VM stays)."""
+@router.delete(VM, status_code=202, summary="Remove-VMReplication (RemoveReplicationRelationshipEx, async)")
+def remove(ref: str, services: ServicesDep, language: LanguageDep,
+           relationship: RelationshipQuery = "primary") -> JSONResponse:
+    """Remove this host's side of the relationship (a replica VM stays)."""
     vm = _vm(services, ref)
-    return _accepted(services, _primary(services).submit_remove(vm.vm_id), language)
+    outcome = services.engine.replication.remove_relationship(vm.vm_id, _relationship(relationship))
+    return respond(services, outcome, language)
 
 
 @router.post(VM + "/start", status_code=202, summary="Start-VMInitialReplication (async)")
 def start(ref: str, body: StartBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Initial replication over the network, to an export folder, or seeded (hash compare)."""
     vm = _vm(services, ref)
-    job = _primary(services).submit_start(vm.vm_id, int(_TYPES[body.type]), body.export_dir, body.at)
-    return _accepted(services, job, language)
+    request = InitialReplication(int(_TYPES[body.type]), body.export_dir, body.at)
+    return respond(services, services.engine.replication.start_replication(vm.vm_id, request), language)
+
+
+@router.post(VM + "/import", status_code=202, summary="Import-VMInitialReplication (ImportInitialReplica)")
+def import_initial(ref: str, body: ImportBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Apply the initial replication the primary exported to ``location`` (on the replica)."""
+    vm = _vm(services, ref)
+    return respond(services, services.engine.replication.import_initial_replica(vm.vm_id, body.location),
+                   language)
 
 
 @router.post(VM + "/resync", status_code=202, summary="Resume-VMReplication -Resynchronize (async)")
 def resync(ref: str, body: ResyncBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Resynchronize: send only the blocks whose hashes differ."""
     vm = _vm(services, ref)
-    return _accepted(services, _primary(services).submit_resynchronize(vm.vm_id, body.at), language)
+    return respond(services, services.engine.replication.resynchronize(vm.vm_id, body.at), language)
+
+
+class StateBody(BaseModel):
+    """RequestReplicationStateChangeEx: the state asked for and the relationship."""
+
+    requested: int = Field(description="1 cancel IR, 2 as replica, 3 resume, 4 prepare, 7 suspend, "
+                                       "9 cancel resync")
+    relationship: str = Field(default="primary", description="primary (0) or extended (1)")
+
+
+@router.post(VM + "/state", status_code=202, summary="RequestReplicationStateChangeEx (async)")
+def request_state(ref: str, body: StateBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Any replication state change by its Hyper-V number."""
+    vm = _vm(services, ref)
+    outcome = services.engine.replication.request_state_change(vm.vm_id, body.requested,
+                                                               _relationship(body.relationship))
+    return respond(services, outcome, language)
+
+
+@router.post(VM + "/failback", status_code=202, summary="InitiateFailback")
+def failback(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Provider-driven failback (refused: standby fails back with reverse replication)."""
+    vm = _vm(services, ref)
+    return respond(services, services.engine.replication.initiate_failback(vm.vm_id), language)
+
+
+_ACTIONS = {"suspend": 7, "resume": 3, "cancel-initial": 1, "cancel-resync": 9}
 
 
 @router.post(VM + "/{action}", status_code=202, summary="Suspend / resume / cancel (async)")
 def state_change(ref: str, action: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
-    """suspend (7), resume (3), cancel (1 during initial replication, 9 during a resync)."""
+    """suspend (7), resume (3), cancel-initial (1), cancel-resync (9), cancel (whichever runs)."""
     vm = _vm(services, ref)
-    rel = services.db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
-    requested = {"suspend": 7, "resume": 3}.get(action)
+    replication = services.engine.replication
     if action == "cancel":
-        resyncing = rel is not None and rel.state == ReplicationState.RESYNCHRONIZING
-        requested = 9 if resyncing else 1
+        return respond(services, replication.cancel(vm.vm_id), language)
+    requested = _ACTIONS.get(action)
     if requested is None:
         raise InvalidParameter(f"unknown replication action {action!r}: suspend, resume or cancel",
                                message_id="UnknownAction", action=action)
-    return _accepted(services, _primary(services).submit_state_change(vm.vm_id, requested), language)
+    return respond(services, replication.request_state_change(vm.vm_id, requested), language)
 
 
-@router.get(VM + "/statistics", summary="Measure-VMReplication (GetReplicationStatistics)")
-def measure(ref: str, services: ServicesDep) -> dict[str, Any]:
+@router.get(VM + "/statistics", summary="Measure-VMReplication (GetReplicationStatisticsEx)")
+def measure(ref: str, services: ServicesDep, relationship: RelationshipQuery = "primary") -> dict[str, Any]:
     """Statistics of the current monitoring window."""
-    from standby.engine.replication import ReplicationUseCases
-
     vm = _vm(services, ref)
-    report = ReplicationUseCases(services.db, services.clock).replication_statistics(vm.vm_id)
-    return statistics_json(report)
+    return statistics_json(services.engine.replication.statistics(vm.vm_id, _relationship(relationship)))
 
 
 @router.post(VM + "/statistics/reset", summary="Reset-VMReplicationStatistics")
-def reset(ref: str, services: ServicesDep) -> dict[str, Any]:
+def reset(ref: str, services: ServicesDep, language: LanguageDep,
+          relationship: RelationshipQuery = "primary") -> JSONResponse:
     """Start a new collection window now."""
-    from standby.engine.replication import ReplicationUseCases
-
     vm = _vm(services, ref)
-    ReplicationUseCases(services.db, services.clock).reset_statistics(vm.vm_id)
-    return {"reset": True}
+    outcome = services.engine.replication.reset_statistics(vm.vm_id, _relationship(relationship))
+    return respond(services, outcome, language, {"reset": True})

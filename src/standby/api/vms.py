@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from standby.api.deps import LanguageDep, ServicesDep
-from standby.api.jobs import job_json, job_url
+from standby.api.jobs import respond
 from standby.domain.entities import VirtualMachine
-from standby.domain.enums import ReplicationMode, RequestedVmState
+from standby.domain.enums import RequestedVmState
 from standby.domain.errors import NotSupported
-from standby.engine.vms import DiskRequest, VmRequest, VmUseCases, parse_memory_mib, parse_size
+from standby.engine.systems import VirtualSystems
+from standby.engine.vms import DiskRequest, VmRequest, parse_memory_mib, parse_size
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
@@ -79,11 +80,8 @@ def vm_json(vm: VirtualMachine) -> dict[str, Any]:
     }
 
 
-def _vms(services: Services) -> VmUseCases:
-    vms = services.vms
-    if not isinstance(vms, VmUseCases):
-        raise NotSupported("this daemon runs no hypervisor", message_id="NoHypervisor")
-    return vms
+def _vms(services: Services) -> VirtualSystems:
+    return services.engine.systems
 
 
 @router.get("", summary="List VMs")
@@ -126,24 +124,18 @@ def vm_events(
     ref: str, services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[Any]:
     """Starts, stops, crashes … of the VM, oldest first (``message_id`` + ``args`` for the catalog)."""
-    vm = _vms(services).get(ref)
     return [
         {"time": e.time.isoformat(), "kind": e.kind, "message_id": e.message_id, "args": dict(e.args)}
-        for e in services.db.events.list(element_id=vm.vm_id, limit=limit)
+        for e in _vms(services).events(ref, limit=limit)
     ]
 
 
 @router.delete("/{ref}", summary="Delete a stopped VM (DestroySystem)")
-async def delete_vm(ref: str, services: ServicesDep) -> dict[str, Any]:
-    """Remove the VM and the disks standby created for it. A test VM is removed as a test failover ends
-    (as DestroySystem does): powered off, its overlays deleted, its hold on the recovery point released."""
-    vms = _vms(services)
-    vm = vms.get(ref)
-    failover = getattr(services, "failover", None)
-    if vm.replication_mode == ReplicationMode.TEST_REPLICA and failover is not None:
-        await failover.drill.remove(vm.vm_id)
-        return vm_json(vm)
-    return vm_json(vms.delete(ref))
+def delete_vm(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """Remove the VM and the disks standby created for it (200 with the VM). A test VM ends its test
+    failover as DestroySystem does: powered off, overlays deleted, the hold released (202 with job 103)."""
+    vm = _vms(services).get(ref)
+    return respond(services, _vms(services).destroy(vm.vm_id), language, vm_json(vm))
 
 
 @router.post("/{ref}/{action}", status_code=202, summary="Change the power state (RequestStateChange)")
@@ -159,13 +151,7 @@ def change_state(
         raise NotSupported(
             f"unknown action {action!r}: one of {', '.join(ACTIONS)}", message_id="BadVmAction"
         )
-    vms = _vms(services)
+    systems = _vms(services)
     if action == "kill":
-        job = vms.submit_kill(ref)
-    else:
-        job = vms.submit_state_change(ref, ACTIONS[action], timeout=timeout)
-    return JSONResponse(
-        job_json(job, language, services.clock(), services.jobs.describe(job, language)),
-        status_code=202,
-        headers={"location": job_url(job.job_id)},
-    )
+        return respond(services, systems.kill(ref), language)
+    return respond(services, systems.request_state_change(ref, ACTIONS[action], timeout=timeout), language)

@@ -39,6 +39,7 @@ class CimObjectManager:
 
     def __init__(self, runtime: CimRuntime, registry: ProviderRegistry | None = None) -> None:
         self._runtime = runtime
+        self.runtime = runtime
         self._schema: Schema = runtime.schema
         self._registry = registry if registry is not None else build_registry(runtime)
         self._dispatcher = Dispatcher(self._schema, self._registry, runtime, self.find_instance)

@@ -3,15 +3,13 @@
 Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 the daemon cannot be
 reached. Errors are one line on stderr, never a traceback. ``LANG=de_DE.UTF-8`` switches messages to German.
 
-Adding a sub-command group is one line in ``SUBAPPS``: write ``standby/cli/<name>.py`` with
+Adding a sub-command group is one line in ``_register_subapps``: write ``standby/cli/<name>.py`` with
 ``app = typer.Typer(...)`` and ``NAME = "<verb>"``, take ``as_json: JsonOption = False`` on each verb
 (``cli.output``), talk to the daemon with ``cli.state.client(ctx)`` and raise ``cli.client.CliError``.
-A listed module that is not importable yet is skipped.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,19 +20,6 @@ from standby import __version__, i18n
 from standby.cli.client import EXIT_FAILED, EXIT_USAGE, CliError, target_from_options
 from standby.cli.output import JsonOption, emit, print_error, status_view
 from standby.cli.state import CliState, cli_state, client, wants_json
-
-#: Sub-command groups: module names, each with ``app`` and ``NAME``. Register one with one line here.
-SUBAPPS: tuple[str, ...] = (
-    "standby.cli.jobs",
-    "standby.cli.users",
-    "standby.cli.vm",
-    "standby.cli.guest",
-    "standby.cli.certs",
-    "standby.cli.failover",
-    "standby.cli.replication",
-    "standby.cli.group",
-    "standby.cli.redundancy",
-)
 
 app = typer.Typer(
     name="standby",
@@ -118,15 +103,10 @@ def serve(
 
 
 def _register_subapps() -> None:
-    for module_name in SUBAPPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        # NAME defaults to the module's own name (cli/vm.py → "standby vm").
-        app.add_typer(module.app, name=getattr(module, "NAME", module_name.rsplit(".", 1)[-1]))
+    from standby.cli import certs, failover, group, guest, jobs, redundancy, replication, users, vm
+
+    for module in (jobs, users, vm, guest, certs, failover, replication, group, redundancy):
+        app.add_typer(module.app, name=module.NAME)
 
 
 _register_subapps()

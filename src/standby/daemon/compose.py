@@ -20,14 +20,32 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from standby.cim.backend import ObjectManager
+from standby.cim.object_manager import build_object_manager
+from standby.cim.runtime import CimRuntime
+from standby.cim.schema import load_schema
+from standby.daemon import failover_wiring, group_wiring, primary_wiring
 from standby.daemon.config import Config
+from standby.daemon.group_wiring import Groups
 from standby.daemon.passwords import PasswordVerifier
+from standby.daemon.primary_wiring import Primary
 from standby.domain.entities import Host
+from standby.engine.collection_service import CollectionReplicationService
 from standby.engine.connection import ReplicationConnectionTester
+from standby.engine.failover import FailoverUseCases
 from standby.engine.jobs import JobManager
+from standby.engine.planned import PlannedServices
+from standby.engine.planned import build as build_planned
+from standby.engine.replica import ReplicaUseCases
+from standby.engine.replication import ReplicationUseCases
+from standby.engine.service import ReplicationService
+from standby.engine.systems import Engine, VirtualSystems
+from standby.engine.vms import VmUseCases
+from standby.hypervisor.port import Hypervisor
+from standby.hypervisor.qemu.driver import QemuHypervisor
+from standby.hypervisor.qemu.images import QemuImages
+from standby.peer import wiring as peer_wiring
 from standby.store.sqlite import Database
 
 log = logging.getLogger("standby.daemon")
@@ -45,7 +63,11 @@ def utc_now() -> datetime:
 
 @dataclass(eq=False)
 class Services:
-    """Everything the daemon's surfaces (REST, CIM-XML, CLI via REST) call."""
+    """Everything the daemon's surfaces (REST, CIM-XML, CLI via REST, peer routes) call.
+
+    The parts after ``host`` are built in dependency order by ``build_services`` (each builder may read the
+    parts built before it), so they are set after construction rather than passed in.
+    """
 
     config: Config
     clock: Clock
@@ -55,22 +77,16 @@ class Services:
     connection_tester: ReplicationConnectionTester
     started_at: datetime
     host: Host
-    #: Helper D's QEMU driver (``hypervisor.port.Hypervisor``); None while it is not importable.
-    hypervisor: Any | None = None
-    #: Helper D's VM life-cycle use cases (``engine.vms.VmUseCases``); None without a hypervisor.
-    vms: Any | None = None
-    #: Helper C's ``cim.object_manager``; None while it is not importable (then ``/cimom`` is not served).
-    object_manager: ObjectManager | None = None
-    #: Helper P's primary side of replication (``daemon/primary_wiring.Primary``); None without a hypervisor.
-    primary: Any | None = None
-    #: Helper F's failover use cases (``engine.failover.FailoverUseCases``); None without a hypervisor.
-    failover: Any | None = None
-    #: Helper R's replica side (``engine.replica.ReplicaUseCases``): the peer routes call it.
-    replica: Any | None = None
-    #: Helper PF's planned failover, reverse and extended replication (``engine.planned.PlannedServices``).
-    planned: Any | None = None
-    #: Helper G's collections and redundancy sets (``daemon/group_wiring.Groups``).
-    groups: Any | None = None
+    hypervisor: Hypervisor = field(init=False)
+    vms: VmUseCases = field(init=False)
+    primary: Primary = field(init=False)
+    replica: ReplicaUseCases = field(init=False)
+    failover: FailoverUseCases = field(init=False)
+    planned: PlannedServices = field(init=False)
+    groups: Groups = field(init=False)
+    #: The engine entries every surface calls (one per Hyper-V operation).
+    engine: Engine = field(init=False)
+    object_manager: ObjectManager = field(init=False)
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -103,9 +119,12 @@ class Services:
 
 def build_services(
     config: Config, *, clock: Clock = utc_now, loop: asyncio.AbstractEventLoop | None = None,
-    db: Database | None = None,
+    db: Database | None = None, hypervisor: Hypervisor | None = None,
 ) -> Services:
-    """Open the store and build every service (call it on the daemon's event loop, or pass ``loop``)."""
+    """Open the store and build every service (call it on the daemon's event loop, or pass ``loop``).
+
+    ``hypervisor`` replaces the QEMU driver (the in-memory fake of unit tests).
+    """
     database = db if db is not None else Database.open(config.database_path)
     try:
         jobs = JobManager(database, clock, loop=loop)
@@ -124,13 +143,15 @@ def build_services(
             started_at=clock(),
             host=local_host(config, database),
         )
-        services.hypervisor = _build_hypervisor(services)
+        services.hypervisor = hypervisor if hypervisor is not None else QemuHypervisor(
+            config.data_dir / "run", accel=config.hypervisor.accel, binary=config.hypervisor.qemu_binary)
         services.vms = _build_vms(services)
-        services.primary = _build_primary(services)
-        services.replica = _build_replica(services)
-        services.failover = _build_failover(services)
+        services.primary = primary_wiring.build(services)
+        services.replica = peer_wiring.build(services)
+        services.failover = failover_wiring.build(services)
         services.planned = _build_planned(services)
-        services.groups = _build_groups(services)
+        services.groups = group_wiring.build(services)
+        services.engine = _build_engine(services)
         services.object_manager = _build_object_manager(services)
     except BaseException:
         database.close()
@@ -157,25 +178,8 @@ def local_host(config: Config, db: Database) -> Host:
     return host
 
 
-def _build_hypervisor(services: Services) -> Any | None:
-    """Helper D's QEMU driver (None while ``hypervisor.qemu.driver`` is not there)."""
-    try:
-        from standby.hypervisor.qemu.driver import QemuHypervisor
-    except ModuleNotFoundError as exc:
-        log.info("no hypervisor driver yet", extra={"fields": {"missing": exc.name}})
-        return None
-    config = services.config
-    return QemuHypervisor(config.data_dir / "run", accel=config.hypervisor.accel,
-                          binary=config.hypervisor.qemu_binary)
-
-
-def _build_vms(services: Services) -> Any | None:
-    """Helper D's VM use cases over the hypervisor; they mark VMs lost while the daemon was down."""
-    if services.hypervisor is None:
-        return None
-    from standby.engine.vms import VmUseCases
-    from standby.hypervisor.qemu.images import QemuImages
-
+def _build_vms(services: Services) -> VmUseCases:
+    """The VM use cases over the hypervisor; they mark VMs lost while the daemon was down."""
     vms = VmUseCases(services.db, services.hypervisor, services.clock,
                      vm_dir=services.config.data_dir / "vms", images=QemuImages(), jobs=services.jobs)
     services.add_recovery_hook("vms", _recover_vms)
@@ -183,76 +187,35 @@ def _build_vms(services: Services) -> Any | None:
 
 
 def _recover_vms(services: Services) -> None:
-    if services.vms is not None:
-        services.vms.recover()
+    services.vms.recover()
 
 
-def _build_failover(services: Services) -> Any | None:
-    """Helper F's failover use cases (``daemon/failover_wiring.py``)."""
-    from standby.daemon.failover_wiring import build
-
-    return build(services)
-
-
-def _build_replica(services: Services) -> Any | None:
-    """Helper R's replica side (``peer/wiring.py``): applier, retention, replica use cases."""
-    from standby.peer.wiring import build
-
-    return build(services)
+def _build_planned(services: Services) -> PlannedServices:
+    """Planned failover, reverse and extended replication over the primary's runner and peers."""
+    applier = services.replica.applier
+    return build_planned(services.db, services.clock, services.jobs, services.primary.runner,
+                         primary_wiring.peer_factory(services), host_name=services.config.host.fqdn,
+                         lock=applier.lock, point_listeners=applier.point_listeners,
+                         heartbeat_listeners=services.replica.heartbeat_listeners)
 
 
-def _build_planned(services: Services) -> Any:
-    """Helper PF's planned failover, reverse and extended replication (``engine.planned.build``)."""
-    from standby.daemon.primary_wiring import peer_factory
-    from standby.engine.planned import build
-
-    primary = services.primary
-    return build(services.db, services.clock, services.jobs, primary.runner if primary else None,
-                 peer_factory(services) if primary else None, host_name=services.config.host.fqdn,
-                 lock=services.replica.applier.lock if services.replica else None,
-                 point_listeners=services.replica.applier.point_listeners if services.replica else None,
-                 heartbeat_listeners=services.replica.heartbeat_listeners if services.replica else None)
-
-
-def _build_groups(services: Services) -> Any:
-    """Helper G's collections and redundancy sets (``daemon/group_wiring.py``)."""
-    from standby.daemon.group_wiring import build
-
-    return build(services)
+def _build_engine(services: Services) -> Engine:
+    """The engine entries over the use cases built before."""
+    db, clock, groups = services.db, services.clock, services.groups
+    replication = ReplicationService(
+        db, clock, services.jobs,
+        guards=ReplicationUseCases(db, clock, certificate_path=services.config.listeners.https.cert_file),
+        primary=services.primary.use_cases, failover=services.failover, planned=services.planned,
+        replica=services.replica, connection_tester=services.connection_tester)
+    collections = CollectionReplicationService(db, clock, groups.management, groups.replication,
+                                               groups.failover)
+    return Engine(replication=replication, collections=collections, collection_management=groups.management,
+                  redundancy=groups.redundancy, systems=VirtualSystems(services.vms, services.failover),
+                  jobs=services.jobs)
 
 
-def _build_primary(services: Services) -> Any | None:
-    """Helper P's primary side of replication (``daemon/primary_wiring.py``)."""
-    from standby.daemon.primary_wiring import build
-
-    primary = build(services)
-    if primary is not None and services.hypervisor is not None:  # helper Y: last cycle at a clean stop
-        services.hypervisor.subscribe(primary.scheduler.on_vm_event)
-    return primary
-
-
-def _build_object_manager(services: Services) -> ObjectManager | None:
-    """Helper C's CIM object model over these services (None while ``cim.object_manager`` is not there)."""
-    try:
-        from standby.cim.object_manager import build_object_manager
-        from standby.cim.runtime import CimRuntime
-        from standby.cim.schema import load_schema
-        from standby.engine.collections import CollectionUseCases
-        from standby.engine.replication import ReplicationUseCases
-    except ModuleNotFoundError as exc:
-        log.info("no CIM object model yet", extra={"fields": {"missing": exc.name}})
-        return None
-    db, clock = services.db, services.clock
-    runtime = CimRuntime(
-        db=db,
-        clock=clock,
-        host=services.host,
-        schema=load_schema(),
-        replication=ReplicationUseCases(db, clock,
-                                        certificate_path=services.config.listeners.https.cert_file),
-        collections=CollectionUseCases(db, clock),
-        jobs=services.jobs,
-        connection_tester=services.connection_tester,
-        services=services,
-    )
+def _build_object_manager(services: Services) -> ObjectManager:
+    """The CIM object model over the engine entries."""
+    runtime = CimRuntime(db=services.db, clock=services.clock, host=services.host, schema=load_schema(),
+                         engine=services.engine, assembler=services.groups.assembler)
     return build_object_manager(runtime)

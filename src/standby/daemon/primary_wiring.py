@@ -1,10 +1,9 @@
 """Builds the primary side of replication for the composition root (``compose.build_services`` calls
 ``build``): capture over the QEMU driver, the cycle runner, the relationship use cases and the scheduler.
 
-The peer client is the replica side's (``peer.client.PeerClient(base_url, tls)``); until it is importable,
-or when ``[tls] ca_file`` is not configured, every peer call fails with ``Unavailable`` (a clear refusal,
-not a crash). ``start``/``stop`` run the scheduler; a recovery hook aborts cycles a previous daemon left
-half done before the scheduler starts.
+``peer_client`` is the one place a mutual-TLS client of another host is made; without ``[tls] ca_file``
+every peer call fails with ``Unavailable`` (a clear refusal, not a crash). ``start``/``stop`` run the
+scheduler; a recovery hook aborts cycles a previous daemon left half done before the scheduler starts.
 """
 
 from __future__ import annotations
@@ -18,9 +17,13 @@ from standby.domain.entities import Relationship, ReplicationSettings, VirtualMa
 from standby.domain.enums import RelationshipIndex, ReplicationHealth, ReplicationMode, ReplicationState
 from standby.domain.errors import StandbyError, Unavailable
 from standby.hypervisor.port import VmEvent, VmEventKind
+from standby.hypervisor.qemu.driver import QemuHypervisor
+from standby.peer.client import PeerClient
+from standby.peer.tls import PeerTls
 
 if TYPE_CHECKING:
     from standby.daemon.compose import Services
+    from standby.daemon.config import Config
     from standby.engine.cycle import CycleRunner, PeerPort
     from standby.engine.replication import PrimaryReplication
     from standby.engine.scheduler import Scheduler
@@ -36,15 +39,9 @@ class Primary:
     runner: CycleRunner
     scheduler: Scheduler
 
-    def __getattr__(self, name: str) -> Any:
-        # Surfaces call ``services.primary.submit_start(...)`` and friends directly.
-        return getattr(self.use_cases, name)
 
-
-def build(services: Services) -> Primary | None:
-    """The primary side over the daemon's hypervisor (None without one)."""
-    if services.hypervisor is None:
-        return None
+def build(services: Services) -> Primary:
+    """The primary side over the daemon's hypervisor."""
     from standby.engine.capture import Capture
     from standby.engine.cycle import CycleRunner
     from standby.engine.replication import PrimaryReplication, ReplicationUseCases
@@ -65,16 +62,17 @@ def build(services: Services) -> Primary | None:
     services.recovery_hooks.insert(0, ("qemu-reattach", _reattach))
     tracking = TrackingGuard(services)
     services.hypervisor.subscribe(tracking.on_event)
-    if hasattr(services.hypervisor, "add_pre_start"):
+    if isinstance(services.hypervisor, QemuHypervisor):
         # In this order: the last cycle's own bitmap changes must be restamped before the compare.
         services.hypervisor.add_pre_start(scheduler.before_start)
         services.hypervisor.add_pre_start(tracking.before_start)
+    services.hypervisor.subscribe(scheduler.on_vm_event)  # the last cycle at a clean stop
     return Primary(use_cases, runner, scheduler)
 
 
 async def _reattach(services: Services) -> None:
     hypervisor = services.hypervisor
-    if hypervisor is not None and hasattr(hypervisor, "reattach"):
+    if isinstance(hypervisor, QemuHypervisor):
         adopted = await hypervisor.reattach(services.db.vms.list())
         if adopted:
             log.info("re-attached to running VMs", extra={"fields": {"vms": ",".join(adopted)}})
@@ -140,25 +138,19 @@ def _stamp(disk_id: str, path: str) -> tuple[str, int, int]:
 
 
 async def _recover(services: Services) -> None:
-    primary = getattr(services, "primary", None)
-    if primary is not None:
-        settled = await primary.runner.recover()
-        if settled:
-            log.info("aborted half-done replication cycles", extra={"fields": {"vms": ",".join(settled)}})
+    settled = await services.primary.runner.recover()
+    if settled:
+        log.info("aborted half-done replication cycles", extra={"fields": {"vms": ",".join(settled)}})
 
 
 def start(services: Services) -> None:
     """Start the scheduler (after start-up recovery, on the daemon's loop)."""
-    primary = getattr(services, "primary", None)
-    if primary is not None:
-        primary.scheduler.start()
+    services.primary.scheduler.start()
 
 
 async def stop(services: Services) -> None:
     """Stop the scheduler (a cycle in flight aborts its cut)."""
-    primary = getattr(services, "primary", None)
-    if primary is not None:
-        await primary.scheduler.stop()
+    await services.primary.scheduler.stop()
 
 
 def peer_factory(services: Services) -> Any:
@@ -169,25 +161,30 @@ def peer_factory(services: Services) -> Any:
     services.closers.append(lambda: _close_all(clients))
 
     def make(settings: ReplicationSettings) -> PeerPort:
-        try:
-            from standby.peer.client import PeerClient
-            from standby.peer.tls import PeerTls
-        except ModuleNotFoundError as exc:
-            raise Unavailable("this daemon has no peer client yet", message_id="PeerClientMissing") from exc
-        ca = config.tls.ca_file
-        if ca is None:
-            raise Unavailable("replication needs [tls] ca_file (the site CA) in the configuration",
-                              message_id="PeerTlsMissing")
-        tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
-        host, port = settings.recovery_connection_point, settings.recovery_port or config.peer.port
-        url_host = f"[{host}]" if ":" in host else host
-        url = f"https://{url_host}:{port}"
+        url = peer_url(settings.recovery_connection_point, settings.recovery_port or config.peer.port)
         if url not in clients:  # one connection pool per replica host
-            clients[url] = PeerClient(url, tls)
+            clients[url] = peer_client(config, settings.recovery_connection_point,
+                                       settings.recovery_port or config.peer.port)
         client: PeerPort = clients[url]
         return client
 
     return make
+
+
+def peer_url(host: str, port: int) -> str:
+    """``https://host:port`` (an IPv6 address in brackets)."""
+    url_host = f"[{host}]" if ":" in host else host
+    return f"https://{url_host}:{port}"
+
+
+def peer_client(config: Config, host: str, port: int | None = None) -> PeerClient:
+    """A mutual-TLS client of another host's peer listener; ``Unavailable`` without a site CA."""
+    ca = config.tls.ca_file
+    if ca is None:
+        raise Unavailable("replication needs [tls] ca_file (the site CA) in the configuration",
+                          message_id="PeerTlsMissing")
+    tls = PeerTls(ca, config.listeners.https.cert_file, config.listeners.https.key_file)
+    return PeerClient(peer_url(host, port or config.peer.port), tls)
 
 
 def _close_all(clients: dict[str, Any]) -> None:

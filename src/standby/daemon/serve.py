@@ -39,6 +39,7 @@ from standby.daemon.lockfile import PidLock
 from standby.daemon.tls import ensure_certificate
 from standby.domain.enums import JobState
 from standby.domain.errors import Unavailable
+from standby.hypervisor.qemu.driver import QemuHypervisor
 
 log = logging.getLogger("standby.daemon")
 
@@ -114,11 +115,12 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     await group_wiring.stop(services)
     await primary_wiring.stop(services)
     await _drain_jobs(services, config.jobs.shutdown_grace_seconds, forced=any(s.force_exit for s in servers))
-    if services.hypervisor is not None:
+    hypervisor = services.hypervisor
+    if isinstance(hypervisor, QemuHypervisor):
         if config.hypervisor.stop_vms_on_exit:
-            await services.hypervisor.close()
+            await hypervisor.close()
         else:  # the VMs keep running; the next daemon re-attaches to them
-            await services.hypervisor.detach()
+            await hypervisor.detach()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     if failed and not stop.is_set():

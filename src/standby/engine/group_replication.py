@@ -218,7 +218,9 @@ class GroupReplication:
             self._set(collection.collection_id, state=target)
             return {"ReplicationState": str(int(target))}
 
-        return self._submit(JobType.REPLICATE_STATE_CHANGE, collection, work)
+        # Its own element: cancelling a resync or an initial replication must not wait for that job.
+        return self._submit(JobType.REPLICATE_STATE_CHANGE, collection, work,
+                            element=f"{collection.collection_id}:state")
 
     def submit_resynchronize(self, collection_id: str, start_time: datetime | None,
                              include_suspended: bool) -> Job:
@@ -273,9 +275,9 @@ class GroupReplication:
 
     def _submit(self, job_type: JobType, collection: Collection,
                 work: Callable[[JobHandle], Awaitable[dict[str, str] | None]], *,
-                cancellable: bool = False) -> Job:
+                cancellable: bool = False, element: str | None = None) -> Job:
         label = job_type.name.replace("_", " ").capitalize()
-        return self._jobs.submit(job_type, element_id=collection.collection_id,
+        return self._jobs.submit(job_type, element_id=element or collection.collection_id,
                                  description=f"{label}: {collection.name}", work=work,
                                  cancellable=cancellable)
 

@@ -27,6 +27,4 @@ def build(services: Services) -> ReplicaUseCases:
 
 
 async def _recover(services: Services) -> None:
-    replica: ReplicaUseCases | None = getattr(services, "replica", None)
-    if replica is not None:
-        await replica.applier.recover()
+    await services.replica.applier.recover()

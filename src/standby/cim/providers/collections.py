@@ -2,8 +2,7 @@
 root/HyperVCluster/v2 Msvm_CollectionReplicationService and Msvm_CollectionRecoveryPoint (spec §8).
 
 Management methods are carried out by ``engine.collections.CollectionUseCases``; the group replication methods
-go to the daemon's group engine (``_group_routes.route``: jobs on the collection), and where this daemon has
-none, check the collection rows of the precondition table only.
+by the collection engine entries (``_group_routes.route``).
 """
 
 from __future__ import annotations
@@ -85,10 +84,8 @@ def _collections(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> It
 
 
 def _points(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    groups = getattr(runtime.services, "groups", None)
-    if groups is not None:
-        for collection in runtime.db.collections.list():
-            groups.assembler.points(collection.collection_id)  # drops points retention made incomplete
+    for collection in runtime.db.collections.list():
+        runtime.assembler.points(collection.collection_id)  # drops points retention made incomplete
     for point in runtime.db.collection_points.list():
         yield point_instance(runtime, namespace, point)
 
@@ -132,20 +129,20 @@ def _member_id(call: MethodCall) -> str:
 def define_collection(call: MethodCall) -> MethodResult:
     """DefineCollection(Name, Id, Type) → DefinedCollection."""
     kind = call.param("Type")
-    collection = call.runtime.collections.define(
+    collection = call.runtime.engine.collection_management.define(
         call.param("Name"), call.param("Id"), int(kind) if kind is not None else None)
     return done({"DefinedCollection": naming.collection_path(call.namespace, collection.collection_id)})
 
 
 def add_member(call: MethodCall) -> MethodResult:
     """AddMember(Member, Collection)."""
-    call.runtime.collections.add_member(_collection_id(call), _member_id(call))
+    call.runtime.engine.collection_management.add_member(_collection_id(call), _member_id(call))
     return done()
 
 
 def remove_member(call: MethodCall) -> MethodResult:
     """RemoveMember(Member, Collection)."""
-    call.runtime.collections.remove_member(_collection_id(call), _member_id(call))
+    call.runtime.engine.collection_management.remove_member(_collection_id(call), _member_id(call))
     return done()
 
 
@@ -155,19 +152,19 @@ def remove_member_by_id(call: MethodCall) -> MethodResult:
     if not collection_id:
         raise InvalidParameter("CollectionId is required", message_id="ParameterRequired",
                                parameter="CollectionId")
-    call.runtime.collections.remove_member(collection_id, _member_id(call), missing_ok=True)
+    call.runtime.engine.collection_management.remove_member(collection_id, _member_id(call), missing_ok=True)
     return done()
 
 
 def rename_collection(call: MethodCall) -> MethodResult:
     """RenameCollection(Collection, NewName)."""
-    call.runtime.collections.rename(_collection_id(call), call.param("NewName"))
+    call.runtime.engine.collection_management.rename(_collection_id(call), call.param("NewName"))
     return done()
 
 
 def destroy_collection(call: MethodCall) -> MethodResult:
     """DestroyCollection(Collection)."""
-    call.runtime.collections.destroy(_collection_id(call))
+    call.runtime.engine.collection_management.destroy(_collection_id(call))
     return done()
 
 
@@ -178,15 +175,7 @@ def _replicate(use_case: CollectionUseCase) -> Callable[[MethodCall], MethodResu
     def handler(call: MethodCall) -> MethodResult:
         point = call.referenced("CollectionRecoveryPoint")
         point_id = naming.point_id_of(naming.key(point, "InstanceID")) if point is not None else None
-        if use_case is CollectionUseCase.START_REPLICATION and call.param("InitialReplicationType") is None:
-            raise InvalidParameter("InitialReplicationType is required", message_id="ParameterRequired",
-                                   parameter="InitialReplicationType")
-        collection_id = _collection_id(call)
-        routed = route(use_case, call, collection_id, point_id)
-        if routed is not None:
-            return routed
-        call.runtime.collections.replicate(use_case, collection_id, point_id=point_id)
-        return done()
+        return route(use_case, call, _collection_id(call), point_id)
 
     handler.__doc__ = f"{use_case.value} on a collection (spec §8.1)."
     return handler

@@ -15,8 +15,9 @@ from pywbem import CIMInstance
 from standby.cim import naming
 from standby.cim.backend import RequestContext
 from standby.cim.instances import make_instance
-from standby.cim.providers._base import FunctionProvider, done, job_started, relationship_param, target_vm
+from standby.cim.providers._base import FunctionProvider, relationship_param, target_vm
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
+from standby.cim.providers.replication_service import answer
 from standby.cim.runtime import CimRuntime
 from standby.domain.entities import VirtualMachine
 from standby.domain.enums import EnabledState, RelationshipIndex
@@ -82,21 +83,8 @@ def request_replication_state_change_ex(call: MethodCall) -> MethodResult:
     return _state_change(call, vm.vm_id, int(call.param("RequestedState")), index)
 
 
-#: Requested states the primary side acts on (1 cancel IR, 3 resume, 7 suspend, 9 cancel resync).
-_PRIMARY_STATES = (1, 3, 7, 9)
-
-
 def _state_change(call: MethodCall, vm_id: str, requested: int, index: RelationshipIndex) -> MethodResult:
-    primary = getattr(call.runtime.services, "primary", None)
-    vm = call.runtime.db.vms.get(vm_id)
-    if primary is not None and vm.replication_mode == 1 and requested in _PRIMARY_STATES:
-        return job_started(call, primary.submit_state_change(vm_id, requested, index))
-    planned = getattr(call.runtime.services, "planned", None)
-    if planned is not None and requested in (2, 4):  # as replica / prepare planned failover (helper PF)
-        return job_started(call, planned.planned.submit_as_replica(vm_id) if requested == 2
-                           else planned.planned.submit_prepare(vm_id, index))
-    call.runtime.replication.request_state_change(vm_id, requested, index)
-    return done()
+    return answer(call, call.runtime.engine.replication.request_state_change(vm_id, requested, index))
 
 
 def install(registry: ProviderRegistry, runtime: CimRuntime) -> None:

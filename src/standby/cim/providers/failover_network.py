@@ -28,8 +28,6 @@ from standby.domain.entities import VirtualMachine
 from standby.domain.enums import ProtocolIFType
 from standby.domain.errors import InvalidParameter
 from standby.domain.failover import FailoverNetworkSettings
-from standby.engine.failover import store_network_settings
-from standby.engine.failover_support import FailoverStore
 
 SETTING = "Msvm_FailoverNetworkAdapterSettingData"
 COMPONENT = "Msvm_EthernetPortFailoverSettingDataComponent"
@@ -79,10 +77,9 @@ def _components(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[C
 # -- SetFailoverNetworkAdapterSettings ---------------------------------------------------------------------
 
 
-def store_settings(runtime: CimRuntime, vm: VirtualMachine, instances: list[Any]) -> None:
-    """Parse the embedded instances and store them (``engine.failover.store_network_settings``)."""
-    items = [from_instance(vm, instance) for instance in instances]
-    store_network_settings(FailoverStore(runtime.db, runtime.clock), runtime.replication, vm.vm_id, items)
+def parse_settings(vm: VirtualMachine, instances: list[Any]) -> list[FailoverNetworkSettings]:
+    """The embedded instances of SetFailoverNetworkAdapterSettings in Python words."""
+    return [from_instance(vm, instance) for instance in instances]
 
 
 def from_instance(vm: VirtualMachine, instance: Any) -> FailoverNetworkSettings:

@@ -25,9 +25,7 @@ from standby.domain.enums import JobRequestedState, JobState, StateChangeCode
 
 
 def _description(runtime: CimRuntime, job: Job, language: str) -> str:
-    if runtime.jobs is not None:
-        return runtime.jobs.describe(job, language)
-    return job.description
+    return runtime.engine.jobs.describe(job, language)
 
 
 def error_description(job: Job, language: str) -> str:
@@ -120,11 +118,7 @@ def request_state_change(call: MethodCall) -> MethodResult:
     if requested not in (JobRequestedState.TERMINATE, JobRequestedState.KILL):
         return MethodResult(int(StateChangeCode.NOT_SUPPORTED))
     kill = requested == JobRequestedState.KILL
-    if call.runtime.jobs is not None:
-        return MethodResult(int(call.runtime.jobs.cancel(job.job_id, kill)))
-    if job.state.is_terminal:
-        return MethodResult(int(StateChangeCode.INVALID_STATE_TRANSITION))
-    return MethodResult(int(StateChangeCode.NOT_SUPPORTED))
+    return MethodResult(int(call.runtime.engine.jobs.cancel(job.job_id, kill)))
 
 
 def install(registry: ProviderRegistry, runtime: CimRuntime) -> None:

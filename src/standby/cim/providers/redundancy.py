@@ -21,7 +21,7 @@ from standby.cim.providers._base import FunctionProvider
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
 from standby.cim.runtime import CimRuntime
 from standby.domain.entities import RedundancySet
-from standby.domain.enums import EnabledState, FailoverCode, TypeOfSet
+from standby.domain.enums import EnabledState, TypeOfSet
 from standby.domain.groups import FailoverIndication
 from standby.engine.redundancy import HOST_SET, VM_SET, PeerSystem, RedundancyUseCases
 
@@ -48,14 +48,12 @@ def set_instance(runtime: CimRuntime, namespace: str, rs: RedundancySet) -> CIMI
     })
 
 
-def _engine(runtime: CimRuntime) -> RedundancyUseCases | None:
-    groups = getattr(runtime.services, "groups", None)
-    return getattr(groups, "redundancy", None)
+def _engine(runtime: CimRuntime) -> RedundancyUseCases:
+    return runtime.engine.redundancy
 
 
 def _sets(runtime: CimRuntime) -> list[RedundancySet]:
-    engine = _engine(runtime)
-    return engine.sets() if engine is not None else runtime.db.redundancy_sets.list()
+    return _engine(runtime).sets()
 
 
 def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
@@ -79,7 +77,7 @@ def _peer_instance(runtime: CimRuntime, namespace: str, peer: PeerSystem) -> CIM
 def _peers(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
     engine = _engine(runtime)
     local = {runtime.host.name.upper(), *(vm.vm_id.upper() for vm in runtime.db.vms.list())}
-    for peer in engine.peer_systems() if engine is not None else ():
+    for peer in engine.peer_systems():
         if peer.name.upper() not in local:
             yield _peer_instance(runtime, namespace, peer)
 
@@ -114,10 +112,7 @@ def failover(call: MethodCall) -> MethodResult:
     set_id = str(naming.key(call.target_instance, "InstanceID") or "").removeprefix(_INSTANCE_PREFIX)
     source = naming.key(call.referenced("FailoverFrom"), "Name")
     target = naming.key(call.referenced("FailoverTo"), "Name")
-    engine = _engine(call.runtime)
-    if engine is None:
-        return MethodResult(int(FailoverCode.NOT_SUPPORTED))
-    code = engine.failover_now(set_id, None if source is None else str(source),
+    code = _engine(call.runtime).failover_now(set_id, None if source is None else str(source),
                                None if target is None else str(target))
     return MethodResult(int(code))
 

@@ -17,8 +17,9 @@ from pywbem import CIMInstance
 
 from standby.cim import naming
 from standby.cim.embedded import property_value
-from standby.cim.providers._base import done, job_started, referenced_vm, target_vm
+from standby.cim.providers._base import done, referenced_vm, target_vm
 from standby.cim.providers.registry import MethodCall, MethodResult, ProviderRegistry
+from standby.cim.providers.replication_service import answer
 from standby.cim.providers.vm_settings import (
     RT_DISK_DRIVE,
     RT_ETHERNET,
@@ -29,20 +30,16 @@ from standby.cim.providers.vm_settings import (
     VSMS,
 )
 from standby.cim.runtime import CimRuntime
-from standby.domain.enums import ReplicationMode
 from standby.domain.errors import InvalidParameter, NotSupported
-from standby.engine.vms import DiskRequest, VmRequest, VmUseCases
+from standby.engine.systems import VirtualSystems
+from standby.engine.vms import DiskRequest, VmRequest
 
 #: AllocationUnits strings (DSP1041 programmatic units) and their size in bytes.
 _UNITS = {"byte": 1, "byte*2^10": 1 << 10, "byte*2^20": 1 << 20, "byte*2^30": 1 << 30, "byte*2^40": 1 << 40}
 
 
-def vm_use_cases(runtime: CimRuntime) -> VmUseCases:
-    """The daemon's VM use cases; NotSupported when the runtime has none (no hypervisor)."""
-    vms = getattr(runtime.services, "vms", None)
-    if not isinstance(vms, VmUseCases):
-        raise NotSupported("VM life-cycle operations need the daemon's hypervisor", message_id="NoHypervisor")
-    return vms
+def _systems(call: MethodCall) -> VirtualSystems:
+    return call.runtime.engine.systems
 
 
 def request_state_change(call: MethodCall) -> MethodResult:
@@ -51,8 +48,7 @@ def request_state_change(call: MethodCall) -> MethodResult:
     requested = call.param("RequestedState")
     if requested is None:
         raise InvalidParameter("RequestedState is required", message_id="BadRequestedState")
-    job = vm_use_cases(call.runtime).submit_state_change(vm.vm_id, int(requested))
-    return job_started(call, job)
+    return answer(call, _systems(call).request_state_change(vm.vm_id, int(requested)))
 
 
 def define_system(call: MethodCall) -> MethodResult:
@@ -63,19 +59,14 @@ def define_system(call: MethodCall) -> MethodResult:
     if call.param("ReferenceConfiguration") is not None:
         raise NotSupported("ReferenceConfiguration is not supported", message_id="ReferenceConfigUnsupported")
     request = vm_request(settings, list(call.param("ResourceSettings") or []))
-    vm = vm_use_cases(call.runtime).define(request)
+    vm = _systems(call).define(request)
     return done({"ResultingSystem": naming.system_path(call.namespace, vm.vm_id)})
 
 
 def destroy_system(call: MethodCall) -> MethodResult:
     """``DestroySystem``: remove a stopped VM and the disks standby created for it."""
     vm = referenced_vm(call, "AffectedSystem")
-    failover = getattr(call.runtime.services, "failover", None)
-    if vm.replication_mode == ReplicationMode.TEST_REPLICA and failover is not None:
-        # A test VM: powered off, its overlays and its hold on the recovery point go too (job 103).
-        return job_started(call, failover.drill.submit_remove(vm.vm_id))
-    vm_use_cases(call.runtime).delete(vm.vm_id)
-    return done()
+    return answer(call, _systems(call).destroy(vm.vm_id))
 
 
 def vm_request(settings: CIMInstance, resources: list[CIMInstance]) -> VmRequest:
