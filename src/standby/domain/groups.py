@@ -5,6 +5,8 @@
 - ``assemble``: that decision, from the member points found;
 - ``GroupCycleRecord`` and ``group_statistics``: the collection's cycles and its
   ``Msvm_CollectionReplicationStatistics``;
+- ``failover_unit`` / ``require_member_failover``: a member's own failover operations are refused while its
+  collection is failed over (or prepared for a planned failover) as a whole;
 - ``redundancy_status``: RedundancyStatus of a VM's set from its relationship;
 - ``failover_code``: the seed-000 code (0-4) for an error of ``Msvm_RedundancySet.Failover``;
 - ``FailoverIndication``: one ``Msvm_FailoverIndication`` record per move.
@@ -18,8 +20,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from standby.domain import errors
-from standby.domain.entities import CollectionRecoveryPoint, Relationship
+from standby.domain.entities import Collection, CollectionRecoveryPoint, Relationship
 from standby.domain.enums import (
+    CollectionReplicationState,
     ConsistencyLevel,
     FailoverCode,
     FailoverIndicationType,
@@ -32,9 +35,11 @@ from standby.domain.errors import (
     IncorrectDataType,
     InUse,
     InvalidParameter,
+    InvalidState,
     NotSupported,
     StandbyError,
 )
+from standby.domain.preconditions import Operation
 
 #: The key of a group cut's tag in a log header's ``extra``.
 CUT_TAG_KEY = "collection"
@@ -183,6 +188,47 @@ def group_health(member_health: Iterable[ReplicationHealth]) -> ReplicationHealt
     """A collection is as healthy as its least healthy member."""
     values = [h for h in member_health if h is not ReplicationHealth.NOT_APPLICABLE]
     return max(values, default=ReplicationHealth.NOT_APPLICABLE)
+
+
+# -- failover of a member: the collection is the unit -------------------------------------------------------
+
+#: Collection states that carry a failover of the members as a whole (on the primary: the prepare of a planned
+#: one). Hyper-V then takes failover operations on the collection only, never on one of its members.
+COLLECTION_FAILOVER_STATES = frozenset({
+    CollectionReplicationState.FAILOVER_INITIATED, CollectionReplicationState.RECOVERED,
+    CollectionReplicationState.COMMITTED, CollectionReplicationState.PLANNED_FAILOVER_INITIATED,
+    CollectionReplicationState.PARTIALLY_RECOVERED})
+#: The per-VM operations this concerns, with the method of the collection to use instead.
+MEMBER_FAILOVER_OPERATIONS: Mapping[Operation, str] = {
+    Operation.INITIATE_FAILOVER: "InitiateFailover",
+    Operation.REVERT_FAILOVER: "RevertFailover",
+    Operation.COMMIT_FAILOVER: "CommitFailover",
+}
+
+
+def failover_unit(operation: Operation, collections: Iterable[Collection]) -> Collection | None:
+    """The collection (of those holding the VM) whose failover as a whole rules out ``operation`` on the VM
+    itself, or None when the VM may have it (another operation, or no collection in a failover state)."""
+    if operation not in MEMBER_FAILOVER_OPERATIONS:
+        return None
+    for collection in collections:
+        if collection.replication_state in COLLECTION_FAILOVER_STATES:
+            return collection
+    return None
+
+
+def require_member_failover(operation: Operation, vm_name: str, collections: Iterable[Collection]) -> None:
+    """Raise ``InvalidState`` (32775, ``CollectionIsFailoverUnit``, naming the collection) when
+    ``failover_unit`` finds one; else nothing."""
+    collection = failover_unit(operation, collections)
+    if collection is None:
+        return
+    method = MEMBER_FAILOVER_OPERATIONS[operation]
+    state = int(collection.replication_state)
+    raise InvalidState(f"{vm_name} is a member of collection {collection.name}, which is failed over as a "
+                       f"whole (collection state {state}): call {method} on the collection, not on a member",
+                       message_id="CollectionIsFailoverUnit", vm=vm_name, collection=collection.name,
+                       state=state, method=method)
 
 
 # -- redundancy sets ----------------------------------------------------------------------------------------

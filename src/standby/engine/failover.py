@@ -2,8 +2,9 @@
 settings; test failover lives in ``failover_drill.py``.
 
 Each ``submit_*`` call first runs the precondition table through ``ReplicationUseCases.guard`` (so a refusal
-is the table's code, at once), then starts a job (JobType 97 / 98 / 99). The job bodies (``initiate``,
-``revert``, ``commit``) can be awaited directly too.
+is the table's code, at once) and refuses a member of a collection failed over as a whole (32775: the
+collection's methods are the ones to use), then starts a job (JobType 97 / 98 / 99). The job bodies
+(``initiate``, ``revert``, ``commit``) can be awaited directly too; collection failover does so.
 
 - InitiateFailover: unplanned failovers first ask the primary host whether the VM still runs and refuse
   (32775) if it does, unless forced; an unreachable primary is fine. The relationship shows 12 and records
@@ -55,6 +56,7 @@ from standby.domain.failover import (
     failed_over_type,
     validate_network_settings,
 )
+from standby.domain.groups import require_member_failover
 from standby.domain.health import HealthInputs, Side, evaluate_health
 from standby.domain.intents import IntentKind, commit_intent, failover_intent, parse
 from standby.domain.preconditions import Operation
@@ -150,20 +152,28 @@ class FailoverUseCases:
     def submit_initiate(self, vm_id: str, point_id: str | None, *, force: bool = False) -> Job:
         """InitiateFailover as a JobType 97 job, after the precondition check."""
         target = self.guards.guard(Operation.INITIATE_FAILOVER, vm_id, point_id=point_id)
+        self._not_a_collection_unit(Operation.INITIATE_FAILOVER, target.vm)
         return self._submit(JobType.INITIATE_FAILOVER, target.vm, "FailoverJob",
                             lambda progress: self.initiate(vm_id, point_id, force=force, progress=progress))
 
     def submit_revert(self, vm_id: str) -> Job:
         """RevertFailover as a JobType 98 job, after the precondition check."""
         target = self.guards.guard(Operation.REVERT_FAILOVER, vm_id)
+        self._not_a_collection_unit(Operation.REVERT_FAILOVER, target.vm)
         return self._submit(JobType.REVERT_FAILOVER, target.vm, "RevertFailoverJob",
                             lambda progress: self.revert(vm_id, progress=progress))
 
     def submit_commit(self, vm_id: str) -> Job:
         """CommitFailover as a JobType 99 job, after the precondition check."""
         target = self.guards.guard(Operation.COMMIT_FAILOVER, vm_id)
+        self._not_a_collection_unit(Operation.COMMIT_FAILOVER, target.vm)
         return self._submit(JobType.COMMIT_FAILOVER, target.vm, "CommitFailoverJob",
                             lambda progress: self.commit(vm_id, progress=progress))
+
+    def _not_a_collection_unit(self, operation: Operation, vm: VirtualMachine) -> None:
+        """A member of a collection failed over as a whole takes failover operations through the collection
+        only (``domain.groups.require_member_failover``); the collection's own use cases do not come here."""
+        require_member_failover(operation, vm.name, self.db.collections.containing(vm.vm_id))
 
     # -- InitiateFailover ---------------------------------------------------------------------------------
 
