@@ -15,7 +15,6 @@ from standby.testing.cluster import TwoHosts
 from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost
 from standby.testing.scenario import COMMITTED, RECOVERED, REPLICATING, SYNCED
-from tests.e2e.marks import needs
 
 PLANNED_ROUNDS = 10
 
@@ -40,7 +39,6 @@ def shut_down(host: TestHost, vm_id: str) -> int:
     return stopped
 
 
-@needs(scenario.REPLICATION, scenario.FAILOVER, scenario.COMMIT, scenario.PLANNED)
 def test_failover_revert_failover_commit_reverse_failback(site: TwoHosts, guest: GuestImage) -> None:
     vm = scenario.start_replicating_guest(site, guest, rate=50, interval=2)
     scenario.wait_points(site.b, vm.vm_id, beyond=scenario.head_sequence(site.b, vm.vm_id) + 3)
@@ -86,7 +84,6 @@ def test_failover_revert_failover_commit_reverse_failback(site: TwoHosts, guest:
           f"A resumed at {resumed} and stopped at {stopped}")
 
 
-@needs(scenario.REPLICATION, scenario.PLANNED)
 def test_planned_failover_ten_times_loses_no_record(site: TwoHosts, guest: GuestImage) -> None:
     vm = scenario.start_replicating_guest(site, guest, rate=50, interval=2)
     primary, replica = site.a, site.b
@@ -109,7 +106,6 @@ def test_planned_failover_ten_times_loses_no_record(site: TwoHosts, guest: Guest
     print(f"\n{PLANNED_ROUNDS} planned failovers, {written} records, none lost")
 
 
-@needs(scenario.REPLICATION, scenario.TEST_FAILOVER)
 def test_test_failover_while_the_primary_keeps_writing(site: TwoHosts, guest: GuestImage) -> None:
     vm = scenario.start_replicating_guest(site, guest, rate=50, interval=2)
     scenario.wait_points(site.b, vm.vm_id, beyond=scenario.head_sequence(site.b, vm.vm_id) + 2)

@@ -24,7 +24,6 @@ from standby.testing import cim, guestvm, scenario
 from standby.testing.cluster import TwoHosts
 from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost
-from tests.e2e.marks import needs
 
 CLUSTER = "root/HyperVCluster/v2"
 POINTS_WANTED = 4
@@ -109,7 +108,6 @@ def group_failover(host: TestHost, collection_id: str, point: str) -> dict[str, 
     return dict(job)
 
 
-@needs(scenario.REPLICATION, scenario.FAILOVER)
 def test_collection_failover_to_every_retained_point_keeps_cross_vm_citations(site: TwoHosts,
                                                                               guest: GuestImage) -> None:
     vms = [define_writer(site.a, guest, name, number + 1) for number, name in enumerate(("ga", "gb", "gc"))]

@@ -26,7 +26,6 @@ from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost, peer_session
 from standby.testing.pki import SiteCA
 from standby.testing.scenario import REPLICATING, RESYNC_REQUIRED
-from tests.e2e.marks import needs
 
 CYCLES = 10
 ACCESS_DENIED = 32769
@@ -69,7 +68,6 @@ def assert_cut_equal(site: TwoHosts, vm: GuestVm) -> scenario.CutComparison:
     return cut
 
 
-@needs(scenario.REPLICATION)
 def test_ten_cycles_every_point_is_an_exact_prefix_and_equals_the_cut(
     site: TwoHosts, guest: GuestImage
 ) -> None:
@@ -96,7 +94,6 @@ def test_ten_cycles_every_point_is_an_exact_prefix_and_equals_the_cut(
           f"sha256 {cut.primary_sha256[:16]} on both sides, {cut.replica.records} records; health {health}")
 
 
-@needs(scenario.REPLICATION)
 def test_sigkill_of_either_daemon_mid_transfer_loses_nothing(site: TwoHosts, guest: GuestImage) -> None:
     vm = scenario.start_replicating_guest(site, guest, rate=50, interval=1)
     scenario.wait_points(site.b, vm.vm_id, beyond=scenario.head_sequence(site.b, vm.vm_id) + 1)
@@ -133,7 +130,6 @@ def qemu_pid(host: TestHost, vm_id: str) -> int:
     return found[0]
 
 
-@needs(scenario.REPLICATION, scenario.RESYNC)
 def test_sigkill_of_the_primary_qemu_needs_resync_which_sends_only_differences(
     site: TwoHosts, guest: GuestImage
 ) -> None:
@@ -173,7 +169,6 @@ def guestvm_list(host: TestHost) -> list[dict[str, object]]:
         return list(client.get("/api/v1/vms").json())
 
 
-@needs(scenario.REPLICATION)
 def test_a_host_without_an_authorization_entry_is_refused(guest: GuestImage) -> None:
     with TwoHosts.start(authorize=False) as site:
         conn = site.b.cim()
@@ -185,7 +180,6 @@ def test_a_host_without_an_authorization_entry_is_refused(guest: GuestImage) -> 
         assert not site.close()
 
 
-@needs(scenario.REPLICATION)
 def test_a_certificate_from_another_ca_is_refused(site: TwoHosts, guest: GuestImage) -> None:
     foreign = SiteCA.create(site.root / "foreign", "not-the-site")
     stranger = foreign.issue(site.root / "stranger", site.a.name, (site.a.address,))
@@ -208,7 +202,6 @@ def test_a_certificate_from_another_ca_is_refused(site: TwoHosts, guest: GuestIm
         assert client.get("/peer/v1/ping").json()["caller"] == site.a.name
 
 
-@needs(scenario.REPLICATION)
 def test_replica_storage_location_escapes_are_refused(site: TwoHosts, guest: GuestImage) -> None:
     outside = site.root / "outside"
     outside.mkdir()

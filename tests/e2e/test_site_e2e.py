@@ -10,10 +10,9 @@ import pytest
 import pywbem
 
 from standby.guest.build import GuestImage
-from standby.testing import cim, guestvm, scenario
+from standby.testing import cim, guestvm
 from standby.testing.cluster import TwoHosts, processes_using
 from standby.testing.scenario import connection_point
-from tests.e2e.marks import needs
 
 
 def entries(conn: Any) -> dict[str, str]:
@@ -53,7 +52,6 @@ def test_two_hosts_admit_each_other_and_leave_nothing_behind(mode: str, guest: G
     assert not [ns for ns in namespaces if ns in netns_names()]
 
 
-@needs(scenario.REPLICATION)  # the peer listener lands with replication
 def test_hosts_reach_each_other_over_mutual_tls(site: TwoHosts) -> None:
     for host in site.hosts:
         other = site.other(host)

@@ -181,21 +181,35 @@ def _vm_id(services: Services, ref: str) -> str:
 @router.post("/groups/{ref}/replication", status_code=202, summary="CreateReplicationRelationship (async)")
 def enable_group(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
     """Enable replication of every member to one replica host."""
-    port = body.port or services.config.peer.port
-    settings = ReplicationSettings(body.replica_host, port, interval_seconds=body.interval,
-                                   recovery_history=body.history,
-                                   app_consistent_interval_hours=body.app_consistent_hours,
-                                   compression_enabled=body.compression)
     outcome = services.engine.collections.create_relationship(_collection(services, ref).collection_id,
-                                                              settings, body.element_name)
+                                                              _settings(services, body), body.element_name)
+    return respond(services, outcome, language)
+
+
+@router.put("/groups/{ref}/replication", status_code=202, summary="ModifyReplicationSettings (async)")
+def modify_group(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """New settings for every member."""
+    outcome = services.engine.collections.modify_replication_settings(
+        _collection(services, ref).collection_id, _settings(services, body), body.element_name)
+    return respond(services, outcome, language)
+
+
+@router.post("/groups/{ref}/replication/reverse", status_code=202,
+             summary="ReverseReplicationRelationship of a collection (async)")
+def reverse_group(ref: str, body: EnableBody, services: ServicesDep, language: LanguageDep) -> JSONResponse:
+    """After a planned failover: every member replicates back with these settings."""
+    collection_id = _collection(services, ref).collection_id
+    outcome = services.engine.collections.planned_step(_U.REVERSE_REPLICATION_RELATIONSHIP, collection_id,
+                                                       _settings(services, body))
     return respond(services, outcome, language)
 
 
 @router.post("/groups/{ref}/{action}", status_code=202, summary="Group replication and failover actions")
 def group_action(ref: str, action: str, services: ServicesDep, language: LanguageDep,
                  body: ActionBody | None = None) -> JSONResponse:
-    """start, suspend, resume, cancel-initial, cancel-resync, resync, remove (primary side); failover,
-    revert, commit, test, test-stop (replica side); reset-statistics (either)."""
+    """start, suspend, resume, cancel-initial, cancel-resync, resync, remove, cancel-update-disk-set
+    (primary side); failover, revert, commit, test, test-stop, planned-failover, revert-planned-failover,
+    prepare-reverse (replica side); reset-statistics (either)."""
     given = body or ActionBody()
     collection_id = _collection(services, ref).collection_id
     action_of = _ACTIONS.get(action)
@@ -205,6 +219,13 @@ def group_action(ref: str, action: str, services: ServicesDep, language: Languag
     if action == "test":
         return respond(services, outcome, language, test_group=outcome.resulting_system)
     return respond(services, outcome, language, {"reset": True} if action == "reset-statistics" else None)
+
+
+def _settings(services: Services, body: EnableBody) -> ReplicationSettings:
+    return ReplicationSettings(body.replica_host, body.port or services.config.peer.port,
+                               interval_seconds=body.interval, recovery_history=body.history,
+                               app_consistent_interval_hours=body.app_consistent_hours,
+                               compression_enabled=body.compression)
 
 
 Action = Callable[[CollectionReplicationService, str, ActionBody], Outcome]
@@ -227,6 +248,10 @@ _ACTIONS: dict[str, Action] = {
     "test": lambda s, cid, given: s.test_replica_collection(cid, given.point),
     "test-stop": lambda s, cid, given: s.revert_test_replica_collection(cid),
     "reset-statistics": lambda s, cid, given: s.reset_statistics(cid),
+    "cancel-update-disk-set": lambda s, cid, given: s.cancel_update_disk_set(cid),
+    "planned-failover": lambda s, cid, given: s.planned_step(_U.INITIATE_PLANNED_FAILOVER, cid),
+    "revert-planned-failover": lambda s, cid, given: s.planned_step(_U.REVERT_PLANNED_FAILOVER, cid),
+    "prepare-reverse": lambda s, cid, given: s.planned_step(_U.PREPARE_FOR_REVERSE_REPLICATION, cid),
 }
 
 

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from standby.api.deps import LanguageDep, ServicesDep
 from standby.api.jobs import respond
 from standby.domain.cycles import parse_bandwidth_window
-from standby.domain.entities import Relationship, ReplicationSettings, VirtualMachine
+from standby.domain.entities import AuthorizationEntry, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import (
     AuthenticationType,
     InitialReplicationType,
@@ -263,6 +263,24 @@ def failback(ref: str, services: ServicesDep, language: LanguageDep) -> JSONResp
     """Provider-driven failback (refused: standby fails back with reverse replication)."""
     vm = _vm(services, ref)
     return respond(services, services.engine.replication.initiate_failback(vm.vm_id), language)
+
+
+class AuthorizationBody(BaseModel):
+    """Msvm_ReplicationAuthorizationSettingData: the primary host an entry admits, where its replicas go."""
+
+    host: str = Field(min_length=1, max_length=255, description="AllowedPrimaryHostSystem (may use *)")
+    storage: str = Field(default="", max_length=4096, description="ReplicaStorageLocation")
+    trust_group: str = Field(default="DEFAULT", max_length=255)
+
+
+@router.put(VM + "/authorization", summary="SetAuthorizationEntry (bind a replica VM to an entry)")
+def set_authorization(ref: str, body: AuthorizationBody, services: ServicesDep) -> dict[str, Any]:
+    """Bind the replica VM to the authorization entry of its primary host (created when missing)."""
+    vm = _vm(services, ref)
+    entry = services.engine.replication.set_authorization_entry(
+        vm.vm_id, AuthorizationEntry(body.host, body.trust_group, body.storage))
+    return {"host": entry.allowed_primary_host, "storage": entry.storage_location,
+            "trust_group": entry.trust_group}
 
 
 _ACTIONS = {"suspend": 7, "resume": 3, "cancel-initial": 1, "cancel-resync": 9}

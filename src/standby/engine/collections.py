@@ -3,8 +3,7 @@
 Management works on stored data: define, add/remove members, rename, destroy. ``guard`` is the precondition
 table's verdict (collection rows of ``domain.preconditions``) for a group replication use case; the use
 cases themselves live in ``group_replication.py`` (primary), ``group_failover.py`` (replica) and
-``group_cycle.py`` (group-consistent cuts). ``replicate`` is the guard alone, for a daemon without those
-engines (it still says "not implemented yet" for a use case missing from ``IMPLEMENTED_OPERATIONS``).
+``group_cycle.py`` (group-consistent cuts), and surfaces reach them through ``collection_service.py``.
 
 Facts for a collection: mode and state are the collection's; ``vm_state`` is Disabled only when every
 member is off; ``replication_received`` means a group recovery point exists; ``test_system_exists`` means a
@@ -28,7 +27,7 @@ from standby.domain.enums import (
 )
 from standby.domain.errors import InUse, InvalidParameter, InvalidState, NotSupported
 from standby.domain.preconditions import Operation, PreconditionFacts, require
-from standby.engine.operations import IMPLEMENTED_OPERATIONS, CollectionUseCase, not_implemented
+from standby.engine.operations import CollectionUseCase
 from standby.store.sqlite import Database
 
 Clock = Callable[[], datetime]
@@ -102,17 +101,6 @@ class CollectionUseCases:
             raise ValueError(f"{use_case.value} is not a group replication use case")
         require(operation, self.facts(operation, collection_id, point_id=point_id))
         return self._db.collections.get(collection_id)
-
-    def replicate(
-        self, use_case: CollectionUseCase, collection_id: str, *, point_id: str | None = None
-    ) -> None:
-        """A group replication use case's guard alone (``NotImplementedYet`` when it is not implemented)."""
-        operation = GUARDS.get(use_case)
-        if operation is None:
-            raise ValueError(f"{use_case.value} is not a group replication use case")
-        require(operation, self.facts(operation, collection_id, point_id=point_id))
-        if use_case not in IMPLEMENTED_OPERATIONS:
-            raise not_implemented(use_case)
 
     def _test_collection_exists(self, collection: Collection) -> bool:
         wanted = f"{collection.name} - Test"

@@ -1,10 +1,9 @@
-"""The per-VM replication use cases (spec §3, §4): guards first, then the operation.
+"""The guards of per-VM replication (spec §3, §4), the replication service's own settings, and the primary
+side's relationship use cases (``PrimaryReplication``). Surfaces call ``engine.service`` instead.
 
-``ReplicationUseCases`` is the one facade the CIM providers, the REST API and the CLI call. Each guarded use
-case loads the VM and the relationship it targets from the store, builds ``PreconditionFacts`` and calls
-``domain.preconditions.require`` — so a refusal (32775 wrong state, 32774 a job runs, 32773 bad recovery
-point) is always the table's verdict. Use cases of later issues then raise ``NotSupported`` (32770,
-``NotImplementedYet``); ``IMPLEMENTED_OPERATIONS`` (``engine/operations.py``) lists the ones that work.
+``ReplicationUseCases.guard`` loads the VM and the relationship an operation targets from the store, builds
+``PreconditionFacts`` and calls ``domain.preconditions.require`` — so a refusal (32775 wrong state, 32774 a
+job runs, 32773 bad recovery point) is always the table's verdict.
 
 Facts derived from the store (choices where the entities carry no explicit flag):
 - ``replication_received``: the targeted relationship has a ``last_replication_time``;
@@ -68,12 +67,10 @@ from standby.engine import statistics
 from standby.engine.capture import included_disks
 from standby.engine.cycle import CycleResult, CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
-from standby.engine.operations import IMPLEMENTED_OPERATIONS, UseCase, not_implemented
 from standby.engine.statistics import HealthIssue, StatisticsReport, monitoring_window
 from standby.store.sqlite import Database
 
-__all__ = ["IMPLEMENTED_OPERATIONS", "HealthIssue", "ReplicationUseCases", "StatisticsReport", "UseCase",
-           "monitoring_window"]
+__all__ = ["HealthIssue", "ReplicationUseCases", "StatisticsReport", "monitoring_window"]
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -187,97 +184,14 @@ class ReplicationUseCases:
         point = self._db.recovery_points.find(point_id)
         return point is not None and point.vm_id == vm_id and point.kind.is_recovery_point
 
-    # -- per-VM use cases of later issues: guard, then "not implemented yet" ---------------------------------
-
-    def _later(self, use_case: UseCase, operation: Operation, vm_id: str, **kwargs: object) -> None:
-        index = kwargs.get("index")
-        point = kwargs.get("point_id")
-        self.guard(operation, vm_id, index=index if isinstance(index, RelationshipIndex) else None,
-                   point_id=point if isinstance(point, str) else None)
-        if use_case not in IMPLEMENTED_OPERATIONS:
-            raise not_implemented(use_case)
-
-    def create_relationship(self, vm_id: str, settings: ReplicationSettings) -> None:
-        """Enable replication (primary on a plain VM, extended on a replica VM)."""
-        vm = self._db.vms.get(vm_id)
-        extended = vm.replication_mode == ReplicationMode.REPLICA
-        operation = Operation.CREATE_EXTENDED_RELATIONSHIP if extended else Operation.CREATE_RELATIONSHIP
-        self._later(UseCase.CREATE_REPLICATION_RELATIONSHIP, operation, vm_id)
-
-    def start_replication(self, vm_id: str, initial_type: int, export_location: str | None,
-                          start_time: datetime | None) -> None:
-        """Start initial replication."""
-        self._later(UseCase.START_REPLICATION, Operation.START_REPLICATION, vm_id)
-
-    def import_initial_replica(self, vm_id: str, location: str) -> None:
-        """Import exported initial replication data on the replica."""
-        if not location:
-            raise InvalidParameter("InitialReplicationImportLocation must name a folder",
-                                   message_id="ImportLocationMissing")
-        self._later(UseCase.IMPORT_INITIAL_REPLICA, Operation.IMPORT_INITIAL_REPLICA, vm_id)
-
-    def initiate_failover(self, vm_id: str, point_id: str | None) -> None:
-        """Fail over to a recovery point (None = the latest)."""
-        self._later(UseCase.INITIATE_FAILOVER, Operation.INITIATE_FAILOVER, vm_id, point_id=point_id)
-
-    def test_replica_system(self, vm_id: str, point_id: str | None) -> None:
-        """Create a test VM from a recovery point (None = the latest)."""
-        self._later(UseCase.TEST_REPLICA_SYSTEM, Operation.TEST_REPLICA_SYSTEM, vm_id, point_id=point_id)
-
-    def revert_failover(self, vm_id: str) -> None:
-        """Undo a failover (or a prepared planned failover on a primary)."""
-        self._later(UseCase.REVERT_FAILOVER, Operation.REVERT_FAILOVER, vm_id)
-
-    def commit_failover(self, vm_id: str) -> None:
-        """Make a failover permanent."""
-        self._later(UseCase.COMMIT_FAILOVER, Operation.COMMIT_FAILOVER, vm_id)
-
-    def reverse_replication(self, vm_id: str, settings: ReplicationSettings) -> None:
-        """Reverse replication of a failed-over VM."""
-        self._later(UseCase.REVERSE_REPLICATION_RELATIONSHIP, Operation.REVERSE_REPLICATION, vm_id)
-
-    def change_mode_to_primary(self, vm_id: str, index: RelationshipIndex) -> None:
-        """Turn a committed replica's extended relationship into its primary one."""
-        self._later(UseCase.CHANGE_REPLICATION_MODE_TO_PRIMARY, Operation.CHANGE_MODE_TO_PRIMARY, vm_id,
-                    index=index)
-
-    def remove_relationship(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
-        """Remove a relationship."""
-        self._later(UseCase.REMOVE_REPLICATION_RELATIONSHIP, Operation.REMOVE_RELATIONSHIP, vm_id,
-                    index=index)
-
-    def modify_replication_settings(self, vm_id: str, settings: ReplicationSettings) -> None:
-        """Change the settings of a relationship (the extended one on a replica VM)."""
-        self._later(UseCase.MODIFY_REPLICATION_SETTINGS, Operation.MODIFY_REPLICATION_SETTINGS, vm_id)
-
-    def resynchronize(self, vm_id: str, start_time: datetime | None) -> None:
-        """Resynchronize a relationship."""
-        self._later(UseCase.RESYNCHRONIZE, Operation.RESYNCHRONIZE, vm_id)
-
-    def set_failover_network_settings(self, vm_id: str, count: int) -> None:
-        """Store the IP settings the guest gets after a failover."""
-        self._later(UseCase.SET_FAILOVER_NETWORK_ADAPTER_SETTINGS, Operation.SET_FAILOVER_NETWORK_SETTINGS,
-                    vm_id)
+    # -- statistics -----------------------------------------------------------------------------------
 
     def reset_statistics(self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
         """ResetReplicationStatistics[Ex]: counting starts again now (a Warning health may clear)."""
-        self._later(UseCase.RESET_REPLICATION_STATISTICS, Operation.RESET_REPLICATION_STATISTICS, vm_id,
-                    index=index)
+        self.guard(Operation.RESET_REPLICATION_STATISTICS, vm_id, index=index)
         now = self._clock()
         self._db.cycles.reset(vm_id, int(index), now)
         statistics.refresh_health(self._db, vm_id, index, now)
-
-    def initiate_failback(self, vm_id: str, point_identifier: str | None) -> None:
-        """Provider-driven failback of a recovery VM."""
-        self._later(UseCase.INITIATE_FAILBACK, Operation.INITIATE_FAILBACK, vm_id)
-
-    def request_state_change(self, vm_id: str, requested_state: int,
-                             index: RelationshipIndex = RelationshipIndex.PRIMARY) -> None:
-        """RequestReplicationStateChange[Ex]: 1 cancel IR, 2 as replica, 3 resume, 4 prepare, 7 suspend, 9."""
-        operation = operation_for_requested_state(requested_state)
-        self._later(UseCase.REQUEST_REPLICATION_STATE_CHANGE, operation, vm_id, index=index)
-
-    # -- implemented: statistics ----------------------------------------------------------------------------
 
     def replication_statistics(
         self, vm_id: str, index: RelationshipIndex = RelationshipIndex.PRIMARY
@@ -290,7 +204,7 @@ class ReplicationUseCases:
                            message_id="ObjectNotFound", kind="Relationship", key=f"{vm_id}/{int(index)}")
         return statistics.report(self._db, relationship, self._clock())
 
-    # -- implemented: the replication service -------------------------------------------------------------
+    # -- the replication service -------------------------------------------------------------------------
 
     def service_settings(self) -> ServiceSettings:
         """The replication service settings of this host."""

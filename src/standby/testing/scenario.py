@@ -1,9 +1,6 @@
 """The steps of the replication and failover story, as a WMI script would run them against the two hosts.
 
-Every step is a Hyper-V method over CIM-XML (pywbem, HTTPS) that waits for its job. ``missing(...)`` says
-which of the engine use cases a step needs are not implemented yet in this checkout
-(``engine.operations.IMPLEMENTED_OPERATIONS``), so tests skip and the demo says "not available yet" on
-exactly that condition.
+Every step is a Hyper-V method over CIM-XML (pywbem, HTTPS) that waits for its job.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from typing import Any, TypeVar
 
 import pywbem
 
-from standby.engine.operations import UseCase, is_implemented
 from standby.guest.build import GuestImage
 from standby.testing import cim, guestvm
 from standby.testing.cluster import TwoHosts
@@ -34,21 +30,6 @@ RECOVERED = 5
 COMMITTED = 6
 RESYNC_REQUIRED = 9
 HEALTH_CRITICAL = 3
-
-REPLICATION = (UseCase.CREATE_REPLICATION_RELATIONSHIP, UseCase.START_REPLICATION)
-FAILOVER = (UseCase.INITIATE_FAILOVER, UseCase.REVERT_FAILOVER)
-COMMIT = (UseCase.COMMIT_FAILOVER,)
-REVERSE = (UseCase.REVERSE_REPLICATION_RELATIONSHIP,)
-PLANNED = (UseCase.REQUEST_REPLICATION_STATE_CHANGE, UseCase.INITIATE_FAILOVER,
-           UseCase.REVERSE_REPLICATION_RELATIONSHIP)
-TEST_FAILOVER = (UseCase.TEST_REPLICA_SYSTEM,)
-RESYNC = (UseCase.RESYNCHRONIZE,)
-
-
-def missing(*use_cases: UseCase) -> list[str]:
-    """The names of those use cases that are not implemented yet (empty: all work)."""
-    return [u.value for u in use_cases if not is_implemented(u)]
-
 
 def poll(what: str, probe: Callable[[], T | None], *, timeout: float, interval: float = 0.5) -> T:
     """Call ``probe`` until it answers something other than None/False; raise with ``what`` on timeout."""
