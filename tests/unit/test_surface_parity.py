@@ -108,7 +108,8 @@ VM_OPERATIONS = [
 ]
 
 GROUP = "/api/v1/groups/GROUP-1"
-GROUP_SETTINGS = {"element_name": "group", "replica_host": "replica.example.com", "port": 8443, "interval": 300}
+GROUP_SETTINGS = {"element_name": "group", "replica_host": "replica.example.com", "port": 8443,
+                  "interval": 300}
 
 
 def _collection_settings() -> str:
@@ -117,16 +118,20 @@ def _collection_settings() -> str:
                     ReplicationInterval=Uint16(300))
 
 
+def _collection_params() -> dict[str, object]:
+    return {"CollectionReplicationSettingData": _collection_settings()}
+
+
 def _group(method: str, **params: object) -> Callable[[], tuple[str, dict[str, object]]]:
     return lambda: (method, params)
 
 
 COLLECTION_OPERATIONS = [
     Operation("CreateReplicationRelationship",
-              lambda: ("CreateReplicationRelationship", {"CollectionReplicationSettingData": _collection_settings()}),
+              lambda: ("CreateReplicationRelationship", _collection_params()),
               ("post", f"{GROUP}/replication", GROUP_SETTINGS)),
     Operation("ModifyReplicationSettings",
-              lambda: ("ModifyReplicationSettings", {"CollectionReplicationSettingData": _collection_settings()}),
+              lambda: ("ModifyReplicationSettings", _collection_params()),
               ("put", f"{GROUP}/replication", GROUP_SETTINGS)),
     Operation("StartReplication", _group("StartReplication", InitialReplicationType="1"),
               ("post", f"{GROUP}/start", {"type": 1})),
@@ -153,8 +158,7 @@ COLLECTION_OPERATIONS = [
     Operation("PrepareForReverseReplication", _group("PrepareForReverseReplication"),
               ("post", f"{GROUP}/prepare-reverse", None)),
     Operation("ReverseReplicationRelationship",
-              lambda: ("ReverseReplicationRelationship",
-                       {"CollectionReplicationSettingData": _collection_settings()}),
+              lambda: ("ReverseReplicationRelationship", _collection_params()),
               ("post", f"{GROUP}/replication/reverse", GROUP_SETTINGS)),
     Operation("ResetReplicationStatistics", _group("ResetReplicationStatistics"),
               ("post", f"{GROUP}/reset-statistics", None)),
@@ -212,11 +216,13 @@ def effect(world: World) -> tuple[object, ...]:
     db = world.db
     names = {vm.vm_id: vm.name for vm in db.vms.list()}
     return (
-        sorted((vm.name, int(vm.replication_mode), int(vm.enabled_state), len(vm.disks)) for vm in db.vms.list()),
+        sorted((vm.name, int(vm.replication_mode), int(vm.enabled_state), len(vm.disks))
+               for vm in db.vms.list()),
         sorted((names.get(r.vm_id, r.vm_id), int(r.index), int(r.state), int(r.health), r.intent or "",
                 r.settings) for r in db.relationships.list()),
         sorted((p.vm_id, p.sequence) for p in db.recovery_points.list()),
-        sorted((int(j.job_type), names.get(j.element_id.split(":")[0], j.element_id)) for j in db.jobs.list()),
+        sorted((int(j.job_type), names.get(j.element_id.split(":")[0], j.element_id))
+               for j in db.jobs.list()),
         sorted((s.nic_id, s.ip_addresses, s.subnets, s.dhcp_enabled) for s in db.failover_network.list()),
         sorted((e.allowed_primary_host, e.storage_location, e.trust_group) for e in db.auth_entries.list()),
         sorted((c.name, int(c.replication_mode), int(c.replication_state)) for c in db.collections.list()),
