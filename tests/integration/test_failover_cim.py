@@ -10,7 +10,6 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,8 +25,6 @@ from standby.domain.enums import (
 )
 from standby.engine import failover as failover_module
 from standby.engine.failover import FailoverUseCases
-from standby.engine.jobs import JobManager
-from standby.engine.replication import ReplicationUseCases
 from standby.hypervisor.fake import FakeHypervisor
 from tests.integration.test_failover_support import (
     VM_ID,
@@ -84,19 +81,17 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Site:
-    world = make_world()
+    world = make_world(loop=loop, world_clock=clock)
     replica = make_replica(tmp_path, world.db)
-    jobs = JobManager(world.db, clock, loop=loop)
-    world.runtime.jobs = jobs
-    hv = FakeHypervisor()
     running: list[bool] = []
 
     async def probe(vm: VirtualMachine, relationship: Relationship) -> bool | None:
         return running[-1] if running else None
 
-    failover = FailoverUseCases(world.db, clock, jobs, hv, ReplicationUseCases(world.db, clock),
-                                primary_probe=probe)
-    world.runtime.services = SimpleNamespace(failover=failover)
+    failover = world.services.failover
+    failover.primary_probe = probe
+    hv = world.services.hypervisor
+    assert isinstance(hv, FakeHypervisor)
     return Site(world, replica, failover, hv, loop, running)
 
 

@@ -6,7 +6,7 @@ constructs these objects, so swapping an implementation is a change here only.
 
 Start-up recovery: ``Services.recover()`` first ends jobs a previous daemon left running
 (``JobManager.recover_after_restart``), then runs the registered recovery hooks in order. A use case that
-keeps intent state (spec: "an intent state is written before side effects") registers its hook here with
+keeps intent state (DESIGN §3: "an intent state is written before side effects") registers its hook here with
 one line, ``services.add_recovery_hook("name", hook)``, inside ``build_services``; a hook is
 ``hook(services)`` returning None or an awaitable. A failing hook is logged and does not stop the daemon.
 """
@@ -204,9 +204,9 @@ def _build_engine(services: Services) -> Engine:
     db, clock, groups = services.db, services.clock, services.groups
     replication = ReplicationService(
         db, clock, services.jobs,
-        guards=ReplicationUseCases(db, clock, certificate_path=services.config.listeners.https.cert_file),
-        primary=services.primary.use_cases, failover=services.failover, planned=services.planned,
-        replica=services.replica, connection_tester=services.connection_tester)
+        ReplicationUseCases(db, clock, certificate_path=services.config.listeners.https.cert_file),
+        services.primary.use_cases, services.failover, services.planned, services.replica,
+        services.connection_tester)
     collections = CollectionReplicationService(db, clock, groups.management, groups.replication,
                                                groups.failover)
     return Engine(replication=replication, collections=collections, collection_management=groups.management,

@@ -82,23 +82,19 @@ def started(job: Job, resulting_system: str | None = None) -> Outcome:
 DONE = Outcome()
 
 
+@dataclass(eq=False)
 class ReplicationService:
     """Msvm_ReplicationService and Msvm_ComputerSystem.RequestReplicationStateChange[Ex], one entry each."""
 
-    def __init__(
-        self, db: Database, clock: Clock, jobs: JobManager, *, guards: ReplicationUseCases,
-        primary: PrimaryReplication, failover: FailoverUseCases, planned: PlannedServices,
-        replica: ReplicaUseCases, connection_tester: ReplicationConnectionTester,
-    ) -> None:
-        self._db = db
-        self._clock = clock
-        self._jobs = jobs
-        self.guards = guards
-        self._primary = primary
-        self._failover = failover
-        self._planned = planned
-        self._replica = replica
-        self._tester = connection_tester
+    _db: Database
+    _clock: Clock
+    _jobs: JobManager
+    guards: ReplicationUseCases
+    _primary: PrimaryReplication
+    _failover: FailoverUseCases
+    _planned: PlannedServices
+    _replica: ReplicaUseCases
+    _tester: ReplicationConnectionTester
 
     # -- relationships -----------------------------------------------------------------------------------
 
