@@ -1,7 +1,8 @@
 """The required table-driven matrix: every replication method × every mode × every state → the exact code.
 
 Cases are generated from the precondition table (``domain.preconditions.RULES``), not picked by hand: for
-every method of spec §3 (per-VM), §4 (every RequestedState) and §8.1 (collections), the VM or collection is
+every method of hyperv-api §3 (per-VM), §4 (every RequestedState) and §8.1 (collections), the VM or
+collection is
 put in the store in each ReplicationMode × ReplicationState (and, where the rule looks at them, VM on/off, "a
 replication was received", an extended relationship, a running job); the method is invoked through the real
 object manager with pywbem values (REFs as CIMInstanceName, embedded instances as CIM-XML text, scalars
@@ -315,7 +316,7 @@ def test_unsupported_requested_state_is_invalid_parameter(world: World, method: 
     assert code == 32773
 
 
-# -- collections (spec §8.1) ---------------------------------------------------------------------------------
+# -- collections (hyperv-api §8.1) ---------------------------------------------------------------------------
 
 
 def _collection_params(use_case: CollectionUseCase) -> dict[str, object]:

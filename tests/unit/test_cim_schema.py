@@ -219,7 +219,8 @@ def test_namespaces_hold_their_classes() -> None:
     schema = load_schema()
     assert set(schema.namespaces) >= {VIRT, CLUSTER, INTEROP_NAMESPACE}
     assert schema.find_class(CLUSTER, "Msvm_CollectionReplicationService") is not None
-    assert schema.find_class(VIRT, "Msvm_CollectionReplicationService") is None  # cluster only (spec §1)
+    # cluster only (hyperv-api §1)
+    assert schema.find_class(VIRT, "Msvm_CollectionReplicationService") is None
     assert schema.find_class(VIRT, "Msvm_ReplicationService") is not None
     for ns in (VIRT, CLUSTER):
         for classname in ("Msvm_ComputerSystem", "Msvm_ConcreteJob", "Msvm_VirtualSystemCollection",

@@ -1,4 +1,4 @@
-"""Health policy (spec §6.2): a table of (inputs, now) → verdict, with ``now`` passed in."""
+"""Health policy (hyperv-api §6.2): a table of (inputs, now) → verdict, with ``now`` passed in."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The precondition table against the API reference (``docs/hyperv-api.md``).
 
-The expectation for every row of spec §10 is built from the markdown table itself (the "Mode required" and
-"State required" columns, plus the "VM Off" / "received" / "extended" words), not from the implementation;
+The expectation for every row of hyperv-api §10 is built from the markdown table itself (the "Mode required"
+and "State required" columns, plus the "VM Off" / "received" / "extended" words), not from the implementation;
 ``check`` must agree on every mode × state × VM on/off × received combination. Explicit tables cover the
 "Other" checks, the operations §10 does not list, the collection methods and the target states.
 """
@@ -45,7 +45,7 @@ IDX = RelationshipIndex
 ON, OFF = EnabledState.ENABLED, EnabledState.DISABLED
 
 # ------------------------------------------------------------------------------------------------------
-# An independent reading of spec §10
+# An independent reading of hyperv-api §10
 # ------------------------------------------------------------------------------------------------------
 
 #: Row label prefix in §10 → the operation it describes (the only link between spec words and our enum).
@@ -401,7 +401,7 @@ def test_operations_outside_section_10(operation, mode, state, expected) -> None
     assert check(operation, PreconditionFacts(mode=mode, state=state)) == expected
 
 
-# Collections (spec §8.1, §9.10): (operation, mode, collection state, extra facts, expected)
+# Collections (hyperv-api §8.1, §9.10): (operation, mode, collection state, extra facts, expected)
 COLLECTION_CASES = [
     (Operation.COLLECTION_CREATE_RELATIONSHIP, M.NONE, C.DISABLED, {}, None),
     (Operation.COLLECTION_CREATE_RELATIONSHIP, M.NONE, None, {}, None),

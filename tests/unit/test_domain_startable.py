@@ -1,4 +1,5 @@
-"""``domain.replica.check_startable``: who may start (spec §5.8), for every replication mode and state."""
+"""``domain.replica.check_startable``: who may start (hyperv-api §5.8), for every replication mode and
+state."""
 
 from __future__ import annotations
 

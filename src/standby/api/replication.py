@@ -79,7 +79,7 @@ def test_connection(
 
 
 class EnableBody(BaseModel):
-    """Enable-VMReplication: the replica host and the relationship's settings (spec §5.1)."""
+    """Enable-VMReplication: the replica host and the relationship's settings (hyperv-api §5.1)."""
 
     replica: str = Field(min_length=1, max_length=255, description="replica host name (its certificate name)")
     port: int = Field(default=8443, ge=1, le=65535, description="its peer (mutual TLS) port")

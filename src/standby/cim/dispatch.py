@@ -41,7 +41,7 @@ InstanceFinder = Callable[[CIMInstanceName], CIMInstance | None]
 class CodeTable(Enum):
     """Which return-code table a method uses (decided from its ValueMap)."""
 
-    STANDARD = "standard"  # spec §2.3: 0, 4096, 32768-32779
+    STANDARD = "standard"  # hyperv-api §2.3: 0, 4096, 32768-32779
     STATE_CHANGE = "state_change"  # CIM RequestStateChange: 0-6, 4096-4099
     BINARY = "binary"  # 0 done, 1 not supported
     FAILOVER = "failover"  # 0-4 of CIM_RedundancySet.Failover

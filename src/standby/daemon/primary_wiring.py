@@ -78,7 +78,7 @@ async def _reattach(services: Services) -> None:
             log.info("re-attached to running VMs", extra={"fields": {"vms": ",".join(adopted)}})
 
 
-#: Relationship states in which lost change tracking means a resynchronization (spec §9.7).
+#: Relationship states in which lost change tracking means a resynchronization (hyperv-api §9.7).
 _TRACKED = frozenset({ReplicationState.REPLICATING, ReplicationState.SUSPENDED,
                       ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION, ReplicationState.CRITICAL})
 

@@ -188,7 +188,7 @@ def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier
 
 
 def _peer_server(config: Config, services: Services) -> _Server:
-    """The host-to-host listener (mutual TLS, ``/peer/v1`` only): helper R's ``peer.app``."""
+    """The host-to-host listener (mutual TLS, ``/peer/v1`` only): ``peer.app``."""
     from standby.peer.app import peer_uvicorn_config
 
     return _Server(peer_uvicorn_config(config, services))

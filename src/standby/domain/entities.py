@@ -29,7 +29,7 @@ from standby.domain.enums import (
     VirtualSystemType,
 )
 
-#: Hyper-V's default TimeBeforeRemoval for finished jobs (spec §7).
+#: Hyper-V's default TimeBeforeRemoval for finished jobs (hyperv-api §7).
 DEFAULT_TIME_BEFORE_REMOVAL = timedelta(minutes=5)
 
 
@@ -82,7 +82,7 @@ class VirtualMachine:
 
 @dataclass(frozen=True, slots=True)
 class ReplicationSettings:
-    """``Msvm_ReplicationSettingData`` in Python words (spec §5.1); our extensions are marked."""
+    """``Msvm_ReplicationSettingData`` in Python words (hyperv-api §5.1); our extensions are marked."""
 
     recovery_connection_point: str = ""
     recovery_port: int = 0
@@ -105,7 +105,7 @@ class ReplicationSettings:
 
 @dataclass(frozen=True, slots=True)
 class Relationship:
-    """``Msvm_ReplicationRelationship``: one replication direction of one VM (spec §5.4)."""
+    """``Msvm_ReplicationRelationship``: one replication direction of one VM (hyperv-api §5.4)."""
 
     vm_id: str
     index: RelationshipIndex
@@ -132,7 +132,7 @@ class Relationship:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryPoint:
-    """A retained, bootable state of a replica (a ``…Snapshot:Replica:*`` VSSD, spec §5.9)."""
+    """A retained, bootable state of a replica (a ``…Snapshot:Replica:*`` VSSD, hyperv-api §5.9)."""
 
     point_id: str
     vm_id: str
@@ -151,7 +151,7 @@ class RecoveryPoint:
 
 @dataclass(frozen=True, slots=True)
 class Collection:
-    """``Msvm_VirtualSystemCollection``: VMs replicated with one consistent cut (spec §8.5)."""
+    """``Msvm_VirtualSystemCollection``: VMs replicated with one consistent cut (hyperv-api §8.5)."""
 
     collection_id: str
     name: str
@@ -165,7 +165,7 @@ class Collection:
 
 @dataclass(frozen=True, slots=True)
 class CollectionRecoveryPoint:
-    """``Msvm_CollectionRecoveryPoint``: one group cut, applied on every member (spec §8.3)."""
+    """``Msvm_CollectionRecoveryPoint``: one group cut, applied on every member (hyperv-api §8.3)."""
 
     point_id: str
     collection_id: str
@@ -177,7 +177,7 @@ class CollectionRecoveryPoint:
 
 @dataclass(frozen=True, slots=True)
 class RedundancySet:
-    """``Msvm_RedundancySet``: interchangeable elements with one active member (spec §8.8)."""
+    """``Msvm_RedundancySet``: interchangeable elements with one active member (hyperv-api §8.8)."""
 
     set_id: str
     name: str
@@ -189,7 +189,7 @@ class RedundancySet:
 
 @dataclass(frozen=True, slots=True)
 class AuthorizationEntry:
-    """``Msvm_ReplicationAuthorizationSettingData`` (spec §5.3)."""
+    """``Msvm_ReplicationAuthorizationSettingData`` (hyperv-api §5.3)."""
 
     allowed_primary_host: str
     trust_group: str
@@ -198,7 +198,7 @@ class AuthorizationEntry:
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
-    """``Msvm_ReplicationServiceSettingData`` (spec §5.2)."""
+    """``Msvm_ReplicationServiceSettingData`` (hyperv-api §5.2)."""
 
     recovery_server_enabled: bool = False
     allowed_authentication_type: AllowedAuthenticationType = AllowedAuthenticationType.NOT_DEFINED
@@ -211,7 +211,7 @@ class ServiceSettings:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """``Msvm_ConcreteJob``: a long operation and its outcome (spec §7)."""
+    """``Msvm_ConcreteJob``: a long operation and its outcome (hyperv-api §7)."""
 
     job_id: str
     job_type: JobType

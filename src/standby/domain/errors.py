@@ -76,7 +76,7 @@ class InUse(StandbyError):
 
 
 class InvalidState(StandbyError):
-    """The element's mode or state does not allow the operation (spec §10)."""
+    """The element's mode or state does not allow the operation (hyperv-api §10)."""
 
     code = ReturnCode.INVALID_STATE
 

@@ -1,4 +1,4 @@
-"""Failover rules that need no I/O: failover IP settings (spec §5.7), the failed-over type, file layout.
+"""Failover rules that need no I/O: failover IP settings (hyperv-api §5.7), the failed-over type, file layout.
 
 ``FailoverNetworkSettings`` is ``Msvm_FailoverNetworkAdapterSettingData`` in Python words, one per NIC of a
 VM. ``validate_network_settings`` checks one (mandatory fields, address syntax, parallel arrays, address
@@ -15,7 +15,7 @@ from pathlib import PurePath
 from standby.domain.enums import ProtocolIFType, ReplicationType, VirtualSystemType
 from standby.domain.errors import InvalidParameter
 
-#: Hyper-V allows at most five default gateways per NIC (spec §5.7).
+#: Hyper-V allows at most five default gateways per NIC (hyperv-api §5.7).
 MAX_GATEWAYS = 5
 #: Where a replica keeps what failover makes, next to its ``disks/`` chains (docs/replication.md).
 FAILOVER_DIR = "failover"
@@ -128,7 +128,7 @@ def _checked(settings: FailoverNetworkSettings, text: str, field: str, *, family
 
 
 def failed_over_type(kind: VirtualSystemType) -> ReplicationType:
-    """FailedOverReplicationType for a failover to a point of ``kind`` (spec §6.4)."""
+    """FailedOverReplicationType for a failover to a point of ``kind`` (hyperv-api §6.4)."""
     if kind is VirtualSystemType.REPLICA_PLANNED_FAILOVER:
         return ReplicationType.PLANNED
     if kind is VirtualSystemType.REPLICA_APPLICATION_CONSISTENT:
@@ -148,5 +148,5 @@ def replica_dir_of(image: str) -> PurePath:
 
 
 def name_of_test_vm(replica_name: str) -> str:
-    """The name of a replica's test VM, as Hyper-V names it (spec §3.2)."""
+    """The name of a replica's test VM, as Hyper-V names it (hyperv-api §3.2)."""
     return f"{replica_name} - Test"

@@ -1,4 +1,4 @@
-"""Pure rules of VM groups and redundancy sets (spec §8, §9.10; issue 7).
+"""Pure rules of VM groups and redundancy sets (hyperv-api §8, §9.10; issue 7).
 
 - ``CutTag``: what a group cut writes into every member's log header (``extra["collection"]``) so the
   replica can assemble the ``Msvm_CollectionRecoveryPoint`` once every member's log of that cut is applied;
@@ -92,7 +92,7 @@ class CutTag:
 
 def consistency(app_consistent: Iterable[bool]) -> ConsistencyLevel:
     """1 Application Consistent when every member froze through its guest agent, else 3 Group Crash
-    Consistent (spec §8.3)."""
+    Consistent (hyperv-api §8.3)."""
     flags = list(app_consistent)
     return ConsistencyLevel.APPLICATION_CONSISTENT if flags and all(flags) \
         else ConsistencyLevel.GROUP_CRASH_CONSISTENT
@@ -143,7 +143,7 @@ class GroupCycleRecord:
 
 @dataclass(frozen=True, slots=True)
 class GroupStatistics:
-    """``Msvm_CollectionReplicationStatistics`` over one window (spec §8.4)."""
+    """``Msvm_CollectionReplicationStatistics`` over one window (hyperv-api §8.4)."""
 
     start: datetime
     end: datetime
@@ -277,7 +277,7 @@ _ERROR_CLASSES: tuple[type[StandbyError], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class FailoverIndication:
-    """``Msvm_FailoverIndication``: a hosted element (VM) moved to another host (spec §8.9)."""
+    """``Msvm_FailoverIndication``: a hosted element (VM) moved to another host (hyperv-api §8.9)."""
 
     indication_id: str
     set_id: str

@@ -1,4 +1,4 @@
-"""Replication health policy (spec §6.2), pure: pass ``now``.
+"""Replication health policy (hyperv-api §6.2), pure: pass ``now``.
 
 Hyper-V's rules (team blog, WS2012 when the interval was fixed at 5 minutes):
 
@@ -130,7 +130,7 @@ def max_average_latency(interval_seconds: int) -> timedelta:
 
 
 def evaluate_health(inputs: HealthInputs, now: datetime) -> HealthVerdict:
-    """Health of one relationship at ``now`` (an aware UTC datetime) under spec §6.2."""
+    """Health of one relationship at ``now`` (an aware UTC datetime) under hyperv-api §6.2."""
     if not _applicable(inputs):
         return HealthVerdict(ReplicationHealth.NOT_APPLICABLE)
     reasons = _critical_reasons(inputs) + _warning_reasons(inputs, now)

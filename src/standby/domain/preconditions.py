@@ -1,4 +1,4 @@
-"""Which operation may run in which replication mode and state (spec §10, §4, §9.7, §9.9, §8.1, §9.10).
+"""Which operation may run in which replication mode and state (hyperv-api §10, §4, §9.7, §9.9, §8.1, §9.10).
 
 The rules are ONE table of data, ``RULES``: one ``Rule`` row per guarded operation. A row lists the
 mode/state combinations that allow the operation (``Allowance``), whether a running job on the element blocks
@@ -14,7 +14,7 @@ Order of evaluation (the verdict is the first failure):
 
 Facts are about the relationship the call targets: on a replica VM, StartReplication, Resynchronize,
 ModifyReplicationSettings and CreateReplicationRelationship act on the extended relationship (``…\\HVR\\1``),
-so the caller passes that relationship's state and ``index=EXTENDED`` (spec §9.8).
+so the caller passes that relationship's state and ``index=EXTENDED`` (hyperv-api §9.8).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from standby.domain.errors import InUse, InvalidParameter, InvalidState, Standby
 class Operation(StrEnum):
     """Every guarded operation: per-VM service methods, replication state changes, collection methods."""
 
-    # Msvm_ReplicationService (spec §3.1)
+    # Msvm_ReplicationService (hyperv-api §3.1)
     CREATE_RELATIONSHIP = "create_relationship"
     CREATE_EXTENDED_RELATIONSHIP = "create_extended_relationship"
     START_REPLICATION = "start_replication"
@@ -57,14 +57,14 @@ class Operation(StrEnum):
     RESET_REPLICATION_STATISTICS = "reset_replication_statistics"
     INITIATE_FAILBACK = "initiate_failback"
     SET_AUTHORIZATION_ENTRY = "set_authorization_entry"
-    # Msvm_ComputerSystem.RequestReplicationStateChange[Ex] targets (spec §4)
+    # Msvm_ComputerSystem.RequestReplicationStateChange[Ex] targets (hyperv-api §4)
     CANCEL_INITIAL_REPLICATION = "cancel_initial_replication"  # 1
     ENABLE_AS_REPLICA = "enable_as_replica"  # 2
     RESUME_REPLICATION = "resume_replication"  # 3
     PREPARE_PLANNED_FAILOVER = "prepare_planned_failover"  # 4
     SUSPEND_REPLICATION = "suspend_replication"  # 7
     CANCEL_RESYNCHRONIZATION = "cancel_resynchronization"  # 9
-    # Msvm_CollectionReplicationService (spec §8.1)
+    # Msvm_CollectionReplicationService (hyperv-api §8.1)
     COLLECTION_CREATE_RELATIONSHIP = "collection_create_relationship"
     COLLECTION_START_REPLICATION = "collection_start_replication"
     COLLECTION_MODIFY_REPLICATION_SETTINGS = "collection_modify_replication_settings"
@@ -96,11 +96,11 @@ class Operation(StrEnum):
 
     @property
     def is_collection(self) -> bool:
-        """Whether the operation acts on a VM collection (spec §8.1) rather than one VM."""
+        """Whether the operation acts on a VM collection (hyperv-api §8.1) rather than one VM."""
         return self.value.startswith("collection_")
 
 
-#: RequestReplicationStateChange[Ex] RequestedState → the operation it asks for (spec §4).
+#: RequestReplicationStateChange[Ex] RequestedState → the operation it asks for (hyperv-api §4).
 STATE_CHANGE_OPERATIONS: Mapping[int, Operation] = MappingProxyType(
     {
         1: Operation.CANCEL_INITIAL_REPLICATION,
@@ -219,7 +219,7 @@ _C = CollectionReplicationState
 _I = RelationshipIndex
 
 ANY_MODE = frozenset(_M)
-#: "any enabled" of spec §10: a mode that replicates (a test replica never does).
+#: "any enabled" of hyperv-api §10: a mode that replicates (a test replica never does).
 ENABLED_MODES = frozenset({_M.PRIMARY, _M.REPLICA, _M.EXTENDED_REPLICA})
 RECOVERY_MODES = frozenset({_M.REPLICA, _M.EXTENDED_REPLICA})
 
@@ -403,7 +403,7 @@ _VM_RULES: tuple[Rule, ...] = (
     _row(_O.GET_REPLICATION_STATISTICS, _allow(ENABLED_MODES), runs_beside_jobs=True),
     _row(_O.RESET_REPLICATION_STATISTICS, _allow(ENABLED_MODES), runs_beside_jobs=True),
     _row(_O.INITIATE_FAILBACK, _allow(RECOVERY_MODES, _FAILED_OVER),
-         note="[I] provider-driven failback of a failed-over recovery VM (spec §3.2, §12.5)."),
+         note="[I] provider-driven failback of a failed-over recovery VM (hyperv-api §3.2, §12.5)."),
     _row(_O.SET_AUTHORIZATION_ENTRY, _allow(RECOVERY_MODES), creates=True,
          note="[I] binds a replica VM to an entry (PS: right after enable-as-replica)."),
 )
@@ -415,7 +415,7 @@ _COLLECTION_RULES: tuple[Rule, ...] = (
     _row(_O.COLLECTION_INITIATE_FAILOVER,
          _allow(_REPLICA_ONLY, (_C.REPLICATING, _C.SUSPENDED, _C.RESYNCHRONIZING)),
          checks=(REPLICATION_RECEIVED, VM_OFF, POINT_VALID),
-         note="[I] as the per-VM rule (spec §9.10: collection preconditions unconfirmed)."),
+         note="[I] as the per-VM rule (hyperv-api §9.10: collection preconditions unconfirmed)."),
     _row(_O.COLLECTION_REVERT_FAILOVER, _allow(_REPLICA_ONLY, (_C.FAILOVER_INITIATED, _C.RECOVERED)),
          note="[D] only after InitiateFailover."),
     _row(_O.COLLECTION_COMMIT_FAILOVER, _allow(_REPLICA_ONLY, (_C.RECOVERED,))),
@@ -658,7 +658,7 @@ _FIXED_COLLECTION_TARGETS: Mapping[Operation, CollectionReplicationState] = Mapp
 def collection_target_state(
     operation: Operation, facts: PreconditionFacts
 ) -> CollectionReplicationState | None:
-    """``target_state`` for collection operations (spec §8.1/§9.10, mostly [I]).
+    """``target_state`` for collection operations (hyperv-api §8.1/§9.10, mostly [I]).
 
     A collection has no "resynchronization suspended" state, so suspend always leads to 7; resume from 9
     starts the resync (10); cancel resync → 9 on the primary, 3 on the replica.

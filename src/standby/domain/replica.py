@@ -1,6 +1,6 @@
 """Pure rules of the replica side (issue 4): who may replicate in, which logs apply, names on disk.
 
-- Authorization (spec §5.3, §9.2): a caller (the host name in its certificate) is admitted when the
+- Authorization (hyperv-api §5.3, §9.2): a caller (the host name in its certificate) is admitted when the
   replication service accepts inbound replication and an authorization entry's ``AllowedPrimaryHostSystem``
   matches it: exactly (case-insensitive), as ``*.domain`` (any host below ``domain``, at any depth, not
   ``domain`` itself) or as ``*`` (anyone). The most specific matching entry wins: exact, then the longest
@@ -10,7 +10,8 @@
   applies when its ``parent_sequence`` is the head or an ancestor still in the replica's lineage
   (``base`` ≤ parent ≤ head) — a lost acknowledgement is harmless because the primary's next log then
   carries every block changed since that older parent. Anything else is out of sequence (409, resync).
-- Who may start (spec §5.8: "replica VMs cannot be started until a failover has been initiated"): a replica
+- Who may start (hyperv-api §5.8: "replica VMs cannot be started until a failover has been initiated"): a
+replica
   only once failed over (5 Recovered, 6 Committed), and no VM a planned-failover prepare locked from starting.
 - Names: ``<VMName>_<VMGUID>`` folders and ``rp-<seq:010d>.qcow2`` files (docs/replication.md).
 """

@@ -1,4 +1,4 @@
-"""Which recovery points to keep and which to merge away (spec §9.4, DESIGN §4), pure: pass ``now``.
+"""Which recovery points to keep and which to merge away (hyperv-api §9.4, DESIGN §4), pure: pass ``now``.
 
 Policy:
 * always keep the newest point, and every point in use (a failover or test VM, an apply or an export

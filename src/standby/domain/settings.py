@@ -1,4 +1,5 @@
-"""Validation of replication and service settings and of a few method parameters (spec §5.1, §5.2, §8.2).
+"""Validation of replication and service settings and of a few method parameters (hyperv-api §5.1, §5.2,
+§8.2).
 
 Every failure raises ``InvalidParameter`` (32773) with message id ``InvalidSettingValue`` and the args
 ``property`` (the entity field), ``label`` (English words), ``value`` and ``allowed``, so each surface can
@@ -183,7 +184,7 @@ def validate_extended_settings(
     primary_interval_seconds: int,
     current_included_disks: tuple[str, ...] | None = None,
 ) -> None:
-    """Extended replication's extra limits (spec §9.8) on top of ``validate_replication_settings``.
+    """Extended replication's extra limits (hyperv-api §9.8) on top of ``validate_replication_settings``.
 
     Interval 300 or 900 and not faster than the primary relationship's; no application-consistent points;
     on modification (``current_included_disks`` given) the included disks cannot change.
@@ -214,7 +215,7 @@ def validate_extended_settings(
 
 
 def validate_service_settings(settings: ServiceSettings) -> None:
-    """Check the replication service (recovery server) settings (spec §5.2)."""
+    """Check the replication service (recovery server) settings (hyperv-api §5.2)."""
     _require_range("http_port", "HTTP port", settings.http_port, 1, 65535)
     _require_range("https_port", "HTTPS port", settings.https_port, 1, 65535)
     allowed_type = settings.allowed_authentication_type
@@ -280,7 +281,7 @@ def validate_initial_replication(kind: int, export_location: str | None) -> Init
 
 
 def validate_import_location(path: str | None) -> str:
-    """ImportInitialReplica's folder: must be given (spec §10: path non-null)."""
+    """ImportInitialReplica's folder: must be given (hyperv-api §10: path non-null)."""
     if not path or not path.strip():
         raise _fail("import_location", "import location", path, "the folder of the exported copy is required")
     return path

@@ -1,4 +1,4 @@
-"""Collection (VM group) use cases: management (spec §8.7) and group replication (§8.1).
+"""Collection (VM group) use cases: management (hyperv-api §8.7) and group replication (§8.1).
 
 Management works on stored data: define, add/remove members, rename, destroy. ``guard`` is the precondition
 table's verdict (collection rows of ``domain.preconditions``) for a group replication use case; the use
@@ -107,7 +107,7 @@ class CollectionUseCases:
         return any(c.name == wanted and c.replication_mode == ReplicationMode.TEST_REPLICA
                    for c in self._db.collections.list())
 
-    # -- management (spec §8.7) -----------------------------------------------------------------------------
+    # -- management (hyperv-api §8.7) ------------------------------------------------------------------------
 
     def define(self, name: str | None, collection_id: str | None, kind: int | None) -> Collection:
         """Define a collection of VMs; ``collection_id`` None makes up a GUID."""

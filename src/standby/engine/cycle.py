@@ -550,7 +550,7 @@ async def _counting(chunks: AsyncIterator[bytes], progress: Callable[[int], None
 
 
 async def _export(folder: Path, vm: VirtualMachine, header: LogHeader, chunks: AsyncIterator[bytes]) -> None:
-    """Write the initial log to ``<folder>/<VMName>_<VMGUID>/`` (spec §3.2 type 2) with a manifest."""
+    """Write the initial log to ``<folder>/<VMName>_<VMGUID>/`` (hyperv-api §3.2 type 2) with a manifest."""
     target = export_folder(folder, vm)
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
     partial = target / (EXPORT_LOG + ".partial")

@@ -1,4 +1,5 @@
-"""Test failover (``TestReplicaSystem``, spec §3.2, §9.5): a throwaway copy of a replica VM to try things on.
+"""Test failover (``TestReplicaSystem``, hyperv-api §3.2, §9.5): a throwaway copy of a replica VM to try
+things on.
 
 The test VM is named ``"<replica name> - Test"``, has ReplicationMode 3 (Test Replica) and its own overlays
 ``test/<disk>.qcow2`` over the chosen recovery point (constant time); its NICs keep their MACs but sit on an

@@ -1,4 +1,4 @@
-"""Collection failover on the replica side (spec §8.1, §9.10; issue 7 item 3).
+"""Collection failover on the replica side (hyperv-api §8.1, §9.10; issue 7 item 3).
 
 ``InitiateFailover(Collection, CollectionRecoveryPoint)`` fails every member over to its own point of that
 collection point (NULL = the latest complete one), all or nothing: every member's precondition is checked
@@ -278,7 +278,8 @@ class GroupFailover:
         if use_case is CollectionUseCase.REVERT_PLANNED_FAILOVER:
             return self._failover.revert
         if use_case is CollectionUseCase.PREPARE_FOR_REVERSE_REPLICATION:
-            # Reverse replication of a collection needs it Committed (spec §8.1): commit members still in 5.
+            # Reverse replication of a collection needs it Committed (hyperv-api §8.1): commit members still
+            # in 5.
             return lambda vm_id: self._failover.commit(vm_id) if self._relationship_state(vm_id) \
                 is ReplicationState.RECOVERED else _noop()
         if use_case is CollectionUseCase.REVERSE_REPLICATION_RELATIONSHIP and hasattr(reverse, "submit") \

@@ -1,5 +1,5 @@
-"""Group replication on the primary (spec §8.1, issue 7 item 1): every collection method as one job on the
-collection that runs the per-VM use case of each member (``PrimaryReplication``) and waits for it.
+"""Group replication on the primary (hyperv-api §8.1, issue 7 item 1): every collection method as one job on
+the collection that runs the per-VM use case of each member (``PrimaryReplication``) and waits for it.
 
 - CreateReplicationRelationship: the settings (``Msvm_CollectionReplicationSettingData``: ElementName
   required, RecoveryHistory 0-16 as Hyper-V, up to 720 as our extension) are checked, every member gets its
@@ -239,7 +239,7 @@ class GroupReplication:
                     rel = self._db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
                     if rel is None or rel.state not in wanted:
                         continue
-                    if rel.state is ReplicationState.SUSPENDED:  # resume first, then resync (spec §9.7)
+                    if rel.state is ReplicationState.SUSPENDED:  # resume first, then resync (hyperv-api §9.7)
                         await wait_member(self._jobs, self._members.submit_state_change(vm.vm_id, 3), vm.name)
                     await wait_member(self._jobs, self._members.submit_resynchronize(vm.vm_id, start_time),
                                       vm.name)

@@ -1,4 +1,5 @@
-"""``JobManager``: long operations as persisted ``Msvm_ConcreteJob`` rows (spec §7, ARCHITECTURE "Jobs").
+"""``JobManager``: long operations as persisted ``Msvm_ConcreteJob`` rows (hyperv-api §7, ARCHITECTURE
+"Jobs").
 
 A job is written as New, then its ``work`` coroutine runs on the daemon's event loop: Running → Completed,
 Exception (with the error's return code and catalog id), or Terminated / Killed when cancelled. Every state

@@ -1,8 +1,8 @@
 """The replication use cases by name, and which of them are implemented yet.
 
 Every use case the CIM providers, the REST API and the CLI may call is a member of ``UseCase`` (per-VM and
-service methods, spec §3/§4) or ``CollectionUseCase`` (spec §8.1/§8.7); the values are the Hyper-V method
-names, used as labels in messages.
+service methods, hyperv-api §3/§4) or ``CollectionUseCase`` (hyperv-api §8.1/§8.7); the values are the
+Hyper-V method names, used as labels in messages.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from standby.domain.errors import NotSupported
 
 
 class UseCase(StrEnum):
-    """Msvm_ReplicationService and Msvm_ComputerSystem replication use cases (spec §3.1, §4)."""
+    """Msvm_ReplicationService and Msvm_ComputerSystem replication use cases (hyperv-api §3.1, §4)."""
 
     ADD_AUTHORIZATION_ENTRY = "AddAuthorizationEntry"
     CHANGE_REPLICATION_MODE_TO_PRIMARY = "ChangeReplicationModeToPrimary"
@@ -45,7 +45,7 @@ class UseCase(StrEnum):
 
 
 class CollectionUseCase(StrEnum):
-    """Msvm_CollectionReplicationService (spec §8.1) and Msvm_CollectionManagementService (§8.7)."""
+    """Msvm_CollectionReplicationService (hyperv-api §8.1) and Msvm_CollectionManagementService (§8.7)."""
 
     CREATE_REPLICATION_RELATIONSHIP = "CreateReplicationRelationship"
     START_REPLICATION = "StartReplication"

@@ -1,4 +1,4 @@
-"""Redundancy sets (``Msvm_RedundancySet`` in root/HyperVCluster/v2, spec §8.8; issue 7 item 4).
+"""Redundancy sets (``Msvm_RedundancySet`` in root/HyperVCluster/v2, hyperv-api §8.8; issue 7 item 4).
 
 Sets are derived from the relationships of this host and written to ``db.redundancy_sets`` (so the
 association ``Msvm_MemberOfRedundancySet`` and every surface see them), next to sets stored by other means:

@@ -87,7 +87,7 @@ class ReplicaSpec:
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
-    #: An extended replica (mode 4): the primary is itself a replica (spec §9.8).
+    #: An extended replica (mode 4): the primary is itself a replica (hyperv-api §9.8).
     extended: bool = False
 
 
@@ -357,7 +357,7 @@ def _check_spec(spec: ReplicaSpec) -> str:
 
 
 def _replica_vm(spec: ReplicaSpec, vm_id: str, now: datetime) -> VirtualMachine:
-    # NICs start disconnected (spec §3.2); disk images appear with the first log.
+    # NICs start disconnected (hyperv-api §3.2); disk images appear with the first log.
     return VirtualMachine(
         vm_id=vm_id, name=spec.name, memory_mib=spec.memory_mib, cpus=spec.cpus,
         disks=tuple(Disk(disk_id, "", size) for disk_id, size in spec.disks),

@@ -1,5 +1,5 @@
-"""The guards of per-VM replication (spec §3, §4), the replication service's own settings, and the primary
-side's relationship use cases (``PrimaryReplication``). Surfaces call ``engine.service`` instead.
+"""The guards of per-VM replication (hyperv-api §3, §4), the replication service's own settings, and the
+primary side's relationship use cases (``PrimaryReplication``). Surfaces call ``engine.service`` instead.
 
 ``ReplicationUseCases.guard`` loads the VM and the relationship an operation targets from the store, builds
 ``PreconditionFacts`` and calls ``domain.preconditions.require`` — so a refusal (32775 wrong state, 32774 a
@@ -12,7 +12,7 @@ Facts derived from the store (choices where the entities carry no explicit flag)
 - ``point_valid``: the named recovery point belongs to the VM, or (no point named) the VM has one;
 - the targeted relationship: the ``…\\HVR\\<n>`` of an embedded relationship when one is passed; else the
   extended one for StartReplication / Resynchronize / ModifyReplicationSettings / Create on a replica VM
-  (spec §9.8), the primary one otherwise.
+  (hyperv-api §9.8), the primary one otherwise.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ Sleep = Callable[[float], Awaitable[None]]
 log = logging.getLogger(__name__)
 _RELATIONSHIP_ID = re.compile(r"^Microsoft:(?P<vm>[^\\]+)\\HVR(?:\\(?P<index>\d+))?$", re.IGNORECASE)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>.*?)-----END CERTIFICATE-----", re.DOTALL)
-#: Operations that act on the extended relationship when called on a replica VM (spec §9.8).
+#: Operations that act on the extended relationship when called on a replica VM (hyperv-api §9.8).
 _EXTENDED_ON_REPLICA = frozenset(
     {Operation.START_REPLICATION, Operation.RESYNCHRONIZE, Operation.MODIFY_REPLICATION_SETTINGS}
 )
@@ -138,7 +138,7 @@ class ReplicationUseCases:
         relationship = self._db.relationships.find(vm.vm_id, int(chosen))
         judged = relationship
         if operation is Operation.CHANGE_MODE_TO_PRIMARY:
-            # The rule looks at the failed-over primary relationship (spec §10).
+            # The rule looks at the failed-over primary relationship (hyperv-api §10).
             judged = self._db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
         received = judged is not None and judged.last_replication_time is not None
         facts = PreconditionFacts(
@@ -211,7 +211,7 @@ class ReplicationUseCases:
         return self._db.service_settings.get()
 
     def modify_service_settings(self, settings: ServiceSettings) -> ServiceSettings:
-        """Validate and store new service settings (spec §5.2)."""
+        """Validate and store new service settings (hyperv-api §5.2)."""
         validate_service_settings(settings)
         return self._db.service_settings.put(settings)
 
@@ -290,8 +290,9 @@ def _base64_der(body: str, path: Path) -> str:
 
 
 class PrimaryReplication:
-    """The relationship use cases that act (spec §3.2, §4, §9): each checks the guard of
-    ``ReplicationUseCases`` first, then runs as a job (``JobManager``) with the spec's JobType.
+    """The relationship use cases that act (hyperv-api §3.2, §4, §9): each checks the guard of
+    ``ReplicationUseCases`` first, then runs as a job (``JobManager``) with the JobType of docs/hyperv-api.md
+    §7.
 
     ``peers(settings)`` gives the peer client of a relationship's replica host; ``runner`` runs cycles.
     """
@@ -347,7 +348,7 @@ class PrimaryReplication:
         async def work(handle: JobHandle) -> None:
             self._runner.update(rel.vm_id, rel.index, settings=settings)
             set_settings = getattr(self._peers(settings), "set_settings", None)
-            if set_settings is not None:  # the replica keeps the same settings (helper PF)
+            if set_settings is not None:  # the replica keeps the same settings
                 try:
                     await set_settings(rel.vm_id, settings)
                 except (Unavailable, NotFound, NotSupported, InvalidState) as exc:
@@ -364,7 +365,7 @@ class PrimaryReplication:
         async def work(handle: JobHandle) -> None:
             try:
                 await self._peers(rel.settings).remove_replica(vm_id)
-            except (Unavailable, NotFound) as exc:  # each side is removed on its own (spec §3.2)
+            except (Unavailable, NotFound) as exc:  # each side is removed on its own (hyperv-api §3.2)
                 log.warning("the replica side of %s was not removed: %s", vm_id, exc)
             await self._runner.forget(target.vm, rel)
             with self._db.transaction():
@@ -485,7 +486,7 @@ _START_KINDS = {
     InitialReplicationType.EXPORT: (JobType.START_EXPORT_INITIAL_REPLICATION, CycleKind.INITIAL),
     InitialReplicationType.SEEDED_NETWORK: (JobType.START_RESYNC_INITIAL_REPLICATION, CycleKind.RESYNC),
 }
-#: The state each RequestReplicationStateChange leaves a primary relationship in (spec §4, §9.9).
+#: The state each RequestReplicationStateChange leaves a primary relationship in (hyperv-api §4, §9.9).
 _STATE_TARGETS = {
     Operation.SUSPEND_REPLICATION: ReplicationState.SUSPENDED,
     Operation.RESUME_REPLICATION: ReplicationState.REPLICATING,

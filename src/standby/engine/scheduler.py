@@ -19,7 +19,8 @@ one cycle (``run``) and how to record missed cycles. Everything else is the same
   cancels every task (a cycle cut short aborts its cut).
 
 A VM that a collection claims (``UnitKind.claims``) is not a unit of its own. The relationship kind's
-housekeeping starts an automatic resynchronization in its window (AutoResynchronize, spec §9.7) and notices
+housekeeping starts an automatic resynchronization in its window (AutoResynchronize, hyperv-api §9.7) and
+notices
 when the replica imported an exported initial replica (state 2 → 3). The daemon starts the scheduler after
 start-up recovery and stops it before it exits.
 

@@ -125,7 +125,8 @@ def _enum_text(prefix: str, value: int, language: str | None) -> str:
 
 
 def return_code_text(code: int, language: str | None = _FALLBACK) -> str:
-    """The name of a method return code (spec §2.3), e.g. 32775 → "Ungültiger Status für diesen Vorgang"."""
+    """The name of a method return code (hyperv-api §2.3), e.g. 32775 → "Ungültiger Status für diesen
+    Vorgang"."""
     return _enum_text("ReturnCode", code, language)
 
 
@@ -135,7 +136,7 @@ def state_change_code_text(code: int, language: str | None = _FALLBACK) -> str:
 
 
 def job_type_text(job_type: int, language: str | None = _FALLBACK) -> str:
-    """The name of a JobType (spec §7), e.g. 97 → "Initiate Failover" / "Failover einleiten"."""
+    """The name of a JobType (hyperv-api §7), e.g. 97 → "Initiate Failover" / "Failover einleiten"."""
     return _enum_text("JobType", job_type, language)
 
 
@@ -145,22 +146,22 @@ def job_state_text(state: int, language: str | None = _FALLBACK) -> str:
 
 
 def replication_state_text(state: int, language: str | None = _FALLBACK) -> str:
-    """The name of a relationship ReplicationState (spec §6.1)."""
+    """The name of a relationship ReplicationState (hyperv-api §6.1)."""
     return _enum_text("ReplicationState", state, language)
 
 
 def collection_replication_state_text(state: int, language: str | None = _FALLBACK) -> str:
-    """The name of a collection ReplicationState (spec §8.5)."""
+    """The name of a collection ReplicationState (hyperv-api §8.5)."""
     return _enum_text("CollectionReplicationState", state, language)
 
 
 def replication_health_text(health: int, language: str | None = _FALLBACK) -> str:
-    """The name of a ReplicationHealth value (spec §6.2; 1 reads "Normal" as in Hyper-V Manager)."""
+    """The name of a ReplicationHealth value (hyperv-api §6.2; 1 reads "Normal" as in Hyper-V Manager)."""
     return _enum_text("ReplicationHealth", health, language)
 
 
 def replication_mode_text(mode: int, language: str | None = _FALLBACK) -> str:
-    """The name of a ReplicationMode value (spec §6.3)."""
+    """The name of a ReplicationMode value (hyperv-api §6.3)."""
     return _enum_text("ReplicationMode", mode, language)
 
 

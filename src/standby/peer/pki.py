@@ -1,4 +1,4 @@
-"""Site CA and host certificates for host-to-host mutual TLS (spec §9.2: client+server auth EKUs, SANs).
+"""Site CA and host certificates for host-to-host mutual TLS (hyperv-api §9.2: client+server auth EKUs, SANs).
 
 One site CA signs every host's certificate; each daemon trusts that CA (``[tls] ca_file``) and presents
 its host certificate both as a server (the peer listener) and as a client (``PeerClient``). A host is

@@ -183,7 +183,7 @@ def out_of_sequence_response(head_sequence: int, reason: str, body: dict[str, ob
     return JSONResponse({**body, "head_sequence": head_sequence, "reason": reason}, status_code=409)
 
 
-# -- reverse replication (helper PF, additive) -------------------------------------------------------------
+# -- reverse replication ----------------------------------------------------------------------------------
 
 
 @router.post("/vms/{vm_id}/become-replica", summary="Become the caller's replica (reverse replication)")
@@ -222,7 +222,7 @@ async def replica_settings(vm_id: str, request: Request, replica: Replica,
     return {"vm_id": site.vm_id, "settings": json.loads(codec.settings_out(stored))}
 
 
-# -- redundancy-set planned moves (helper X, additive) -----------------------------------------------------
+# -- redundancy-set planned moves -------------------------------------------------------------------------
 
 
 def _planned_move(request: Request) -> Any:

@@ -65,7 +65,8 @@ def network_config(nics: Sequence[Nic], settings: Sequence[FailoverNetworkSettin
 def _ethernet(nic: Nic, settings: FailoverNetworkSettings) -> dict[str, Any]:
     entry: dict[str, Any] = {"match": {"macaddress": nic.mac.lower()}, "set-name": f"eth-{nic.nic_id}"}
     static = settings.addresses_with_prefix()
-    # DHCPEnabled is IPv4 DHCP (spec §5.7); IPv6 addresses are static or come from router advertisements.
+    # DHCPEnabled is IPv4 DHCP (hyperv-api §5.7); IPv6 addresses are static or come from router
+    # advertisements.
     entry["dhcp4"] = settings.dhcp_enabled
     if static:
         entry["addresses"] = list(static)

@@ -22,7 +22,7 @@ from standby.testing.host import TestHost
 
 T = TypeVar("T")
 
-# ReplicationState (spec §6.1) and health (§6.2) values the story waits for.
+# ReplicationState (hyperv-api §6.1) and health (§6.2) values the story waits for.
 READY = 1
 REPLICATING = 3
 SYNCED = 4  # prepared for planned failover

@@ -1,4 +1,4 @@
-"""The association instances that tie the model together (spec §1.1).
+"""The association instances that tie the model together (hyperv-api §1.1).
 
 - Msvm_SystemReplicationRelationship: VM → each of its relationships;
 - Msvm_ElementSettingData: VM → each Msvm_ReplicationSettingData; replication service → its settings and

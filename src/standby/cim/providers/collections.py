@@ -1,5 +1,5 @@
 """VM collections: Msvm_VirtualSystemCollection, Msvm_CollectionManagementService (both namespaces), and in
-root/HyperVCluster/v2 Msvm_CollectionReplicationService and Msvm_CollectionRecoveryPoint (spec §8).
+root/HyperVCluster/v2 Msvm_CollectionReplicationService and Msvm_CollectionRecoveryPoint (hyperv-api §8).
 
 Management methods are carried out by ``engine.collections.CollectionUseCases``; the group replication methods
 by the collection engine entries (``_group_routes.route``).
@@ -177,7 +177,7 @@ def _replicate(use_case: CollectionUseCase) -> Callable[[MethodCall], MethodResu
         point_id = naming.point_id_of(naming.key(point, "InstanceID")) if point is not None else None
         return route(use_case, call, _collection_id(call), point_id)
 
-    handler.__doc__ = f"{use_case.value} on a collection (spec §8.1)."
+    handler.__doc__ = f"{use_case.value} on a collection (hyperv-api §8.1)."
     return handler
 
 

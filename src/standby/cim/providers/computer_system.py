@@ -71,7 +71,7 @@ def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iter
 
 
 def request_replication_state_change(call: MethodCall) -> MethodResult:
-    """RequestReplicationStateChange: the primary relationship changes state (spec §4)."""
+    """RequestReplicationStateChange: the primary relationship changes state (hyperv-api §4)."""
     vm = target_vm(call)
     return _state_change(call, vm.vm_id, int(call.param("RequestedState")), RelationshipIndex.PRIMARY)
 

@@ -1,5 +1,5 @@
-"""Failover IP settings (spec §5.7): ``Msvm_FailoverNetworkAdapterSettingData`` per NIC, linked to the NIC's
-``Msvm_SyntheticEthernetPortSettingData`` by ``Msvm_EthernetPortFailoverSettingDataComponent``, and the
+"""Failover IP settings (hyperv-api §5.7): ``Msvm_FailoverNetworkAdapterSettingData`` per NIC, linked to the
+NIC's ``Msvm_SyntheticEthernetPortSettingData`` by ``Msvm_EthernetPortFailoverSettingDataComponent``, and the
 parsing of ``SetFailoverNetworkAdapterSettings``' embedded instances.
 
 Every NIC of every VM has one instance, so clients can read, change and pass it back: the stored settings,

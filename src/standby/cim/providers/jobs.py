@@ -1,4 +1,4 @@
-"""Msvm_ConcreteJob: every kept job of ``engine.jobs.JobManager`` (spec §7), in both namespaces.
+"""Msvm_ConcreteJob: every kept job of ``engine.jobs.JobManager`` (hyperv-api §7), in both namespaces.
 
 Times are CIM datetimes (UTC), ElapsedTime and TimeBeforeRemoval CIM intervals. Texts follow the request's
 language: the description and JobStatus, ErrorDescription and ErrorSummaryDescription (from the error's

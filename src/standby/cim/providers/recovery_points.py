@@ -1,4 +1,4 @@
-"""Recovery points as Msvm_VirtualSystemSettingData snapshots (spec §5.9), in root/virtualization/v2.
+"""Recovery points as Msvm_VirtualSystemSettingData snapshots (hyperv-api §5.9), in root/virtualization/v2.
 
 Each stored recovery point is one VSSD whose VirtualSystemType is its kind (``…Snapshot:Replica:*``) and
 whose InstanceID is ``Microsoft:<point id>``; ``Parent`` names the VM it belongs to. The live settings of

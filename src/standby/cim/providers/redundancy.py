@@ -1,4 +1,5 @@
-"""Msvm_RedundancySet (root/HyperVCluster/v2, spec §8.8) and its Failover method; Msvm_FailoverIndication.
+"""Msvm_RedundancySet (root/HyperVCluster/v2, hyperv-api §8.8) and its Failover method;
+Msvm_FailoverIndication.
 
 The sets come from ``engine.redundancy.RedundancyUseCases`` (one per replicated VM, one per pair of hosts
 that replicate to each other, plus any stored ones). Members on another host are served in this namespace as

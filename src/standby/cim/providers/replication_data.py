@@ -1,5 +1,5 @@
 """Replication data instances: service settings, authorization entries, relationships and their settings,
-and the built-in replication provider (spec §5.1–§5.6).
+and the built-in replication provider (hyperv-api §5.1–§5.6).
 
 Relationship instances (``Msvm_ReplicationRelationship`` and ``Msvm_ReplicationSettingData``) are served in
 both namespaces; service-level data only in ``root/virtualization/v2``. Authorization entries are keyed by

@@ -28,7 +28,7 @@ from standby.engine.service import InitialReplication, Outcome, ReplicationServi
 
 
 def service_instance(runtime: CimRuntime, namespace: str) -> CIMInstance:
-    """The replication service with Hyper-V's fixed values (spec §3)."""
+    """The replication service with Hyper-V's fixed values (hyperv-api §3)."""
     return make_instance(runtime.schema, namespace, naming.REPLICATION_SERVICE, {
         **naming.service_keys(runtime.host, naming.REPLICATION_SERVICE, naming.REPLICATION_SERVICE_NAME),
         "Caption": "Hyper-V Replica Service",
@@ -280,7 +280,7 @@ def test_connection(call: MethodCall) -> MethodResult:
 
 
 def service_state_change(call: MethodCall) -> MethodResult:
-    """RequestStateChange: 0 when asked to stay enabled, else 1 (spec §2.3)."""
+    """RequestStateChange: 0 when asked to stay enabled, else 1 (hyperv-api §2.3)."""
     requested = call.param("RequestedState")
     return MethodResult(ReplicationService.service_state_change(int(requested or 0)))
 
@@ -319,7 +319,7 @@ _HANDLERS: dict[str, Callable[[MethodCall], MethodResult]] = {
 
 
 def install(registry: ProviderRegistry, runtime: CimRuntime) -> None:
-    """Register the replication service instance and every method of spec §3.1."""
+    """Register the replication service instance and every method of hyperv-api §3.1."""
     registry.add_provider(FunctionProvider(
         naming.REPLICATION_SERVICE, naming.VIRTUALIZATION_ONLY, lambda ns, ctx: _instances(runtime, ns, ctx)))
     for method, handler in _HANDLERS.items():
