@@ -55,7 +55,7 @@ from standby.engine.capture import HASH_BLOCK, differing_ranges, stream_in_threa
 from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
-from standby.engine.reverse import allocated_ranges, overlay_source, replicated_disks
+from standby.engine.reverse import SendingUseCase, allocated_ranges, overlay_source, replicated_disks
 from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import MAX_FRAME, DiskInfo, LogEncoder, LogHeader, LogKind, is_zero
 from standby.storage.nbd import STATE_ZERO
@@ -90,18 +90,12 @@ def validate_extended(settings: ReplicationSettings, primary_interval: int) -> N
                                value=settings.app_consistent_interval_hours, allowed="0")
 
 
-class ExtendedReplication:
+class ExtendedReplication(SendingUseCase):
     """Extended CreateReplicationRelationship, forwarding of the points, ChangeReplicationModeToPrimary."""
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager | None, runner: CycleRunner | None,
                  peers: PeerFactory | None, *, db: Database, clock: Clock, host_name: str = "") -> None:
-        self._guards = guards
-        self._jobs = jobs
-        self._runner = runner
-        self._peers = peers
-        self._db = db
-        self._clock = clock
-        self._host = host_name
+        super().__init__(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name)
         self._locks: dict[str, asyncio.Lock] = {}
         #: The apply lock of the replica side (``ReplicaApplier.lock``): forwarding reads the chain.
         self.chain_lock: Callable[[str], asyncio.Lock] = lambda vm_id: self._lock(f"chain:{vm_id}")

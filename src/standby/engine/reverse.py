@@ -135,11 +135,10 @@ def replicated_disks(vm: VirtualMachine) -> tuple[Disk, ...]:
     return tuple(disk for disk in vm.disks if disk.disk_id != SEED_DISK_ID)
 
 
-# -- B: the failed-over replica becomes the primary ----------------------------------------------------------
-
-
-class ReverseReplication:
-    """ReverseReplicationRelationship on the failed-over replica (see the module docstring)."""
+class SendingUseCase:
+    """What a use case needs that makes this host send a relationship's logs to a peer as jobs (reverse
+    replication on the failed-over replica, extended replication on the replica). ``jobs``, ``runner`` and
+    ``peers`` are None on a host without a hypervisor: the use case then answers 32777."""
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager | None, runner: CycleRunner | None,
                  peers: PeerFactory | None, *, db: Database, clock: Clock, host_name: str = "") -> None:
@@ -150,6 +149,13 @@ class ReverseReplication:
         self._db = db
         self._clock = clock
         self._host = host_name
+
+
+# -- B: the failed-over replica becomes the primary ----------------------------------------------------------
+
+
+class ReverseReplication(SendingUseCase):
+    """ReverseReplicationRelationship on the failed-over replica (see the module docstring)."""
 
     def submit(self, vm_id: str, settings: ReplicationSettings) -> Job:
         """Check the preconditions and settings at once, then run ``reverse`` as a JobType 104 job."""
