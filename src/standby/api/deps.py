@@ -2,15 +2,64 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
 from starlette.requests import Request
 
-from standby.api.texts import request_language
+from standby.cim.backend import ObjectManager
+from standby.domain.entities import Host
+from standby.edge.texts import request_language
+from standby.engine.jobs import JobManager
+from standby.engine.systems import Engine
+from standby.store.sqlite import Database
 
-if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+
+class Services(Protocol):
+    """What the REST routes use of the daemon's services (``daemon.compose.Services`` provides it)."""
+
+    @property
+    def engine(self) -> Engine:
+        """The engine entries every route calls."""
+
+    @property
+    def jobs(self) -> JobManager:
+        """The jobs the entries start."""
+
+    @property
+    def db(self) -> Database:
+        """The store, for the listings the engine has no query for yet."""
+
+    @property
+    def host(self) -> Host:
+        """This host."""
+
+    @property
+    def started_at(self) -> datetime:
+        """When the daemon started."""
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """The daemon's clock."""
+
+    @property
+    def object_manager(self) -> ObjectManager:
+        """The CIM object model ``/cimom`` serves."""
+
+    @property
+    def verifier(self) -> Callable[[str, str], bool]:
+        """Checks a user's password."""
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the daemon keeps its state."""
+
+    @property
+    def peer_port(self) -> int:
+        """This host's peer listener port."""
 
 
 def get_services(request: Request) -> Services:
@@ -31,6 +80,6 @@ def get_user(request: Request) -> str:
     return str(user) if user else "anonymous"
 
 
-ServicesDep = Annotated["Services", Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 LanguageDep = Annotated[str, Depends(get_language)]
 UserDep = Annotated[str, Depends(get_user)]

@@ -27,7 +27,7 @@ from standby.domain.errors import InvalidParameter
 from standby.domain.failover import FailoverNetworkSettings
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(prefix="/api/v1/vms", tags=["failover"])
 

@@ -31,8 +31,7 @@ from standby.engine.operations import CollectionUseCase
 from standby.engine.service import InitialReplication, Outcome
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
-    from standby.daemon.group_wiring import Groups
+    from standby.api.deps import Services
 
 router = APIRouter(prefix="/api/v1", tags=["groups"])
 _U = CollectionUseCase
@@ -77,8 +76,6 @@ class FailoverSetBody(BaseModel):
     target: str | None = Field(default=None, alias="to", max_length=512)
 
 
-def _groups(services: Services) -> Groups:
-    return services.groups
 
 
 def _collection(services: Services, ref: str) -> Collection:
@@ -93,7 +90,7 @@ def _collection(services: Services, ref: str) -> Collection:
 
 def collection_json(services: Services, collection: Collection) -> dict[str, Any]:
     """A collection with its members, points and settings."""
-    points = services.groups.assembler.points(collection.collection_id)
+    points = services.engine.collections.points(collection.collection_id)
     stored = services.db.collection_settings.find(collection.collection_id)
     return {
         "id": collection.collection_id, "name": collection.name,
@@ -126,7 +123,7 @@ def list_groups(services: ServicesDep) -> list[dict[str, Any]]:
 @router.post("/groups", status_code=201, summary="DefineCollection")
 def define_group(body: GroupBody, services: ServicesDep) -> dict[str, Any]:
     """Define an empty collection."""
-    collection = _groups(services).management.define(body.name, body.id, 0)
+    collection = services.engine.collection_management.define(body.name, body.id, 0)
     return collection_json(services, collection)
 
 
@@ -150,14 +147,15 @@ def show_group(ref: str, services: ServicesDep) -> dict[str, Any]:
 @router.delete("/groups/{ref}", status_code=204, summary="DestroyCollection")
 def destroy_group(ref: str, services: ServicesDep) -> None:
     """Destroy a collection (its VMs stay)."""
-    _groups(services).management.destroy(_collection(services, ref).collection_id)
+    services.engine.collection_management.destroy(_collection(services, ref).collection_id)
 
 
 @router.put("/groups/{ref}/members/{vm}", summary="AddMember")
 def add_member(ref: str, vm: str, services: ServicesDep) -> dict[str, Any]:
     """Add a VM (GUID or name)."""
     vm_id = _vm_id(services, vm)
-    collection = _groups(services).management.add_member(_collection(services, ref).collection_id, vm_id)
+    management = services.engine.collection_management
+    collection = management.add_member(_collection(services, ref).collection_id, vm_id)
     return collection_json(services, collection)
 
 
@@ -165,17 +163,13 @@ def add_member(ref: str, vm: str, services: ServicesDep) -> dict[str, Any]:
 def remove_member(ref: str, vm: str, services: ServicesDep) -> dict[str, Any]:
     """Remove a VM."""
     vm_id = _vm_id(services, vm)
-    collection = _groups(services).management.remove_member(_collection(services, ref).collection_id, vm_id)
+    management = services.engine.collection_management
+    collection = management.remove_member(_collection(services, ref).collection_id, vm_id)
     return collection_json(services, collection)
 
 
 def _vm_id(services: Services, ref: str) -> str:
-    if services.vms is not None:
-        return str(services.vms.get(ref).vm_id)
-    vm = services.db.vms.find(ref.upper())
-    if vm is None:
-        raise NotFound(f"no virtual machine {ref!r}", message_id="VmNotFound", vm=ref)
-    return vm.vm_id
+    return services.engine.systems.get(ref).vm_id
 
 
 @router.post("/groups/{ref}/replication", status_code=202, summary="CreateReplicationRelationship (async)")
@@ -222,7 +216,7 @@ def group_action(ref: str, action: str, services: ServicesDep, language: Languag
 
 
 def _settings(services: Services, body: EnableBody) -> ReplicationSettings:
-    return ReplicationSettings(body.replica_host, body.port or services.config.peer.port,
+    return ReplicationSettings(body.replica_host, body.port or services.peer_port,
                                interval_seconds=body.interval, recovery_history=body.history,
                                app_consistent_interval_hours=body.app_consistent_hours,
                                compression_enabled=body.compression)
@@ -261,12 +255,12 @@ def list_sets(services: ServicesDep) -> list[dict[str, Any]]:
     return [{"id": rs.set_id, "name": rs.name, "type": int(rs.type_of_set), "type_name": rs.type_of_set.name,
              "status": int(rs.status), "status_name": rs.status.name.lower().replace("_", " "),
              "members": list(rs.member_ids), "active": rs.active_member_id}
-            for rs in _groups(services).redundancy.sets()]
+            for rs in services.engine.redundancy.sets()]
 
 
 @router.post("/redundancy-sets/{set_id}/failover", summary="Msvm_RedundancySet.Failover (synchronous)")
 async def failover_set(set_id: str, body: FailoverSetBody, services: ServicesDep) -> dict[str, Any]:
     """Make ``to`` the active member; answers seed 000's code (0 done … 4 parameter error)."""
-    engine = _groups(services).redundancy
+    engine = services.engine.redundancy
     code = await asyncio.to_thread(engine.failover_now, set_id, body.source, body.target)
     return {"code": int(code), "name": FailoverCode(code).name.lower().replace("_", " ")}

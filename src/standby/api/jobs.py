@@ -16,7 +16,7 @@ from standby.domain.errors import InvalidState, NotSupported
 from standby.engine.service import Outcome
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

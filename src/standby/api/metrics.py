@@ -17,7 +17,7 @@ from standby import __version__
 from standby.domain.enums import JobState
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(tags=["status"])
 
@@ -32,7 +32,7 @@ class ServicesCollector(Collector):
         """Yield every standby metric family."""
         services = self._services
         info = InfoMetricFamily("standby", "standby daemon build and host")
-        info.add_metric([], {"version": __version__, "host": services.config.host.name})
+        info.add_metric([], {"version": __version__, "host": services.host.name})
         yield info
         uptime = (services.clock() - services.started_at).total_seconds()
         yield GaugeMetricFamily("standby_uptime_seconds", "seconds since the daemon started", value=uptime)

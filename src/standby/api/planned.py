@@ -31,7 +31,7 @@ from standby.domain.entities import ReplicationSettings, VirtualMachine
 from standby.domain.enums import RelationshipIndex
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(prefix="/api/v1/vms", tags=["planned failover"])
 VM = "/{ref}/replication"

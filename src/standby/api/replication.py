@@ -39,7 +39,7 @@ from standby.engine.service import InitialReplication
 from standby.engine.statistics import StatisticsReport
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(tags=["replication"])
 VM = "/api/v1/vms/{ref}/replication"

@@ -25,8 +25,8 @@ def status(services: ServicesDep, user: UserDep) -> dict[str, object]:
     running = sum(1 for job in services.jobs.list() if job.state in (JobState.NEW, JobState.RUNNING))
     return {
         "version": __version__,
-        "host": {"name": services.config.host.name, "fqdn": services.config.host.fqdn},
-        "data_dir": str(services.config.data_dir),
+        "host": {"name": services.host.name, "fqdn": services.host.fqdn},
+        "data_dir": str(services.data_dir),
         "started_at": services.started_at.isoformat(),
         "uptime_seconds": round((now - services.started_at).total_seconds(), 3),
         "user": user,
@@ -43,7 +43,7 @@ def peer_ping(services: ServicesDep) -> dict[str, str]:
     """What TestReplicationConnection on another host expects to find here."""
     return {
         "service": SERVICE_NAME,
-        "host": services.config.host.name,
-        "fqdn": services.config.host.fqdn,
+        "host": services.host.name,
+        "fqdn": services.host.fqdn,
         "version": __version__,
     }

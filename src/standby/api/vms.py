@@ -21,7 +21,7 @@ from standby.engine.systems import VirtualSystems
 from standby.engine.vms import DiskRequest, VmRequest, parse_memory_mib, parse_size
 
 if TYPE_CHECKING:
-    from standby.daemon.compose import Services
+    from standby.api.deps import Services
 
 router = APIRouter(prefix="/api/v1/vms", tags=["vms"])
 
@@ -135,7 +135,10 @@ def delete_vm(ref: str, services: ServicesDep, language: LanguageDep) -> JSONRes
     """Remove the VM and the disks standby created for it (200 with the VM). A test VM ends its test
     failover as DestroySystem does: powered off, overlays deleted, the hold released (202 with job 103)."""
     vm = _vms(services).get(ref)
-    return respond(services, _vms(services).destroy(vm.vm_id), language, vm_json(vm))
+    outcome = _vms(services).destroy(vm.vm_id)
+    if outcome.job is None:
+        return respond(services, outcome, language, vm_json(vm))
+    return respond(services, outcome, language, vm=vm_json(vm))
 
 
 @router.post("/{ref}/{action}", status_code=202, summary="Change the power state (RequestStateChange)")

@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from standby.cim.backend import ObjectManager
 from standby.cim.object_manager import build_object_manager
 from standby.cim.runtime import CimRuntime
 from standby.cim.schema import load_schema
-from standby.daemon import failover_wiring, group_wiring, primary_wiring
+from standby.daemon import failover_wiring, group_wiring, primary_wiring, replica_wiring
 from standby.daemon.config import Config
 from standby.daemon.group_wiring import Groups
 from standby.daemon.passwords import PasswordVerifier
@@ -45,7 +46,6 @@ from standby.engine.vms import VmUseCases
 from standby.hypervisor.port import Hypervisor
 from standby.hypervisor.qemu.driver import QemuHypervisor
 from standby.hypervisor.qemu.images import QemuImages
-from standby.peer import wiring as peer_wiring
 from standby.store.sqlite import Database
 
 log = logging.getLogger("standby.daemon")
@@ -89,6 +89,16 @@ class Services:
     object_manager: ObjectManager = field(init=False)
     recovery_hooks: list[tuple[str, RecoveryHook]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this host keeps its state."""
+        return self.config.data_dir
+
+    @property
+    def peer_port(self) -> int:
+        """The port of this host's peer listener (the default for other hosts of the site)."""
+        return self.config.peer.port
 
     def add_recovery_hook(self, name: str, hook: RecoveryHook) -> None:
         """Run ``hook(services)`` at start-up, after jobs are recovered, in registration order."""
@@ -147,7 +157,7 @@ def build_services(
             config.data_dir / "run", accel=config.hypervisor.accel, binary=config.hypervisor.qemu_binary)
         services.vms = _build_vms(services)
         services.primary = primary_wiring.build(services)
-        services.replica = peer_wiring.build(services)
+        services.replica = replica_wiring.build(services)
         services.failover = failover_wiring.build(services)
         services.planned = _build_planned(services)
         services.groups = group_wiring.build(services)
@@ -208,7 +218,7 @@ def _build_engine(services: Services) -> Engine:
         services.primary.use_cases, services.failover, services.planned, services.replica,
         services.connection_tester)
     collections = CollectionReplicationService(db, clock, groups.management, groups.replication,
-                                               groups.failover)
+                                               groups.failover, groups.assembler)
     return Engine(replication=replication, collections=collections, collection_management=groups.management,
                   redundancy=groups.redundancy, systems=VirtualSystems(services.vms, services.failover),
                   jobs=services.jobs)

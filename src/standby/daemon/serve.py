@@ -22,16 +22,18 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
 import uvicorn
+from starlette.routing import Route
 
 from standby import __version__
 from standby.api.app import create_app
-from standby.api.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
+from standby.cimxml import create_app as create_cimxml_app
 from standby.daemon import allocator, group_wiring, primary_wiring
 from standby.daemon.compose import Services, build_services
 from standby.daemon.config import Config
@@ -39,8 +41,13 @@ from standby.daemon.lockfile import PidLock
 from standby.daemon.tls import ensure_certificate
 from standby.domain.enums import JobState
 from standby.domain.errors import Unavailable
+from standby.edge.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
 from standby.hypervisor.qemu.driver import QemuHypervisor
+from standby.peer.app import KEEP_ALIVE as PEER_KEEP_ALIVE
+from standby.peer.app import PeerHttpToolsProtocol, create_peer_app
+from standby.peer.routes import PeerServices
 
+CIMOM_PATH = "/cimom"
 log = logging.getLogger("standby.daemon")
 
 
@@ -90,6 +97,9 @@ async def serve(config: Config) -> int:
 
 async def _serve(config: Config, services: Services, listeners: list[Listener]) -> int:
     app = create_app(services)
+    # The CIM-XML app answers ``POST /cimom`` itself: routed unchanged (a Mount would strip the prefix).
+    cimom = create_cimxml_app(services.object_manager, services.verifier, host_name=services.config.host.fqdn)
+    app.router.routes.append(Route(CIMOM_PATH, endpoint=cimom, include_in_schema=False))
     servers = [_peer_server(config, services) if listener.kind == "peer"
                else _server(config, app, listener, services.verifier) for listener in listeners]
     stop = asyncio.Event()
@@ -188,10 +198,26 @@ def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier
 
 
 def _peer_server(config: Config, services: Services) -> _Server:
-    """The host-to-host listener (mutual TLS, ``/peer/v1`` only): ``peer.app``."""
-    from standby.peer.app import peer_uvicorn_config
-
-    return _Server(peer_uvicorn_config(config, services))
+    """The host-to-host listener: TLS with a required client certificate from the site CA, ``/peer/v1``."""
+    https = config.listeners.https
+    assert config.tls.ca_file is not None
+    peer = PeerServices(services.replica, services.planned.target, services.groups.redundancy.planned,
+                        services.host)
+    return _Server(uvicorn.Config(
+        create_peer_app(peer, https.cert_file),
+        http=PeerHttpToolsProtocol,
+        lifespan="off",
+        log_config=None,
+        access_log=config.log.access_log,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=PEER_KEEP_ALIVE,
+        timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
+        ssl_certfile=str(https.cert_file),
+        ssl_keyfile=str(https.key_file),
+        ssl_ca_certs=str(config.tls.ca_file),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+    ))
 
 
 def _make_data_dir(path: Path) -> None:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from standby.domain.entities import ReplicationSettings
+from standby.domain.entities import CollectionRecoveryPoint, ReplicationSettings
 from standby.domain.errors import InvalidParameter, NotSupported
 from standby.domain.groups import GroupStatistics
 from standby.engine.collections import CollectionUseCases
+from standby.engine.group_cycle import PointAssembler
 from standby.engine.group_failover import GroupFailover
 from standby.engine.group_replication import (
     GroupReplication,
@@ -43,16 +44,20 @@ class CollectionStatistics:
     issues: list[str]
 
 
+@dataclass(eq=False)
 class CollectionReplicationService:
     """Group replication and collection failover, one entry per Hyper-V method."""
 
-    def __init__(self, db: Database, clock: Clock, management: CollectionUseCases,
-                 replication: GroupReplication, failover: GroupFailover) -> None:
-        self._db = db
-        self._clock = clock
-        self.management = management
-        self._replication = replication
-        self._failover = failover
+    _db: Database
+    _clock: Clock
+    management: CollectionUseCases
+    _replication: GroupReplication
+    _failover: GroupFailover
+    _assembler: PointAssembler
+
+    def points(self, collection_id: str) -> list[CollectionRecoveryPoint]:
+        """The collection's recovery points (those retention left whole)."""
+        return self._assembler.points(collection_id)
 
     # -- the sending side ----------------------------------------------------------------------------------
 

@@ -12,27 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from standby.api.errors import error_body, install_error_handlers
-from standby.api.gate import ASGIApp, Receive, Scope, Send
-from standby.api.texts import request_language
 from standby.domain.replica import OutOfSequence
+from standby.edge.errors import error_body, install_error_handlers
+from standby.edge.gate import ASGIApp, Receive, Scope, Send
+from standby.edge.texts import request_language
 from standby.peer import pki, routes
+from standby.peer.routes import PeerServices
 from standby.storage.logformat import LogCorrupt
-
-if TYPE_CHECKING:
-    from standby.daemon.compose import Services
-    from standby.daemon.config import Config
 
 #: Seconds an idle peer connection stays open (uvicorn: 5): longer than the peer client keeps one
 #: (``peer.client.KEEP_ALIVE``), so the client closes it first and never sends on a closing connection.
@@ -94,37 +89,16 @@ class PeerGate:
         await self.app(scope, receive, send)
 
 
-def create_peer_app(services: Services) -> ASGIApp:
-    """The ``/peer/v1`` app over ``services`` (``services.replica`` serves the replica routes)."""
+def create_peer_app(peer: PeerServices, cert_file: Path) -> ASGIApp:
+    """The ``/peer/v1`` app over ``peer``; ``cert_file`` is this host's certificate (its thumbprint)."""
     app = FastAPI(title="standby peer", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.services = services
-    app.state.thumbprint = _thumbprint(services.config.listeners.https.cert_file)
+    app.state.peer = peer
+    app.state.thumbprint = _thumbprint(cert_file)
     install_error_handlers(app)
     app.add_exception_handler(OutOfSequence, _out_of_sequence)
     app.add_exception_handler(LogCorrupt, _log_corrupt)
     app.include_router(routes.router)
     return PeerGate(app)
-
-
-def peer_uvicorn_config(config: Config, services: Services) -> uvicorn.Config:
-    """uvicorn settings of the peer listener: TLS with a required client certificate from the site CA."""
-    https = config.listeners.https
-    assert config.tls.ca_file is not None
-    return uvicorn.Config(
-        create_peer_app(services),
-        http=PeerHttpToolsProtocol,
-        lifespan="off",
-        log_config=None,
-        access_log=config.log.access_log,
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=KEEP_ALIVE,
-        timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
-        ssl_certfile=str(https.cert_file),
-        ssl_keyfile=str(https.key_file),
-        ssl_ca_certs=str(config.tls.ca_file),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
-    )
 
 
 def _thumbprint(cert_file: Path) -> str:

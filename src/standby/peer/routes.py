@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -17,9 +18,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
 from standby import __version__
-from standby.domain.errors import InvalidParameter, Unavailable
+from standby.domain.entities import Host
+from standby.domain.errors import InvalidParameter
 from standby.engine.connection import SERVICE_NAME
+from standby.engine.group_planned import PlannedMove
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases, points_json
+from standby.engine.reverse import BecomeReplica, ReverseTarget
 from standby.store.sqlite import codec
 
 PREFIX = "/peer/v1"
@@ -27,11 +31,24 @@ LOG_MEDIA_TYPE = "application/x-standby-log"
 router = APIRouter(prefix=PREFIX, tags=["peer"])
 
 
+@dataclass(frozen=True, slots=True)
+class PeerServices:
+    """What the peer routes call: the replica side, the reverse-replication target, the planned moves of
+    redundancy sets, and this host (its names answer ``/ping``)."""
+
+    replica: ReplicaUseCases
+    reverse_target: ReverseTarget
+    planned_move: PlannedMove
+    host: Host
+
+
+def _peer(request: Request) -> PeerServices:
+    peer: PeerServices = request.app.state.peer
+    return peer
+
+
 def _replica(request: Request) -> ReplicaUseCases:
-    replica: ReplicaUseCases | None = getattr(request.app.state.services, "replica", None)
-    if replica is None:
-        raise Unavailable("this host does not serve replicas", message_id="ReplicaServiceMissing")
-    return replica
+    return _peer(request).replica
 
 
 def _caller(request: Request) -> str:
@@ -91,8 +108,8 @@ class StateBody(BaseModel):
 def ping(request: Request, replica: Replica, caller: Caller) -> dict[str, str]:
     """Name, version and certificate thumbprint of this host; 403 when the caller is not authorized."""
     replica.authorize(caller)
-    config = request.app.state.services.config
-    return {"service": SERVICE_NAME, "host": config.host.name, "fqdn": config.host.fqdn,
+    host = _peer(request).host
+    return {"service": SERVICE_NAME, "host": host.name, "fqdn": host.fqdn,
             "version": __version__, "thumbprint": request.app.state.thumbprint, "caller": caller}
 
 
@@ -190,17 +207,12 @@ def out_of_sequence_response(head_sequence: int, reason: str, body: dict[str, ob
 async def become_replica(vm_id: str, request: Request, caller: Caller) -> dict[str, object]:
     """The old primary's VM becomes the replica of the failed-over host (``engine.reverse.ReverseTarget``);
     ``{vm_id, state, head_sequence}`` where the head is the new chain's base point."""
-    from standby.engine.reverse import BecomeReplica
-
-    planned = getattr(request.app.state.services, "planned", None)
-    if planned is None:
-        raise Unavailable("this host cannot take part in reverse replication",
-                          message_id="PrimaryUnavailable")
     body = await request.json()
     if not isinstance(body, dict):
         raise InvalidParameter("the reverse request must be a JSON object",
                                message_id="InvalidReplicationSettings")
-    state, head = await planned.target.become_replica(caller, vm_id, BecomeReplica.from_json(body))
+    target = _peer(request).reverse_target
+    state, head = await target.become_replica(caller, vm_id, BecomeReplica.from_json(body))
     return {"vm_id": vm_id.strip().upper(), "state": state, "head_sequence": head}
 
 
@@ -209,28 +221,21 @@ async def replica_settings(vm_id: str, request: Request, replica: Replica,
                            caller: Caller) -> dict[str, object]:
     """ModifyReplicationSettings on the primary, mirrored here; the stored settings."""
     site = replica.authorize_replica(caller, vm_id)
-    planned = getattr(request.app.state.services, "planned", None)
-    if planned is None:
-        raise Unavailable("this host cannot store replica settings", message_id="PrimaryUnavailable")
     body = await request.json()
     try:
         settings = codec.settings_in(json.dumps(body.get("settings") if isinstance(body, dict) else None))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InvalidParameter(f"replication settings are malformed: {exc}",
                                message_id="InvalidReplicationSettings") from None
-    stored = planned.target.update_settings(site.vm_id, settings)
+    stored = _peer(request).reverse_target.update_settings(site.vm_id, settings)
     return {"vm_id": site.vm_id, "settings": json.loads(codec.settings_out(stored))}
 
 
 # -- redundancy-set planned moves -------------------------------------------------------------------------
 
 
-def _planned_move(request: Request) -> Any:
-    groups = getattr(request.app.state.services, "groups", None)
-    move = getattr(getattr(groups, "redundancy", None), "planned", None)
-    if move is None:
-        raise Unavailable("this host cannot take part in a planned failover", message_id="PrimaryUnavailable")
-    return move
+def _planned_move(request: Request) -> PlannedMove:
+    return _peer(request).planned_move
 
 
 @router.post("/vms/{vm_id}/planned-failover/prepare", summary="Prepare a planned failover (redundancy set)")

@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from standby.api.texts import error_text, message, request_language
 from standby.domain.enums import ReturnCode
 from standby.domain.errors import (
     AccessDenied,
@@ -27,6 +26,7 @@ from standby.domain.errors import (
     StandbyError,
     Unavailable,
 )
+from standby.edge.texts import error_text, message, request_language
 
 log = logging.getLogger("standby.api")
 
