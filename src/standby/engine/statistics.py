@@ -22,7 +22,7 @@ diluted towards 0. The totals and the maximum are sums and maxima, which 0-byte 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 
 from standby.domain.cycles import HEARTBEAT_DETAIL, CycleOutcome, CycleRecord, CycleTotals, totals
@@ -48,32 +48,22 @@ class HealthIssue:
     severity: int  # CIM PerceivedSeverity: 3 warning, 6 critical
 
 
-@dataclass(frozen=True, slots=True)
-class StatisticsReport:
-    """Replication statistics of one relationship over the current monitoring window (spec §5.5)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatisticsReport(CycleTotals):
+    """Replication statistics of one relationship over the current monitoring window (spec §5.5): the
+    window's counters as ``domain.cycles.totals`` adds them up, and what the records alone do not tell."""
 
     vm_id: str
     index: RelationshipIndex
     start: datetime
     end: datetime
     health: ReplicationHealth
-    success_count: int = 0
-    size_bytes: int = 0
-    max_size_bytes: int = 0
-    latency_seconds: int = 0
-    max_latency_seconds: int = 0
-    miss_count: int = 0
-    network_failure_count: int = 0
-    failure_count: int = 0
     pending_bytes: int = 0
-    app_consistent_failure_count: int = 0
     last_test_failover_time: datetime | None = None
     issues: tuple[HealthIssue, ...] = ()
-    #: Extras Measure-VMReplication shows (averages over the successful cycles - the size over those that
-    #: shipped a log -, the reasons of the health).
+    #: Extras Measure-VMReplication shows (the average size over the successful cycles that shipped a log,
+    #: the reasons of the health; the average latency is ``CycleTotals``').
     average_size_bytes: float | None = None
-    average_latency_seconds: float | None = None
-    initial_size_bytes: int = 0
     last_replication_time: datetime | None = None
     reasons: tuple[str, ...] = ()
 
@@ -172,16 +162,12 @@ def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
     start, end, records = _window_records(db, rel.vm_id, rel.index, now)
     sums, pending = totals(records), _pending(records)
     judged = verdict(db, rel, now)
+    counters = {counter.name: getattr(sums, counter.name) for counter in fields(CycleTotals)}
     return StatisticsReport(
-        rel.vm_id, rel.index, start, end, judged.health,
-        success_count=sums.success_count, size_bytes=sums.size_bytes, max_size_bytes=sums.max_size_bytes,
-        latency_seconds=sums.latency_seconds, max_latency_seconds=sums.max_latency_seconds,
-        miss_count=sums.miss_count, network_failure_count=sums.network_failure_count,
-        failure_count=sums.failure_count, pending_bytes=pending,
-        app_consistent_failure_count=sums.app_consistent_failure_count,
-        issues=health_issues(rel, judged), average_size_bytes=average_log_size(records),
-        average_latency_seconds=sums.average_latency_seconds, initial_size_bytes=sums.initial_size_bytes,
-        last_replication_time=rel.last_replication_time, reasons=judged.reasons,
+        **counters, vm_id=rel.vm_id, index=rel.index, start=start, end=end, health=judged.health,
+        pending_bytes=pending, issues=health_issues(rel, judged),
+        average_size_bytes=average_log_size(records), last_replication_time=rel.last_replication_time,
+        reasons=judged.reasons,
         last_test_failover_time=db.test_failovers.last_time(rel.vm_id))
 
 
