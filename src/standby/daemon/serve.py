@@ -100,6 +100,7 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     # The CIM-XML app answers ``POST /cimom`` itself: routed unchanged (a Mount would strip the prefix).
     cimom = create_cimxml_app(services.object_manager, services.verifier, host_name=services.config.host.fqdn)
     app.router.routes.append(Route(CIMOM_PATH, endpoint=cimom, include_in_schema=False))
+    log.info("CIM-XML mounted", extra={"fields": {"path": CIMOM_PATH}})
     servers = [_peer_server(config, services) if listener.kind == "peer"
                else _server(config, app, listener, services.verifier) for listener in listeners]
     stop = asyncio.Event()
