@@ -43,6 +43,8 @@ class Groups:
     failover: GroupFailover
     cycle: GroupCycle
     units: CollectionUnits
+    #: Redundancy-set planned moves (the peer routes drive them from the other host).
+    planned_move: PlannedMove
 
 
 def build(services: Services) -> Groups:
@@ -51,8 +53,9 @@ def build(services: Services) -> Groups:
     management = CollectionUseCases(db, clock)
     assembler = PointAssembler(db, clock)
     services.replica.applier.point_listeners.append(assembler.note)
+    planned_move = _planned_move(services)
     redundancy = RedundancyUseCases(db, clock, services.host, jobs=services.jobs, failover=services.failover,
-                                    reachable=_reachable(services), planned=_planned_move(services))
+                                    reachable=_reachable(services), planned=planned_move)
     services.add_recovery_hook("collections", _recover_collections)
     cycle = GroupCycle(db, primary.runner, Capture(hypervisor, services.config.data_dir / "run"),
                        QmpPauser(hypervisor), clock)
@@ -64,7 +67,7 @@ def build(services: Services) -> Groups:
         replication=GroupReplication(db, clock, services.jobs, management, primary.use_cases),
         failover=GroupFailover(db, clock, services.jobs, management, failover=services.failover,
                                assembler=assembler, planned=planned.planned, reverse=planned.reverse),
-        cycle=cycle, units=units)
+        cycle=cycle, units=units, planned_move=planned_move)
 
 
 def _planned_move(services: Services) -> PlannedMove:

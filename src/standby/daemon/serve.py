@@ -202,7 +202,7 @@ def _peer_server(config: Config, services: Services) -> _Server:
     """The host-to-host listener: TLS with a required client certificate from the site CA, ``/peer/v1``."""
     https = config.listeners.https
     assert config.tls.ca_file is not None
-    peer = PeerServices(services.replica, services.planned.target, services.groups.redundancy.planned,
+    peer = PeerServices(services.replica, services.planned.target, services.groups.planned_move,
                         services.host)
     return _Server(uvicorn.Config(
         create_peer_app(peer, https.cert_file),

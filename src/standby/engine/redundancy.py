@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from standby.domain.entities import Host, RedundancySet, Relationship, VirtualMachine
 from standby.domain.enums import (
@@ -48,6 +48,10 @@ from standby.domain.groups import FailoverIndication, error_class, failover_code
 from standby.domain.preconditions import Operation
 from standby.engine.jobs import JobHandle, JobManager
 from standby.store.sqlite import Database
+
+if TYPE_CHECKING:
+    from standby.engine.failover import FailoverUseCases
+    from standby.engine.group_planned import PlannedMove
 
 log = logging.getLogger("standby.redundancy")
 Clock = Callable[[], datetime]
@@ -95,7 +99,8 @@ class RedundancyUseCases:
     """Derives, lists and fails over redundancy sets (see the module docstring)."""
 
     def __init__(self, db: Database, clock: Clock, host: Host, *, jobs: JobManager | None = None,
-                 failover: Any = None, reachable: Reachable | None = None, planned: Any = None) -> None:
+                 failover: FailoverUseCases | None = None, reachable: Reachable | None = None,
+                 planned: PlannedMove | None = None) -> None:
         self._db = db
         self._clock = clock
         self._host = host
