@@ -21,6 +21,13 @@ app = typer.Typer(help="Virtual machines: define, import, start, stop, delete.",
 
 VmArg = Annotated[str, typer.Argument(help="VM name or GUID")]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once the job is accepted.")]
+# The machine options create and import share.
+MemoryOption = Annotated[str, typer.Option(help="Memory, e.g. 256M or 1G.")]
+CpusOption = Annotated[int, typer.Option(min=1, max=64, help="Virtual processors.")]
+NetworkOption = Annotated[list[str] | None, typer.Option(help="A NIC on user, bridge:<br>, isolated:<name>.")]
+KernelOption = Annotated[Path | None, typer.Option(help="Boot this kernel directly.")]
+InitrdOption = Annotated[Path | None, typer.Option(help="Initial ramdisk for --kernel.")]
+AppendOption = Annotated[str | None, typer.Option(help="Kernel command line for --kernel.")]
 _OK = {"Completed", "CompletedWithWarnings"}
 
 
@@ -69,17 +76,15 @@ def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name of the new VM")],
     *,
-    memory: Annotated[str, typer.Option(help="Memory, e.g. 256M or 1G.")] = "256M",
-    cpus: Annotated[int, typer.Option(min=1, max=64, help="Virtual processors.")] = 1,
+    memory: MemoryOption = "256M",
+    cpus: CpusOption = 1,
     disk: Annotated[
         list[str] | None, typer.Option(help="A new qcow2 disk of this size (repeatable).")
     ] = None,
-    network: Annotated[
-        list[str] | None, typer.Option(help="A NIC on user, bridge:<br>, isolated:<name>.")
-    ] = None,
-    kernel: Annotated[Path | None, typer.Option(help="Boot this kernel directly.")] = None,
-    initrd: Annotated[Path | None, typer.Option(help="Initial ramdisk for --kernel.")] = None,
-    append: Annotated[str | None, typer.Option(help="Kernel command line for --kernel.")] = None,
+    network: NetworkOption = None,
+    kernel: KernelOption = None,
+    initrd: InitrdOption = None,
+    append: AppendOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Define a VM with new disks (DefineSystem)."""
@@ -102,14 +107,12 @@ def import_vm(
     name: Annotated[str, typer.Argument(help="Name of the VM")],
     *,
     disk: Annotated[list[Path], typer.Option(help="An existing qcow2 image (repeatable).")],
-    memory: Annotated[str, typer.Option(help="Memory, e.g. 256M or 1G.")] = "256M",
-    cpus: Annotated[int, typer.Option(min=1, max=64, help="Virtual processors.")] = 1,
-    network: Annotated[
-        list[str] | None, typer.Option(help="A NIC on user, bridge:<br>, isolated:<name>.")
-    ] = None,
-    kernel: Annotated[Path | None, typer.Option(help="Boot this kernel directly.")] = None,
-    initrd: Annotated[Path | None, typer.Option(help="Initial ramdisk for --kernel.")] = None,
-    append: Annotated[str | None, typer.Option(help="Kernel command line for --kernel.")] = None,
+    memory: MemoryOption = "256M",
+    cpus: CpusOption = 1,
+    network: NetworkOption = None,
+    kernel: KernelOption = None,
+    initrd: InitrdOption = None,
+    append: AppendOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Define a VM on existing qcow2 disks (they stay where they are and are kept on delete)."""
