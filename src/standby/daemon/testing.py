@@ -97,13 +97,16 @@ class DaemonProcess:
         """The (self-signed) HTTPS certificate the daemon created."""
         return self.data_dir / "tls" / "host.crt"
 
+    def command(self) -> list[str]:
+        """The command line that starts the daemon."""
+        return [sys.executable, "-m", "standby", "serve", "--data-dir", str(self.data_dir),
+                "--config", str(self.config_file)]
+
     def launch(self, *, wait: bool = True) -> None:
         """Start the process (again, after ``stop``/``kill``) and wait until it serves."""
-        command = [sys.executable, "-m", "standby", "serve", "--data-dir", str(self.data_dir),
-                   "--config", str(self.config_file)]
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env,
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env,
                                             stdin=subprocess.DEVNULL)
         if wait:
             self.wait_ready()

@@ -36,17 +36,10 @@ class HostDaemon(DaemonProcess):
     prefix: tuple[str, ...] = ()
     trust_file: Path | None = None  # the CA that signed its certificate (None: the certificate itself)
 
-    def launch(self, *, wait: bool = True) -> None:
-        """Start the daemon (again) inside the host's namespace and wait until it serves."""
-        command = [*self.prefix, sys.executable, "-m", "standby", "serve", "--data-dir", str(self.data_dir),
-                   "--config", str(self.config_file)]
-        env = {**os.environ, **self.env}
-        with self.log_path.open("ab") as log:
-            # ``ip netns exec`` execs the command, so the pid is the daemon's own.
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env,
-                                            stdin=subprocess.DEVNULL)
-        if wait:
-            self.wait_ready()
+    def command(self) -> list[str]:
+        """The daemon's command line inside the host's namespace."""
+        # ``ip netns exec`` execs the command, so the launched process's pid is the daemon's own.
+        return [*self.prefix, *super().command()]
 
     def https(self, *, user: str | None = None, password: str | None = None) -> httpx.Client:
         """An httpx client on the HTTPS listener, at the host's address, trusting its certificate."""
