@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import pywbem
 from pywbem import CIMClass, CIMClassName, CIMInstance, CIMInstanceName
 
-from standby.cim.backend import RequestContext
+from standby.cim.backend import AssociatorQuery, ClassQuery, InstanceQuery, ReferenceQuery, RequestContext
 from standby.cim.dispatch import Dispatcher
 from standby.cim.errors import CimFault
 from standby.cim.instances import filtered, keys_match, paths_equal
@@ -62,22 +62,14 @@ class CimObjectManager:
                            message_id="CimNamespaceNotFound", namespace=namespace)
         return canonical
 
-    def get_class(
-        self,
-        namespace: str,
-        classname: str,
-        *,
-        local_only: bool = True,
-        include_qualifiers: bool = True,
-        include_class_origin: bool = False,
-        property_list: Sequence[str] | None = None,
-    ) -> CIMClass:
+    def get_class(self, namespace: str, classname: str, **query: Unpack[ClassQuery]) -> CIMClass:
         """The class definition shaped by the DSP0200 flags; CIM_ERR_NOT_FOUND if unknown."""
         ns = self._namespace(namespace)
         cls = self._schema.find_class(ns, classname)
         if cls is None:
             raise _no_class(pywbem.CIM_ERR_NOT_FOUND, classname, ns)
-        return _shaped(cls, local_only, include_qualifiers, include_class_origin, property_list)
+        return _shaped(cls, query.get("local_only", True), query.get("include_qualifiers", True),
+                       query.get("include_class_origin", False), query.get("property_list"))
 
     def enumerate_classes(
         self, namespace: str, classname: str | None = None, *, deep_inheritance: bool = False
@@ -108,22 +100,16 @@ class CimObjectManager:
                     raise CimFault(pywbem.CIM_ERR_FAILED, f"{name}: {exc.message}",
                                    message_id="CimProviderFailed", classname=name, reason=exc) from exc
 
-    def enumerate_instances(
-        self,
-        namespace: str,
-        classname: str,
-        ctx: RequestContext,
-        *,
-        deep_inheritance: bool = True,
-        property_list: Sequence[str] | None = None,
-    ) -> list[CIMInstance]:
+    def enumerate_instances(self, namespace: str, classname: str, ctx: RequestContext,
+                            **query: Unpack[InstanceQuery]) -> list[CIMInstance]:
         """Instances of the class and its subclasses; without deep inheritance only the class's properties."""
         ns = self._namespace(namespace)
         cls = self._class_of(ns, classname)
+        deep, wanted = query.get("deep_inheritance", True), _names(query.get("property_list"))
         result = []
         for instance in self._instances(ns, cls.classname, ctx):
-            shaped = instance if deep_inheritance else filtered(instance, list(cls.properties))
-            result.append(filtered(shaped, _names(property_list)))
+            shaped = instance if deep else filtered(instance, list(cls.properties))
+            result.append(filtered(shaped, wanted))
         return result
 
     def find_instance(self, path: CIMInstanceName, ctx: RequestContext | None = None) -> CIMInstance | None:
@@ -150,13 +136,8 @@ class CimObjectManager:
 
     # -- methods --------------------------------------------------------------------------------------------
 
-    def invoke_method(
-        self,
-        target: CIMInstanceName | CIMClassName,
-        method: str,
-        params: Mapping[str, Any],
-        ctx: RequestContext,
-    ) -> tuple[Any, dict[str, Any]]:
+    def invoke_method(self, target: CIMInstanceName | CIMClassName, method: str, params: Mapping[str, Any],
+                      ctx: RequestContext) -> tuple[Any, dict[str, Any]]:
         """Run a method on an instance or (static style) on a class: (ReturnValue, out-parameters)."""
         ns = self._namespace(target.namespace)
         if self._schema.find_class(ns, target.classname) is None:
@@ -205,21 +186,14 @@ class CimObjectManager:
             raise CimFault(pywbem.CIM_ERR_INVALID_PARAMETER, f"Unknown result class {result_class!r}",
                            message_id="CimUnknownResultClass", classname=result_class)
 
-    def associators(
-        self,
-        path: CIMInstanceName,
-        ctx: RequestContext,
-        *,
-        assoc_class: str | None = None,
-        result_class: str | None = None,
-        role: str | None = None,
-        result_role: str | None = None,
-    ) -> list[CIMInstance]:
+    def associators(self, path: CIMInstanceName, ctx: RequestContext,
+                    **query: Unpack[AssociatorQuery]) -> list[CIMInstance]:
         """Instances associated with ``path``, filtered as DSP0200 says."""
+        result_class, result_role = query.get("result_class"), query.get("result_role")
         ns = self._namespace(path.namespace)
         self._check_result_class(ns, result_class)
         found: list[CIMInstance] = []
-        for link, own_role in self._links(path, ctx, assoc_class, role):
+        for link, own_role in self._links(path, ctx, query.get("assoc_class"), query.get("role")):
             for prop in link.properties.values():
                 if prop.type != "reference" or prop.value is None or prop.name == own_role:
                     continue
@@ -232,18 +206,13 @@ class CimObjectManager:
                     found.append(other)
         return found
 
-    def references(
-        self,
-        path: CIMInstanceName,
-        ctx: RequestContext,
-        *,
-        result_class: str | None = None,
-        role: str | None = None,
-    ) -> list[CIMInstance]:
+    def references(self, path: CIMInstanceName, ctx: RequestContext,
+                   **query: Unpack[ReferenceQuery]) -> list[CIMInstance]:
         """Association instances that refer to ``path``."""
+        result_class = query.get("result_class")
         ns = self._namespace(path.namespace)
         self._check_result_class(ns, result_class)
-        return [link for link, _ in self._links(path, ctx, result_class, role)]
+        return [link for link, _ in self._links(path, ctx, result_class, query.get("role"))]
 
 
 def _no_class(status: int, classname: str, namespace: str) -> CimFault:
