@@ -15,7 +15,6 @@ from standby.domain.entities import Host
 from standby.edge.texts import request_language
 from standby.engine.jobs import JobManager
 from standby.engine.systems import Engine
-from standby.store.sqlite import Database
 
 
 class Services(Protocol):
@@ -28,10 +27,6 @@ class Services(Protocol):
     @property
     def jobs(self) -> JobManager:
         """The jobs the entries start."""
-
-    @property
-    def db(self) -> Database:
-        """The store, for the listings the engine has no query for yet."""
 
     @property
     def host(self) -> Host:

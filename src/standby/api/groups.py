@@ -79,9 +79,10 @@ class FailoverSetBody(BaseModel):
 
 
 def _collection(services: Services, ref: str) -> Collection:
-    found = services.db.collections.find(ref.upper()) or services.db.collections.find(ref)
+    inventory = services.engine.inventory
+    found = inventory.find_collection(ref.upper()) or inventory.find_collection(ref)
     if found is None:
-        named = [c for c in services.db.collections.list() if c.name == ref]
+        named = [c for c in inventory.collections() if c.name == ref]
         if len(named) != 1:
             raise NotFound(f"no collection {ref!r}", message_id="ObjectNotFound", kind="collection", key=ref)
         found = named[0]
@@ -91,7 +92,7 @@ def _collection(services: Services, ref: str) -> Collection:
 def collection_json(services: Services, collection: Collection) -> dict[str, Any]:
     """A collection with its members, points and settings."""
     points = services.engine.collections.points(collection.collection_id)
-    stored = services.db.collection_settings.find(collection.collection_id)
+    stored = services.engine.inventory.collection_settings(collection.collection_id)
     return {
         "id": collection.collection_id, "name": collection.name,
         "mode": int(collection.replication_mode), "mode_name": collection.replication_mode.name.lower(),
@@ -110,14 +111,14 @@ def collection_json(services: Services, collection: Collection) -> dict[str, Any
 
 
 def _vm_name(services: Services, vm_id: str) -> str:
-    vm = services.db.vms.find(vm_id)
+    vm = services.engine.inventory.find_vm(vm_id)
     return vm.name if vm is not None else vm_id
 
 
 @router.get("/groups", summary="Collections (Msvm_VirtualSystemCollection)")
 def list_groups(services: ServicesDep) -> list[dict[str, Any]]:
     """Every collection of this host."""
-    return [collection_json(services, c) for c in services.db.collections.list()]
+    return [collection_json(services, c) for c in services.engine.inventory.collections()]
 
 
 @router.post("/groups", status_code=201, summary="DefineCollection")

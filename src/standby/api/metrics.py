@@ -37,9 +37,9 @@ class ServicesCollector(Collector):
         uptime = (services.clock() - services.started_at).total_seconds()
         yield GaugeMetricFamily("standby_uptime_seconds", "seconds since the daemon started", value=uptime)
         yield GaugeMetricFamily("standby_vms", "virtual machines defined on this host",
-                                value=len(services.db.vms.list()))
+                                value=len(services.engine.inventory.vms()))
         yield GaugeMetricFamily("standby_relationships", "replication relationships on this host",
-                                value=len(services.db.relationships.list()))
+                                value=len(services.engine.inventory.relationships()))
         jobs = GaugeMetricFamily("standby_jobs", "jobs the daemon keeps, by state", labels=["state"])
         counts = Counter(job.state for job in services.jobs.list())
         for state in JobState:

@@ -31,8 +31,8 @@ def status(services: ServicesDep, user: UserDep) -> dict[str, object]:
         "uptime_seconds": round((now - services.started_at).total_seconds(), 3),
         "user": user,
         "counts": {
-            "vms": len(services.db.vms.list()),
-            "relationships": len(services.db.relationships.list()),
+            "vms": len(services.engine.inventory.vms()),
+            "relationships": len(services.engine.inventory.relationships()),
             "jobs_running": running,
         },
     }

@@ -1,5 +1,5 @@
-"""What the CIM providers work with: the store (for the instances they list), the clock, this host, the
-schema and the engine entries (for every method).
+"""What the CIM providers work with: the clock, this host, the schema and the engine — its entries for every
+method, its inventory for the instances they list (providers never open the store).
 
 ``CimRuntime`` is built once by the composition root (``daemon/compose.py``) or a test, and handed to every
 provider's ``install``. Methods call ``engine`` only, so CIM answers as REST does.
@@ -15,7 +15,6 @@ from standby.cim.schema import Schema
 from standby.domain.entities import Host
 from standby.engine.group_cycle import PointAssembler
 from standby.engine.systems import Engine
-from standby.store.sqlite import Database
 
 Clock = Callable[[], datetime]
 
@@ -24,7 +23,6 @@ Clock = Callable[[], datetime]
 class CimRuntime:
     """Everything a provider may use."""
 
-    db: Database
     clock: Clock
     host: Host
     schema: Schema

@@ -35,6 +35,7 @@ from standby.domain.entities import Host
 from standby.engine.collection_service import CollectionReplicationService
 from standby.engine.connection import ReplicationConnectionTester
 from standby.engine.failover import FailoverUseCases
+from standby.engine.inventory import Inventory
 from standby.engine.jobs import JobManager
 from standby.engine.planned import PlannedServices
 from standby.engine.planned import build as build_planned
@@ -221,11 +222,11 @@ def _build_engine(services: Services) -> Engine:
                                                groups.failover, groups.assembler)
     return Engine(replication=replication, collections=collections, collection_management=groups.management,
                   redundancy=groups.redundancy, systems=VirtualSystems(services.vms, services.failover),
-                  jobs=services.jobs)
+                  jobs=services.jobs, inventory=Inventory(db))
 
 
 def _build_object_manager(services: Services) -> ObjectManager:
     """The CIM object model over the engine entries."""
-    runtime = CimRuntime(db=services.db, clock=services.clock, host=services.host, schema=load_schema(),
+    runtime = CimRuntime(clock=services.clock, host=services.host, schema=load_schema(),
                          engine=services.engine, assembler=services.groups.assembler)
     return build_object_manager(runtime)

@@ -67,7 +67,7 @@ from standby.domain.retention import PointInfo, plan_retention
 from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import LogCorrupt, LogDecoder, LogHeader, LogKind
 from standby.storage.nbd import NbdClient, WriteWindow
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.apply")
 
@@ -124,7 +124,7 @@ class _Disk:
 class ReplicaApplier:
     """Applies logs into recovery-point chains and keeps them retained (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Clock, *, verify_writes: bool = False) -> None:
+    def __init__(self, db: Store, clock: Clock, *, verify_writes: bool = False) -> None:
         self._db = db
         self._clock = clock
         #: Read every written range back against its checksum before the point counts (``[replica]

@@ -25,7 +25,7 @@ from standby.engine.group_replication import (
 )
 from standby.engine.operations import CollectionUseCase
 from standby.engine.service import DONE, InitialReplication, Outcome, started
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 Clock = Callable[[], datetime]
 _U = CollectionUseCase
@@ -48,7 +48,7 @@ class CollectionStatistics:
 class CollectionReplicationService:
     """Group replication and collection failover, one entry per Hyper-V method."""
 
-    _db: Database
+    _db: Store
     _clock: Clock
     management: CollectionUseCases
     _replication: GroupReplication

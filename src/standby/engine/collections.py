@@ -28,7 +28,7 @@ from standby.domain.enums import (
 from standby.domain.errors import InUse, InvalidParameter, InvalidState, NotSupported
 from standby.domain.preconditions import Operation, PreconditionFacts, require
 from standby.engine.operations import CollectionUseCase
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 Clock = Callable[[], datetime]
 _MAX_NAME = 256
@@ -63,7 +63,7 @@ _WITH_POINT = frozenset({Operation.COLLECTION_INITIATE_FAILOVER, Operation.COLLE
 class CollectionUseCases:
     """Collections: management on stored data, and the guards of group replication."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Store, clock: Clock) -> None:
         self._db = db
         self._clock = clock
 

@@ -59,7 +59,7 @@ from standby.engine.capture import (
 from standby.engine.statistics import refresh_health, success_keeps_health
 from standby.storage.logformat import DiskInfo, LogEncoder, LogHeader, LogKind
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class OpenCut:
 class CycleRunner:
     """Runs cycles; the clocks and ``sleep`` are injected so throttling and timing are testable."""
 
-    def __init__(self, db: Database, capture: Capture, peers: PeerFactory, clock: Clock, *,
+    def __init__(self, db: Store, capture: Capture, peers: PeerFactory, clock: Clock, *,
                  monotonic: Callable[[], float] = _time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  local_time: Callable[[], time] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""Extended replication (spec §9.8): a replica B replicates on to a third host C — relationship ``…\\HVR\\1``
-on B, a replica VM in mode 4 (Extended Replica) on C.
+"""Extended replication (hyperv-api §9.8): a replica B replicates on to a third host C — relationship
+``…\\HVR\\1`` on B, a replica VM in mode 4 (Extended Replica) on C.
 
 - ``CreateReplicationRelationship`` on a replica VM (JobType 91): C creates the replica (mode 4, same GUID),
   B records the extended relationship in state 1. Interval: Hyper-V allows 300 or 900 s only; standby allows
@@ -59,8 +59,7 @@ from standby.engine.reverse import SendingUseCase, allocated_ranges, overlay_sou
 from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import MAX_FRAME, DiskInfo, LogEncoder, LogHeader, LogKind, is_zero
 from standby.storage.nbd import STATE_ZERO
-from standby.store.sqlite import Database
-from standby.store.sqlite.repos_failover import PointHold
+from standby.store.port import PointHold, Store
 
 log = logging.getLogger("standby.extended")
 
@@ -94,7 +93,7 @@ class ExtendedReplication(SendingUseCase):
     """Extended CreateReplicationRelationship, forwarding of the points, ChangeReplicationModeToPrimary."""
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager | None, runner: CycleRunner | None,
-                 peers: PeerFactory | None, *, db: Database, clock: Clock, host_name: str = "") -> None:
+                 peers: PeerFactory | None, *, db: Store, clock: Clock, host_name: str = "") -> None:
         super().__init__(guards, jobs, runner, peers, db=db, clock=clock, host_name=host_name)
         self._locks: dict[str, asyncio.Lock] = {}
         #: The apply lock of the replica side (``ReplicaApplier.lock``): forwarding reads the chain.
@@ -159,7 +158,7 @@ class ExtendedReplication(SendingUseCase):
 
     def submit_modify(self, vm_id: str, settings: ReplicationSettings) -> Job:
         """ModifyReplicationSettings on a replica VM: the extended relationship's settings (JobType 92); the
-        included disks cannot change (spec §9.8)."""
+        included disks cannot change (hyperv-api §9.8)."""
         target = self._guards.guard(Operation.MODIFY_REPLICATION_SETTINGS, vm_id, index=_EXT)
         current = self._db.relationships.get(vm_id, int(_EXT))
         primary = self._db.relationships.get(vm_id, int(_PRIMARY))

@@ -75,7 +75,7 @@ from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
 from standby.hypervisor.port import Hypervisor
 from standby.storage import failover_images
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 #: Asks the primary host whether the VM runs there: True/False, None when it cannot be told (unreachable).
 PrimaryProbe = Callable[[VirtualMachine, Relationship], Awaitable[bool | None]]
@@ -93,7 +93,7 @@ class FailoverUseCases:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         clock: Callable[[], Any],
         jobs: JobManager | None,
         hypervisor: Hypervisor,
@@ -250,7 +250,7 @@ class FailoverUseCases:
                              vm=vm.name, host=host)
 
     def _hold(self, point: RecoveryPoint, holder: str, reason: str) -> None:
-        from standby.store.sqlite.repos_failover import PointHold
+        from standby.store.port import PointHold
 
         self.db.point_holds.hold(PointHold(point.point_id, holder, reason, self.store.clock()))
 

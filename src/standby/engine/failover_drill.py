@@ -34,7 +34,7 @@ from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
 from standby.hypervisor.port import Hypervisor
 from standby.storage import failover_images
-from standby.store.sqlite.repos_failover import PointHold
+from standby.store.port import PointHold
 
 #: The network test VMs' NICs are put on: user networking with no route out (see the QEMU command line).
 TEST_NETWORK = "isolated:standby-test"

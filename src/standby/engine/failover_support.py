@@ -21,7 +21,7 @@ from standby.domain.errors import FileNotFound, InUse, NotFound, StandbyError
 from standby.domain.failover import SEED_DISK_ID, replica_dir_of
 from standby.storage import failover_images, seed
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.failover")
 
@@ -43,7 +43,7 @@ def own_locks() -> ChainGuard:
 class FailoverStore:
     """Store writes of the failover use cases: re-read and re-apply when another writer got there first."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Store, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

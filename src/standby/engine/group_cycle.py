@@ -62,7 +62,7 @@ from standby.engine.cycle import CycleResult, CycleRunner, OpenCut
 from standby.engine.scheduler import Plan
 from standby.hypervisor.port import FrozenGuest
 from standby.storage.logformat import LogHeader
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
 
@@ -161,7 +161,7 @@ class GroupCycleResult:
 class GroupCycle:
     """Runs group cycles of collections (see the module docstring)."""
 
-    def __init__(self, db: Database, runner: CycleRunner, capture: GroupCapture, pauser: Pauser,
+    def __init__(self, db: Store, runner: CycleRunner, capture: GroupCapture, pauser: Pauser,
                  clock: Clock, *, monotonic: Callable[[], float] = _time.monotonic) -> None:
         self._db = db
         self._runner = runner
@@ -311,7 +311,7 @@ class GroupCycle:
 class PointAssembler:
     """Listener of ``ReplicaApplier.point_listeners``: collection points appear when their cut is whole."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Store, clock: Clock) -> None:
         self._db = db
         self._clock = clock
 
@@ -389,7 +389,7 @@ class CollectionUnits:
 
     name = COLLECTION_UNITS
 
-    def __init__(self, db: Database, cycle: GroupCycle, runner: CycleRunner,
+    def __init__(self, db: Store, cycle: GroupCycle, runner: CycleRunner,
                  vm_state: Callable[[str], EnabledState], clock: Clock) -> None:
         self._db = db
         self._cycle = cycle

@@ -39,7 +39,7 @@ from standby.engine.group_cycle import PointAssembler
 from standby.engine.group_replication import set_collection, wait_member
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.operations import CollectionUseCase, not_implemented
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
 Clock = Callable[[], datetime]
@@ -69,7 +69,7 @@ class MemberFailover(Protocol):
 class GroupFailover:
     """Failover, revert, commit and test of a replica collection (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Clock, jobs: JobManager, guards: CollectionUseCases, *,
+    def __init__(self, db: Store, clock: Clock, jobs: JobManager, guards: CollectionUseCases, *,
                  failover: MemberFailover, assembler: PointAssembler, planned: Any = None,
                  reverse: Any = None) -> None:
         self._db = db

@@ -29,7 +29,7 @@ from standby.domain.errors import InvalidState, StandbyError, Unavailable
 from standby.domain.groups import error_class
 from standby.domain.preconditions import Operation
 from standby.engine.jobs import JobManager
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.redundancy")
 #: ``(host, port or None) → PeerClient`` (an async context manager with the planned-failover calls).
@@ -42,7 +42,7 @@ _PRIMARY = 0
 class PlannedMove:
     """Planned failover with reverse replication of one VM between this host and its peer."""
 
-    def __init__(self, db: Database, jobs: JobManager | None, *, failover: Any, planned: Any, reverse: Any,
+    def __init__(self, db: Store, jobs: JobManager | None, *, failover: Any, planned: Any, reverse: Any,
                  peer: PeerFor | None, peer_port: int = 0, step_timeout: float = STEP_TIMEOUT) -> None:
         self._db = db
         self._jobs = jobs

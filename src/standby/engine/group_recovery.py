@@ -30,7 +30,7 @@ from standby.domain.enums import (
 )
 from standby.domain.errors import StandbyError
 from standby.engine.group_replication import set_collection
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
 Clock = Callable[[], datetime]
@@ -72,7 +72,7 @@ def collection_state(members: Sequence[ReplicationState | None]) -> CollectionRe
     return _C.CRITICAL
 
 
-async def settle_collections(db: Database, clock: Clock, failover: Any = None) -> list[str]:
+async def settle_collections(db: Store, clock: Clock, failover: Any = None) -> list[str]:
     """Settle every unsettled collection with no job running on it; the ids settled."""
     settled = []
     for collection in db.collections.list():
@@ -88,7 +88,7 @@ async def settle_collections(db: Database, clock: Clock, failover: Any = None) -
     return settled
 
 
-async def _undo_partial_failover(db: Database, collection: Collection, failover: Any) -> list[str]:
+async def _undo_partial_failover(db: Store, collection: Collection, failover: Any) -> list[str]:
     """State 4: revert the members the interrupted collection failover had already failed over."""
     if collection.replication_state is not _C.FAILOVER_INITIATED or failover is None:
         return []
@@ -105,7 +105,7 @@ async def _undo_partial_failover(db: Database, collection: Collection, failover:
     return reverted
 
 
-def _settle(db: Database, collection: Collection) -> CollectionReplicationState:
+def _settle(db: Store, collection: Collection) -> CollectionReplicationState:
     states = [rel.state if (rel := db.relationships.find(vm_id, 0)) is not None else None
               for vm_id in collection.member_vm_ids]
     state = collection_state(states)

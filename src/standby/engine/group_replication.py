@@ -39,7 +39,7 @@ from standby.engine.collections import CollectionUseCases
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.operations import CollectionUseCase
 from standby.engine.statistics import monitoring_window
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 Clock = Callable[[], datetime]
 _C = CollectionReplicationState
@@ -93,7 +93,7 @@ async def wait_member(jobs: JobManager, job: Job, vm_name: str, timeout: float =
 class GroupReplication:
     """The primary side's collection methods (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Clock, jobs: JobManager, guards: CollectionUseCases,
+    def __init__(self, db: Store, clock: Clock, jobs: JobManager, guards: CollectionUseCases,
                  members: MemberUseCases) -> None:
         self._db = db
         self._clock = clock
@@ -282,7 +282,7 @@ class GroupReplication:
                                  cancellable=cancellable)
 
 
-def collection_statistics(db: Database, clock: Clock, guards: CollectionUseCases,
+def collection_statistics(db: Store, clock: Clock, guards: CollectionUseCases,
                           collection_id: str) -> tuple[GroupStatistics, list[str]]:
     """Statistics of a collection's group cycles over the monitoring window (since the last reset), and
     its members' health issues (both sides of replication)."""
@@ -308,14 +308,14 @@ def collection_statistics(db: Database, clock: Clock, guards: CollectionUseCases
     return stats, issues
 
 
-def reset_collection_statistics(db: Database, clock: Clock, guards: CollectionUseCases,
+def reset_collection_statistics(db: Store, clock: Clock, guards: CollectionUseCases,
                                 collection_id: str) -> None:
     """ResetReplicationStatistics of a collection: counting starts again now."""
     collection = guards.guard(CollectionUseCase.RESET_REPLICATION_STATISTICS, collection_id)
     db.group_cycles.reset(collection.collection_id, clock())
 
 
-def set_collection(db: Database, collection_id: str, *, mode: ReplicationMode | None = None,
+def set_collection(db: Store, collection_id: str, *, mode: ReplicationMode | None = None,
                    state: CollectionReplicationState | None = None, **changes: Any) -> Collection:
     """Change a stored collection (compare-and-swap, retried)."""
     from standby.store.errors import StaleWrite

@@ -25,7 +25,7 @@ from standby.domain.entities import DEFAULT_TIME_BEFORE_REMOVAL, Job
 from standby.domain.enums import JobState, JobType, ReturnCode, StateChangeCode
 from standby.domain.errors import InUse, NotFound, StandbyError, Unavailable
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.jobs")
 
@@ -65,7 +65,7 @@ class JobHandle:
 class JobManager:
     """Runs and persists jobs; thread-safe (``submit``/``cancel``/``get`` may be called from any thread)."""
 
-    def __init__(self, db: Database, clock: Clock, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, db: Store, clock: Clock, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._db = db
         self._clock = clock
         self._loop = loop

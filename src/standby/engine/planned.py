@@ -1,8 +1,8 @@
-"""Planned failover on the primary and "enable as replica" (spec §4, §9.5).
+"""Planned failover on the primary and "enable as replica" (hyperv-api §4, §9.5).
 
 - ``RequestReplicationStateChange(4)`` (prepare a planned failover, JobType 96): the VM must be off and the
   relationship Replicating (the precondition table). The job locks the VM from starting, shows state 4 while
-  it runs (spec §4: "while the change runs, ReplicationState shows the requested value"), and ships the
+  it runs (hyperv-api §4: "while the change runs, ReplicationState shows the requested value"), and ships the
   changes since the last acknowledged cut as a PLANNED log through the cycle runner's off-VM path (the
   persistent bitmap read with ``qemu-nbd``). The replica records it as a ``…Replica:PlannedFailover`` point,
   which ``InitiateFailover(NULL)`` then picks. A failed send unlocks the VM and returns to Replicating (or
@@ -11,7 +11,7 @@
   initial replication (mode 2, state 2); the primary's ``StartReplication(3)`` then compares block hashes
   against the VM's own disks (the replica side already supports a head-less seeded apply).
 
-A VM a prepare locked does not start: ``domain.replica.check_startable`` (spec §5.8).
+A VM a prepare locked does not start: ``domain.replica.check_startable`` (hyperv-api §5.8).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
 from standby.engine.reverse import ReverseReplication, ReverseTarget
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.planned")
 _T = TypeVar("_T")
@@ -57,7 +57,7 @@ class PlannedFailover:
     """``RequestReplicationStateChange`` 4 (prepare) and 2 (as replica) as jobs."""
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager | None, runner: CycleRunner | None, *,
-                 db: Database, clock: Clock) -> None:
+                 db: Store, clock: Clock) -> None:
         self._guards = guards
         self._jobs = jobs
         self._runner = runner
@@ -181,7 +181,7 @@ class PlannedServices:
     extended: ExtendedReplication
 
 
-def build(db: Database, clock: Clock, jobs: JobManager | None, runner: CycleRunner | None,
+def build(db: Store, clock: Clock, jobs: JobManager | None, runner: CycleRunner | None,
           peers: PeerFactory | None, *, host_name: str = "",
           lock: Callable[[str], asyncio.Lock] | None = None,
           point_listeners: list[Callable[[RecoveryPoint, Any], None]] | None = None,

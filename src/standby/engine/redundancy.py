@@ -47,7 +47,7 @@ from standby.domain.errors import InUse, InvalidParameter, NotSupported, Standby
 from standby.domain.groups import FailoverIndication, error_class, failover_code, redundancy_status
 from standby.domain.preconditions import Operation
 from standby.engine.jobs import JobHandle, JobManager
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 if TYPE_CHECKING:
     from standby.engine.failover import FailoverUseCases
@@ -98,7 +98,7 @@ class _Move:
 class RedundancyUseCases:
     """Derives, lists and fails over redundancy sets (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Clock, host: Host, *, jobs: JobManager | None = None,
+    def __init__(self, db: Store, clock: Clock, host: Host, *, jobs: JobManager | None = None,
                  failover: FailoverUseCases | None = None, reachable: Reachable | None = None,
                  planned: PlannedMove | None = None) -> None:
         self._db = db

@@ -61,7 +61,7 @@ from standby.domain.replica import (
 from standby.engine.apply import ApplyResult, ReplicaApplier, read_file_chunks
 from standby.storage import blockhash
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger("standby.replica")
 
@@ -104,7 +104,7 @@ class ReplicaStatus:
 class ReplicaUseCases:
     """The replica side of every relationship this host receives."""
 
-    def __init__(self, db: Database, clock: Clock, applier: ReplicaApplier) -> None:
+    def __init__(self, db: Store, clock: Clock, applier: ReplicaApplier) -> None:
         self._db = db
         self._clock = clock
         self.applier = applier

@@ -68,7 +68,7 @@ from standby.engine.capture import included_disks
 from standby.engine.cycle import CycleResult, CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.statistics import HealthIssue, StatisticsReport, monitoring_window
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 __all__ = ["HealthIssue", "ReplicationUseCases", "StatisticsReport", "monitoring_window"]
 
@@ -121,7 +121,7 @@ def relationship_index(instance_id: str | None, vm_id: str) -> RelationshipIndex
 class ReplicationUseCases:
     """Guards and operations of per-VM replication and of the replication service."""
 
-    def __init__(self, db: Database, clock: Clock, *, certificate_path: Path | None = None) -> None:
+    def __init__(self, db: Store, clock: Clock, *, certificate_path: Path | None = None) -> None:
         self._db = db
         self._clock = clock
         self._certificate_path = certificate_path
@@ -298,7 +298,7 @@ class PrimaryReplication:
     """
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager, runner: CycleRunner,
-                 peers: PeerFactory, *, db: Database, clock: Clock, sleep: Sleep = asyncio.sleep,
+                 peers: PeerFactory, *, db: Store, clock: Clock, sleep: Sleep = asyncio.sleep,
                  host_name: str = "") -> None:
         self._guards = guards
         self._db = db

@@ -1,5 +1,5 @@
-"""ReverseReplicationRelationship (spec §3.2, §9.5, §9.6, JobType 104): the failed-over replica B becomes
-the primary and the old primary A becomes its replica, without copying the disks again.
+"""ReverseReplicationRelationship (hyperv-api §3.2, §9.5, §9.6, JobType 104): the failed-over replica B
+becomes the primary and the old primary A becomes its replica, without copying the disks again.
 
 B (``ReverseReplication``, on the failed-over replica in state 5 or 6):
 1. asks A to become its replica (``POST /peer/v1/vms/{vm_id}/become-replica``, ``ReverseTarget`` below);
@@ -14,7 +14,7 @@ B (``ReverseReplication``, on the failed-over replica in state 5 or 6):
      whether or not the VM ran before the reverse, and survives a daemon restart (it is qcow2 metadata).
    - after an UNPLANNED failover A may hold writes B never got: the log carries the blocks whose hashes
      differ between B's cut and A's disk (``PeerClient.hashes`` + the capture's hashing), nothing else.
-Reverse completes a planned failover: no CommitFailover is needed (spec §9.5).
+Reverse completes a planned failover: no CommitFailover is needed (hyperv-api §9.5).
 
 A (``ReverseTarget.become_replica``): the caller must be authorized by an entry; the VM must be a primary,
 off and idle; after a planned failover its relationship must be prepared (state 4) at exactly the planned
@@ -79,7 +79,8 @@ from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replica import resolve_replica_root, safe_folder
 from standby.engine.replication import ReplicationUseCases
 from standby.storage import chain, qemu_img
-from standby.store.sqlite import Database, codec
+from standby.store import codec
+from standby.store.port import Store
 
 log = logging.getLogger("standby.reverse")
 
@@ -141,7 +142,7 @@ class SendingUseCase:
     ``peers`` are None on a host without a hypervisor: the use case then answers 32777."""
 
     def __init__(self, guards: ReplicationUseCases, jobs: JobManager | None, runner: CycleRunner | None,
-                 peers: PeerFactory | None, *, db: Database, clock: Clock, host_name: str = "") -> None:
+                 peers: PeerFactory | None, *, db: Store, clock: Clock, host_name: str = "") -> None:
         self._guards = guards
         self._jobs = jobs
         self._runner = runner
@@ -236,7 +237,7 @@ class ReverseReplication(SendingUseCase):
         orphan_files(vm, points, Path(site.storage_root) if site else None)
 
 
-def failover_point(db: Database, vm_id: str) -> RecoveryPoint:
+def failover_point(db: Store, vm_id: str) -> RecoveryPoint:
     """The point the VM is failed over to (F's hold, reason ``failover`` or ``committed``)."""
     holds = [h for h in db.point_holds.list(holder_id=vm_id) if h.reason in ("failover", "committed")]
     point = db.recovery_points.find(holds[0].point_id) if holds else None
@@ -309,7 +310,7 @@ class _Moved(NamedTuple):
 class ReverseTarget:
     """``become_replica`` behind the peer route (see the module docstring)."""
 
-    db: Database
+    db: Store
     clock: Clock
     lock: Callable[[str], asyncio.Lock] = field(default=lambda _: asyncio.Lock())
 

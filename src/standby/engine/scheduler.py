@@ -47,7 +47,7 @@ from standby.domain.enums import EnabledState, RelationshipIndex, ReplicationMod
 from standby.domain.errors import StandbyError
 from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.hypervisor.port import VmEvent, VmEventKind
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger(__name__)
 MIN_INTERVAL = 1.0
@@ -110,7 +110,7 @@ class RelationshipUnits:
 
     name = RELATIONSHIP
 
-    def __init__(self, db: Database, runner: CycleRunner, vm_state: Callable[[str], EnabledState],
+    def __init__(self, db: Store, runner: CycleRunner, vm_state: Callable[[str], EnabledState],
                  clock: Callable[[], datetime], *, claimed: Callable[[str], bool],
                  peers: PeerFactory | None = None, resyncer: Resyncer | None = None,
                  local_time: Callable[[], time] | None = None) -> None:
@@ -202,7 +202,7 @@ class RelationshipUnits:
 class Scheduler:
     """Cycle tasks for every unit of every kind, plus a reconcile loop (see the module docstring)."""
 
-    def __init__(self, db: Database, runner: CycleRunner, vm_state: Callable[[str], EnabledState],
+    def __init__(self, db: Store, runner: CycleRunner, vm_state: Callable[[str], EnabledState],
                  clock: Callable[[], datetime], *, peers: PeerFactory | None = None,
                  resyncer: Resyncer | None = None, poll: float = 1.0,
                  monotonic: Callable[[], float] = _time.monotonic,

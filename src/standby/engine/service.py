@@ -45,7 +45,7 @@ from standby.engine.planned import PlannedServices
 from standby.engine.replica import ReplicaUseCases
 from standby.engine.replication import PrimaryReplication, ReplicationUseCases
 from standby.engine.statistics import StatisticsReport
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
@@ -86,7 +86,7 @@ DONE = Outcome()
 class ReplicationService:
     """Msvm_ReplicationService and Msvm_ComputerSystem.RequestReplicationStateChange[Ex], one entry each."""
 
-    _db: Database
+    _db: Store
     _clock: Clock
     _jobs: JobManager
     guards: ReplicationUseCases

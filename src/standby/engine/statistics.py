@@ -1,4 +1,4 @@
-"""Replication statistics (``Msvm_ReplicationStatistics``, spec §5.5) and health (spec §6.2) of a
+"""Replication statistics (``Msvm_ReplicationStatistics``, hyperv-api §5.5) and health (hyperv-api §6.2) of a
 relationship, from the cycle records of ``db.cycles``.
 
 Both sides keep records, as Hyper-V counts on both: the primary one per cycle attempt (``engine.cycle``),
@@ -36,7 +36,7 @@ from standby.domain.health import (
     max_average_latency,
 )
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class HealthIssue:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatisticsReport(CycleTotals):
-    """Replication statistics of one relationship over the current monitoring window (spec §5.5): the
+    """Replication statistics of one relationship over the current monitoring window (hyperv-api §5.5): the
     window's counters as ``domain.cycles.totals`` adds them up, and what the records alone do not tell."""
 
     vm_id: str
@@ -80,14 +80,14 @@ def monitoring_window(settings: ServiceSettings, now: datetime) -> tuple[datetim
     return start, start + interval
 
 
-def window_totals(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
+def window_totals(db: Store, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
         datetime, datetime, CycleTotals, int]:
     """(window start, end, the totals since max(start, last reset), pending bytes)."""
     start, end, records = _window_records(db, vm_id, index, now)
     return start, end, totals(records), _pending(records)
 
 
-def _window_records(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
+def _window_records(db: Store, vm_id: str, index: RelationshipIndex, now: datetime) -> tuple[
         datetime, datetime, list[CycleRecord]]:
     start, end = monitoring_window(db.service_settings.get(), now)
     reset = db.cycles.reset_at(vm_id, int(index))
@@ -109,7 +109,7 @@ def average_log_size(records: Sequence[CycleRecord]) -> float | None:
     return sum(shipped) / len(shipped) if shipped else None
 
 
-def verdict(db: Database, rel: Relationship, now: datetime) -> HealthVerdict:
+def verdict(db: Store, rel: Relationship, now: datetime) -> HealthVerdict:
     """The health of a relationship at ``now`` (this host's side of it)."""
     vm = db.vms.get(rel.vm_id)
     _, _, sums, _ = window_totals(db, rel.vm_id, rel.index, now)
@@ -127,7 +127,8 @@ def verdict(db: Database, rel: Relationship, now: datetime) -> HealthVerdict:
 
 
 def success_keeps_health(health: ReplicationHealth, latency_ms: int, interval_seconds: int) -> bool:
-    """Whether recording one more successful cycle leaves a stored Normal health Normal (spec §6.2 rules).
+    """Whether recording one more successful cycle leaves a stored Normal health Normal (hyperv-api §6.2
+    rules).
 
     A success helps every rule or leaves it alone: it lowers the missed share, ends a failure streak and a
     stale send, and changes no state. Only the average latency can get worse, and only through a success
@@ -140,7 +141,7 @@ def success_keeps_health(health: ReplicationHealth, latency_ms: int, interval_se
     return health is ReplicationHealth.OK and seconds <= limit
 
 
-def refresh_health(db: Database, vm_id: str, index: RelationshipIndex, now: datetime) -> ReplicationHealth:
+def refresh_health(db: Store, vm_id: str, index: RelationshipIndex, now: datetime) -> ReplicationHealth:
     """Recompute and store the health of a relationship; returns it."""
     for _ in range(5):
         rel = db.relationships.find(vm_id, int(index))
@@ -157,8 +158,8 @@ def refresh_health(db: Database, vm_id: str, index: RelationshipIndex, now: date
     return health
 
 
-def report(db: Database, rel: Relationship, now: datetime) -> StatisticsReport:
-    """GetReplicationStatistics: every field of spec §5.5 plus Measure-VMReplication's extras."""
+def report(db: Store, rel: Relationship, now: datetime) -> StatisticsReport:
+    """GetReplicationStatistics: every field of hyperv-api §5.5 plus Measure-VMReplication's extras."""
     start, end, records = _window_records(db, rel.vm_id, rel.index, now)
     sums, pending = totals(records), _pending(records)
     judged = verdict(db, rel, now)

@@ -15,11 +15,12 @@ from standby.domain.enums import ReplicationMode
 from standby.engine.collection_service import CollectionReplicationService
 from standby.engine.collections import CollectionUseCases
 from standby.engine.failover import FailoverUseCases
+from standby.engine.inventory import Inventory
 from standby.engine.jobs import JobManager
 from standby.engine.redundancy import RedundancyUseCases
 from standby.engine.service import DONE, Outcome, ReplicationService, started
 from standby.engine.vms import VmRequest, VmUseCases
-from standby.store.sqlite.repos_service import Event
+from standby.store.port import Event
 
 
 class VirtualSystems:
@@ -72,3 +73,5 @@ class Engine:
     redundancy: RedundancyUseCases
     systems: VirtualSystems
     jobs: JobManager
+    #: Read-only listings for the surfaces (they never open the store).
+    inventory: Inventory

@@ -35,7 +35,7 @@ from standby.domain.replica import check_startable
 from standby.engine.jobs import JobHandle, JobManager
 from standby.hypervisor.port import Hypervisor, VmEvent, VmEventKind
 from standby.store.errors import StaleWrite
-from standby.store.sqlite import Database
+from standby.store.port import Store
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class VmUseCases:
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         hypervisor: Hypervisor,
         clock: Clock,
         *,

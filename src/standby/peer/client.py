@@ -37,7 +37,7 @@ from standby.domain.errors import (
 from standby.domain.replica import OutOfSequence
 from standby.peer.tls import PeerTls
 from standby.storage.logformat import LogCorrupt
-from standby.store.sqlite import codec
+from standby.store import codec
 
 PREFIX = "/peer/v1"
 LOG_MEDIA_TYPE = "application/x-standby-log"

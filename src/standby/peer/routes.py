@@ -24,7 +24,7 @@ from standby.engine.connection import SERVICE_NAME
 from standby.engine.group_planned import PlannedMove
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases, points_json
 from standby.engine.reverse import BecomeReplica, ReverseTarget
-from standby.store.sqlite import codec
+from standby.store import codec
 
 PREFIX = "/peer/v1"
 LOG_MEDIA_TYPE = "application/x-standby-log"

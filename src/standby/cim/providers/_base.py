@@ -50,7 +50,7 @@ def referenced_vm(call: MethodCall, parameter: str = "ComputerSystem") -> Virtua
     if name is None:
         raise InvalidParameter(f"{parameter} must name a virtual machine",
                                message_id="VirtualMachineRequired", parameter=parameter)
-    vm = call.runtime.db.vms.find(str(name).upper())
+    vm = call.runtime.engine.inventory.find_vm(str(name).upper())
     if vm is None:
         raise InvalidParameter(f"{parameter} names the host {name}, not a virtual machine",
                                message_id="VirtualMachineRequired", parameter=parameter)
@@ -60,7 +60,7 @@ def referenced_vm(call: MethodCall, parameter: str = "ComputerSystem") -> Virtua
 def target_vm(call: MethodCall) -> VirtualMachine:
     """The VM an instance method runs on; the host is refused as not supported."""
     name = naming.key(call.target_instance, "Name")
-    vm = call.runtime.db.vms.find(str(name).upper()) if name is not None else None
+    vm = call.runtime.engine.inventory.find_vm(str(name).upper()) if name is not None else None
     if vm is None:
         raise NotSupported(f"{call.method} applies to virtual machines only, not to the host",
                            message_id="VirtualMachineRequired", parameter="target")

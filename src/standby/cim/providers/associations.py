@@ -43,14 +43,14 @@ def _link(runtime: CimRuntime, namespace: str, classname: str, **refs: CIMInstan
 
 
 def _system_relationships(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for rel in runtime.db.relationships.list():
+    for rel in runtime.engine.inventory.relationships():
         yield _link(runtime, ns, "Msvm_SystemReplicationRelationship",
                     Antecedent=naming.system_path(ns, rel.vm_id),
                     Dependent=naming.instance_id_path(ns, RELATIONSHIP, rel.instance_id))
 
 
 def _element_settings(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for rel in runtime.db.relationships.list():
+    for rel in runtime.engine.inventory.relationships():
         yield _link(runtime, ns, "Msvm_ElementSettingData",
                     ManagedElement=naming.system_path(ns, rel.vm_id),
                     SettingData=naming.instance_id_path(ns, SETTINGS, rel.instance_id))
@@ -60,20 +60,20 @@ def _element_settings(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iter
                                   naming.REPLICATION_SERVICE_NAME)
     yield _link(runtime, ns, "Msvm_ElementSettingData", ManagedElement=service,
                 SettingData=naming.instance_id_path(ns, SERVICE_SETTINGS, service_settings_id(runtime)))
-    for entry in runtime.db.auth_entries.list():
+    for entry in runtime.engine.inventory.authorization_entries():
         yield _link(runtime, ns, "Msvm_ElementSettingData", ManagedElement=service,
                     SettingData=naming.instance_id_path(ns, AUTHORIZATION, authorization_id(entry)))
 
 
 def _snapshots(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for point in runtime.db.recovery_points.list():
+    for point in runtime.engine.inventory.recovery_points():
         yield _link(runtime, ns, "Msvm_SnapshotOfVirtualSystem",
                     Antecedent=naming.system_path(ns, point.vm_id),
                     Dependent=naming.instance_id_path(ns, naming.VSSD, point.instance_id))
 
 
 def _test_systems(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    vms = runtime.db.vms.list()
+    vms = runtime.engine.inventory.vms()
     tests = {vm.name: vm for vm in vms if vm.replication_mode == ReplicationMode.TEST_REPLICA}
     for vm in vms:
         test = tests.get(f"{vm.name} - Test")
@@ -84,8 +84,8 @@ def _test_systems(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable
 
 
 def _members(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    known = {vm.vm_id for vm in runtime.db.vms.list()}
-    for collection in runtime.db.collections.list():
+    known = {vm.vm_id for vm in runtime.engine.inventory.vms()}
+    for collection in runtime.engine.inventory.collections():
         for vm_id in collection.member_vm_ids:
             if vm_id in known:
                 yield _link(runtime, ns, "Msvm_CollectedVirtualSystems",
@@ -94,7 +94,7 @@ def _members(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMI
 
 
 def _collection_points(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for point in runtime.db.collection_points.list():
+    for point in runtime.engine.inventory.collection_points():
         path = CIMInstanceName(COLLECTION_POINT, namespace=ns, keybindings={
             "CollectionID": point.collection_id, "InstanceID": f"Microsoft:{point.point_id}"})
         yield _link(runtime, ns, "Msvm_RecoveryPointOfVirtualSystemCollection",
@@ -102,7 +102,7 @@ def _collection_points(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Ite
 
 
 def _test_collections(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    collections = runtime.db.collections.list()
+    collections = runtime.engine.inventory.collections()
     tests = {c.name: c for c in collections if c.replication_mode == ReplicationMode.TEST_REPLICA}
     for collection in collections:
         test = tests.get(f"{collection.name} - Test")
@@ -113,7 +113,7 @@ def _test_collections(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iter
 
 
 def _redundancy_members(runtime: CimRuntime, ns: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for rs in runtime.db.redundancy_sets.list():
+    for rs in runtime.engine.inventory.redundancy_sets():
         for member in rs.member_ids:
             yield _link(runtime, ns, "Msvm_MemberOfRedundancySet",
                         Collection=naming.instance_id_path(ns, REDUNDANCY_SET, f"Microsoft:{rs.set_id}"),

@@ -47,7 +47,7 @@ def collection_instance(runtime: CimRuntime, namespace: str, collection: Collect
 
 
 def _latest_point(runtime: CimRuntime, collection_id: str) -> CollectionRecoveryPoint | None:
-    points = runtime.db.collection_points.list(collection_id=collection_id)
+    points = runtime.engine.inventory.collection_points(collection_id)
     return max(points, key=lambda p: p.created_at) if points else None
 
 
@@ -79,14 +79,14 @@ def _service(runtime: CimRuntime, namespace: str, classname: str, name: str, cap
 
 
 def _collections(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for collection in runtime.db.collections.list():
+    for collection in runtime.engine.inventory.collections():
         yield collection_instance(runtime, namespace, collection)
 
 
 def _points(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for collection in runtime.db.collections.list():
+    for collection in runtime.engine.inventory.collections():
         runtime.assembler.points(collection.collection_id)  # drops points retention made incomplete
-    for point in runtime.db.collection_points.list():
+    for point in runtime.engine.inventory.collection_points():
         yield point_instance(runtime, namespace, point)
 
 

@@ -41,7 +41,7 @@ def host_instance(runtime: CimRuntime, namespace: str) -> CIMInstance:
 
 def vm_instance(runtime: CimRuntime, namespace: str, vm: VirtualMachine) -> CIMInstance:
     """A VM as an Msvm_ComputerSystem."""
-    primary = runtime.db.relationships.find(vm.vm_id, int(RelationshipIndex.PRIMARY))
+    primary = runtime.engine.inventory.find_relationship(vm.vm_id, int(RelationshipIndex.PRIMARY))
     return make_instance(runtime.schema, namespace, naming.COMPUTER_SYSTEM, {
         "CreationClassName": naming.COMPUTER_SYSTEM,
         "Name": vm.vm_id,
@@ -66,7 +66,7 @@ def vm_instance(runtime: CimRuntime, namespace: str, vm: VirtualMachine) -> CIMI
 
 def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
     yield host_instance(runtime, namespace)
-    for vm in runtime.db.vms.list():
+    for vm in runtime.engine.inventory.vms():
         yield vm_instance(runtime, namespace, vm)
 
 

@@ -54,8 +54,8 @@ def settings_instance(runtime: CimRuntime, namespace: str, item: FailoverNetwork
 
 
 def _all(runtime: CimRuntime) -> Iterable[tuple[VirtualMachine, FailoverNetworkSettings]]:
-    stored = {(s.vm_id, s.nic_id): s for s in runtime.db.failover_network.list()}
-    for vm in runtime.db.vms.list():
+    stored = {(s.vm_id, s.nic_id): s for s in runtime.engine.inventory.failover_network()}
+    for vm in runtime.engine.inventory.vms():
         for nic in vm.nics:
             yield vm, stored.get((vm.vm_id, nic.nic_id)) or _default(vm, nic.nic_id)
 

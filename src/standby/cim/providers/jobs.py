@@ -79,12 +79,12 @@ def job_instance(runtime: CimRuntime, namespace: str, job: Job, language: str) -
 
 
 def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for job in runtime.db.jobs.list():
+    for job in runtime.engine.inventory.jobs():
         yield job_instance(runtime, namespace, job, ctx.language)
 
 
 def _job(call: MethodCall) -> Job:
-    return call.runtime.db.jobs.get(str(naming.key(call.target_instance, "InstanceID")))
+    return call.runtime.engine.inventory.job(str(naming.key(call.target_instance, "InstanceID")))
 
 
 def _error(call: MethodCall, job: Job) -> CIMInstance | None:

@@ -35,8 +35,8 @@ def point_instance(runtime: CimRuntime, namespace: str, point: RecoveryPoint, vm
 
 
 def _instances(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    names = {vm.vm_id: vm.name for vm in runtime.db.vms.list()}
-    for point in runtime.db.recovery_points.list():
+    names = {vm.vm_id: vm.name for vm in runtime.engine.inventory.vms()}
+    for point in runtime.engine.inventory.recovery_points():
         yield point_instance(runtime, namespace, point, names.get(point.vm_id, point.vm_id))
 
 

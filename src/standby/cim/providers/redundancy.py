@@ -77,7 +77,7 @@ def _peer_instance(runtime: CimRuntime, namespace: str, peer: PeerSystem) -> CIM
 
 def _peers(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
     engine = _engine(runtime)
-    local = {runtime.host.name.upper(), *(vm.vm_id.upper() for vm in runtime.db.vms.list())}
+    local = {runtime.host.name.upper(), *(vm.vm_id.upper() for vm in runtime.engine.inventory.vms())}
     for peer in engine.peer_systems():
         if peer.name.upper() not in local:
             yield _peer_instance(runtime, namespace, peer)
@@ -104,7 +104,7 @@ def indication_instance(runtime: CimRuntime, namespace: str, item: FailoverIndic
 
 
 def _indications(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for item in runtime.db.failover_indications.list():
+    for item in runtime.engine.inventory.failover_indications():
         yield indication_instance(runtime, namespace, item)
 
 

@@ -45,7 +45,7 @@ def provider_id(runtime: CimRuntime) -> str:
 
 
 def _service_settings(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    settings = runtime.db.service_settings.get()
+    settings = runtime.engine.inventory.service_settings()
     yield make_instance(runtime.schema, namespace, SERVICE_SETTINGS, {
         "InstanceID": service_settings_id(runtime),
         "Caption": "Replication Service Settings",
@@ -61,7 +61,7 @@ def _service_settings(runtime: CimRuntime, namespace: str, ctx: RequestContext) 
 
 
 def _authorization(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for entry in runtime.db.auth_entries.list():
+    for entry in runtime.engine.inventory.authorization_entries():
         yield make_instance(runtime.schema, namespace, AUTHORIZATION, {
             "InstanceID": authorization_id(entry),
             "Caption": "Replication Authorization Entry",
@@ -119,13 +119,13 @@ def settings_instance(runtime: CimRuntime, namespace: str, rel: Relationship, vm
 
 
 def _relationships(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    for rel in runtime.db.relationships.list():
+    for rel in runtime.engine.inventory.relationships():
         yield relationship_instance(runtime, namespace, rel)
 
 
 def _settings(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:
-    names = {vm.vm_id: vm.name for vm in runtime.db.vms.list()}
-    for rel in runtime.db.relationships.list():
+    names = {vm.vm_id: vm.name for vm in runtime.engine.inventory.vms()}
+    for rel in runtime.engine.inventory.relationships():
         yield settings_instance(runtime, namespace, rel, names.get(rel.vm_id, rel.vm_id))
 
 

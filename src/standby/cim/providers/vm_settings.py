@@ -150,7 +150,7 @@ def service_instance(runtime: CimRuntime, namespace: str) -> CIMInstance:
 
 
 def _vms(runtime: CimRuntime) -> list[VirtualMachine]:
-    return runtime.db.vms.list()
+    return runtime.engine.inventory.vms()
 
 
 def _vssds(runtime: CimRuntime, namespace: str, ctx: RequestContext) -> Iterable[CIMInstance]:

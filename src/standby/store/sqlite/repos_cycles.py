@@ -7,7 +7,7 @@ import builtins
 from datetime import datetime
 
 from standby.domain.cycles import CycleKind, CycleOutcome, CycleRecord
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.connection import Connection
 from standby.store.sqlite.repository import Row
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from standby.domain.enums import ProtocolIFType
 from standby.domain.failover import FailoverNetworkSettings
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.connection import Connection
 from standby.store.sqlite.repository import Repository, Row
 

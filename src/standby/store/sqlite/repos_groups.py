@@ -9,7 +9,7 @@ from datetime import datetime
 from standby.domain.entities import ReplicationSettings
 from standby.domain.enums import ConsistencyLevel, FailoverIndicationType, PerceivedSeverity
 from standby.domain.groups import FailoverIndication, GroupCycleRecord, GroupOutcome
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.connection import Connection
 from standby.store.sqlite.repository import Row
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from standby.domain.entities import Job
 from standby.domain.enums import JobState, JobType
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.repository import Repository, Row
 
 _TERMINAL = tuple(int(state) for state in JobState if state.is_terminal)

@@ -15,7 +15,7 @@ from standby.domain.enums import (
     TypeOfSet,
     VirtualSystemType,
 )
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.repository import Repository, Row
 
 

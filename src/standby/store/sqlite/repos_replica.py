@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from standby.domain.replica import ReplicaSite
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.repository import Repository, Row
 
 

@@ -14,7 +14,7 @@ from standby.domain.enums import (
     ReplicationState,
     ReplicationType,
 )
-from standby.store.sqlite import codec
+from standby.store import codec
 from standby.store.sqlite.repository import Repository, Row
 
 
