@@ -1,9 +1,10 @@
 """Pure rules of the primary side's replication cycles (issue 4): no clock reads, no I/O.
 
-- what a cycle records (``CycleRecord``) and how records add up to ``Msvm_ReplicationStatistics`` (spec §5.5);
+- what a cycle records (``CycleRecord``) and how records add up to ``Msvm_ReplicationStatistics`` (hyperv-api
+§5.5);
 - the bandwidth ceiling of a time-of-day schedule and a token bucket over an injected monotonic time;
 - the names of a cut's intents (``cycle:N`` …; every intent's vocabulary is ``domain.intents``);
-- bitmap names (``rep-<seq>``) and the AutoResynchronize window (spec §9.7).
+- bitmap names (``rep-<seq>``) and the AutoResynchronize window (hyperv-api §9.7).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ HEARTBEAT_DETAIL = "heartbeat"
 
 @dataclass(frozen=True, slots=True)
 class CycleTotals:
-    """The counters of ``Msvm_ReplicationStatistics`` over one window (spec §5.5)."""
+    """The counters of ``Msvm_ReplicationStatistics`` over one window (hyperv-api §5.5)."""
 
     success_count: int = 0
     size_bytes: int = 0

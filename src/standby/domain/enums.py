@@ -1,7 +1,7 @@
 """Every number of the Hyper-V Replica model, in one place.
 
-The values are the contract with WMI/CIM clients (spec §2.3, §4, §5, §6, §7, §8); names are Pythonic, the
-CIM spelling of each value lives in ``display`` tables of the CIM layer and in the message catalog.
+The values are the contract with WMI/CIM clients (hyperv-api §2.3, §4, §5, §6, §7, §8); names are Pythonic,
+the CIM spelling of each value lives in ``display`` tables of the CIM layer and in the message catalog.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from enum import IntEnum, StrEnum
 
 
 class ReplicationState(IntEnum):
-    """Relationship ReplicationState (spec §6.1); the VM property uses 0-14."""
+    """Relationship ReplicationState (hyperv-api §6.1); the VM property uses 0-14."""
 
     DISABLED = 0
     READY_FOR_REPLICATION = 1
@@ -37,7 +37,7 @@ class ReplicationState(IntEnum):
 
 
 class ReplicationHealth(IntEnum):
-    """ReplicationHealth (spec §6.2)."""
+    """ReplicationHealth (hyperv-api §6.2)."""
 
     NOT_APPLICABLE = 0
     OK = 1
@@ -46,7 +46,7 @@ class ReplicationHealth(IntEnum):
 
 
 class ReplicationMode(IntEnum):
-    """Msvm_ComputerSystem.ReplicationMode (spec §6.3)."""
+    """Msvm_ComputerSystem.ReplicationMode (hyperv-api §6.3)."""
 
     NONE = 0
     PRIMARY = 1
@@ -56,7 +56,7 @@ class ReplicationMode(IntEnum):
 
 
 class ReplicationType(IntEnum):
-    """FailedOverReplicationType / LastReplicationType (spec §6.4)."""
+    """FailedOverReplicationType / LastReplicationType (hyperv-api §6.4)."""
 
     NONE = 0
     REGULAR = 1
@@ -65,7 +65,7 @@ class ReplicationType(IntEnum):
 
 
 class CollectionReplicationType(IntEnum):
-    """Msvm_VirtualSystemCollection.FailedOverReplicationType (spec §6.4, collection variant)."""
+    """Msvm_VirtualSystemCollection.FailedOverReplicationType (hyperv-api §6.4, collection variant)."""
 
     NONE = 0
     REGULAR = 1
@@ -73,7 +73,7 @@ class CollectionReplicationType(IntEnum):
 
 
 class InitialReplicationType(IntEnum):
-    """StartReplication.InitialReplicationType (spec §6.5)."""
+    """StartReplication.InitialReplicationType (hyperv-api §6.5)."""
 
     NETWORK = 1
     EXPORT = 2
@@ -81,14 +81,14 @@ class InitialReplicationType(IntEnum):
 
 
 class AuthenticationType(IntEnum):
-    """Msvm_ReplicationSettingData.AuthenticationType (spec §6.6)."""
+    """Msvm_ReplicationSettingData.AuthenticationType (hyperv-api §6.6)."""
 
     KERBEROS = 1
     CERTIFICATE = 2
 
 
 class AllowedAuthenticationType(IntEnum):
-    """Msvm_ReplicationServiceSettingData.AllowedAuthenticationType (spec §5.2)."""
+    """Msvm_ReplicationServiceSettingData.AllowedAuthenticationType (hyperv-api §5.2)."""
 
     NOT_DEFINED = 0
     KERBEROS = 1
@@ -97,14 +97,15 @@ class AllowedAuthenticationType(IntEnum):
 
 
 class RelationshipIndex(IntEnum):
-    """The suffix of a relationship InstanceID: ``…\\HVR\\0`` primary, ``…\\HVR\\1`` extended (spec §6.7)."""
+    """The suffix of a relationship InstanceID: ``…\\HVR\\0`` primary, ``…\\HVR\\1`` extended (hyperv-api
+    §6.7)."""
 
     PRIMARY = 0
     EXTENDED = 1
 
 
 class EnabledState(IntEnum):
-    """CIM_EnabledLogicalElement.EnabledState as Msvm_ComputerSystem uses it (spec §5.8)."""
+    """CIM_EnabledLogicalElement.EnabledState as Msvm_ComputerSystem uses it (hyperv-api §5.8)."""
 
     UNKNOWN = 0
     OTHER = 1
@@ -120,7 +121,7 @@ class EnabledState(IntEnum):
 
 
 class RequestedVmState(IntEnum):
-    """Msvm_ComputerSystem.RequestStateChange RequestedState values standby accepts (spec §5.8)."""
+    """Msvm_ComputerSystem.RequestStateChange RequestedState values standby accepts (hyperv-api §5.8)."""
 
     ENABLED = 2  # start
     DISABLED = 3  # hard power-off
@@ -131,7 +132,7 @@ class RequestedVmState(IntEnum):
 
 
 class JobState(IntEnum):
-    """CIM_ConcreteJob.JobState with Hyper-V's vendor value (spec §7)."""
+    """CIM_ConcreteJob.JobState with Hyper-V's vendor value (hyperv-api §7)."""
 
     NEW = 2
     STARTING = 3
@@ -164,7 +165,7 @@ _TERMINAL_JOB_STATES = frozenset(
 
 
 class JobType(IntEnum):
-    """Msvm_ConcreteJob.JobType values standby uses (spec §7)."""
+    """Msvm_ConcreteJob.JobType values standby uses (hyperv-api §7)."""
 
     DEFINE_VM = 1
     MODIFY_VM = 2
@@ -230,7 +231,7 @@ class JobType(IntEnum):
 
 
 class ReturnCode(IntEnum):
-    """The standard method return codes (spec §2.3)."""
+    """The standard method return codes (hyperv-api §2.3)."""
 
     COMPLETED = 0
     JOB_STARTED = 4096
@@ -249,7 +250,7 @@ class ReturnCode(IntEnum):
 
 
 class StateChangeCode(IntEnum):
-    """CIM RequestStateChange return codes (jobs, CIM_EnabledLogicalElement; spec §2.3)."""
+    """CIM RequestStateChange return codes (jobs, CIM_EnabledLogicalElement; hyperv-api §2.3)."""
 
     COMPLETED = 0
     NOT_SUPPORTED = 1
@@ -265,7 +266,7 @@ class StateChangeCode(IntEnum):
 
 
 class JobRequestedState(IntEnum):
-    """Msvm_ConcreteJob.RequestStateChange RequestedState (spec §7)."""
+    """Msvm_ConcreteJob.RequestStateChange RequestedState (hyperv-api §7)."""
 
     START = 2
     SUSPEND = 3
@@ -275,7 +276,7 @@ class JobRequestedState(IntEnum):
 
 
 class FailoverCode(IntEnum):
-    """Msvm_RedundancySet.Failover return values (seed 000, spec §8.8)."""
+    """Msvm_RedundancySet.Failover return values (seed 000, hyperv-api §8.8)."""
 
     COMPLETED = 0
     NOT_SUPPORTED = 1
@@ -285,7 +286,7 @@ class FailoverCode(IntEnum):
 
 
 class RedundancyStatus(IntEnum):
-    """CIM_RedundancySet.RedundancyStatus (spec §8.8)."""
+    """CIM_RedundancySet.RedundancyStatus (hyperv-api §8.8)."""
 
     UNKNOWN = 0
     DMTF_RESERVED = 1
@@ -296,7 +297,7 @@ class RedundancyStatus(IntEnum):
 
 
 class TypeOfSet(IntEnum):
-    """CIM_RedundancySet.TypeOfSet (spec §8.8)."""
+    """CIM_RedundancySet.TypeOfSet (hyperv-api §8.8)."""
 
     UNKNOWN = 0
     OTHER = 1
@@ -307,7 +308,7 @@ class TypeOfSet(IntEnum):
 
 
 class ConsistencyLevel(IntEnum):
-    """Msvm_CollectionRecoveryPoint.ConsistencyLevel (spec §8.3)."""
+    """Msvm_CollectionRecoveryPoint.ConsistencyLevel (hyperv-api §8.3)."""
 
     UNKNOWN = 0
     APPLICATION_CONSISTENT = 1
@@ -316,7 +317,7 @@ class ConsistencyLevel(IntEnum):
 
 
 class CollectionReplicationState(IntEnum):
-    """Msvm_VirtualSystemCollection.ReplicationState (spec §8.5; 11-16 as the spec's best reading)."""
+    """Msvm_VirtualSystemCollection.ReplicationState (hyperv-api §8.5; 11-16 as the spec's best reading)."""
 
     DISABLED = 0
     READY_FOR_REPLICATION = 1
@@ -338,14 +339,14 @@ class CollectionReplicationState(IntEnum):
 
 
 class CollectionType(IntEnum):
-    """DefineCollection Type (spec §8.7)."""
+    """DefineCollection Type (hyperv-api §8.7)."""
 
     VIRTUAL_SYSTEMS = 0
     COLLECTIONS = 1
 
 
 class FailoverIndicationType(IntEnum):
-    """Msvm_FailoverIndication.FailoverType (spec §8.9)."""
+    """Msvm_FailoverIndication.FailoverType (hyperv-api §8.9)."""
 
     UNKNOWN = 0
     OTHER = 1
@@ -353,7 +354,7 @@ class FailoverIndicationType(IntEnum):
 
 
 class PerceivedSeverity(IntEnum):
-    """CIM_Error / indication PerceivedSeverity (spec §8.9)."""
+    """CIM_Error / indication PerceivedSeverity (hyperv-api §8.9)."""
 
     UNKNOWN = 0
     OTHER = 1
@@ -366,7 +367,7 @@ class PerceivedSeverity(IntEnum):
 
 
 class ProtocolIFType(IntEnum):
-    """Msvm_FailoverNetworkAdapterSettingData.ProtocolIFType (spec §5.7)."""
+    """Msvm_FailoverNetworkAdapterSettingData.ProtocolIFType (hyperv-api §5.7)."""
 
     UNKNOWN = 0
     OTHER = 1
@@ -376,7 +377,7 @@ class ProtocolIFType(IntEnum):
 
 
 class VirtualSystemType(StrEnum):
-    """Msvm_VirtualSystemSettingData.VirtualSystemType strings (spec §5.9)."""
+    """Msvm_VirtualSystemSettingData.VirtualSystemType strings (hyperv-api §5.9)."""
 
     REALIZED = "Microsoft:Hyper-V:System:Realized"
     SNAPSHOT_REALIZED = "Microsoft:Hyper-V:Snapshot:Realized"
@@ -389,7 +390,7 @@ class VirtualSystemType(StrEnum):
 
     @property
     def is_recovery_point(self) -> bool:
-        """Whether a failover may target a snapshot of this type (spec §5.9: Replica:* only)."""
+        """Whether a failover may target a snapshot of this type (hyperv-api §5.9: Replica:* only)."""
         return self.value.startswith("Microsoft:Hyper-V:Snapshot:Replica:")
 
 
@@ -399,5 +400,5 @@ HYPERV_REPLICATION_INTERVALS = (30, 300, 900)
 HYPERV_MAX_RECOVERY_HISTORY = 24
 HYPERV_MAX_COLLECTION_RECOVERY_HISTORY = 16
 STANDBY_MAX_RECOVERY_HISTORY = 720
-#: The built-in host-to-host replication provider's GUID (spec §5.6).
+#: The built-in host-to-host replication provider's GUID (hyperv-api §5.6).
 BUILTIN_REPLICATION_PROVIDER_ID = "22391CDC-272C-4DDF-BA88-9BEFB1A0975C"
