@@ -238,25 +238,16 @@ def stop(
         _action(ctx, vm, "shutdown", no_wait=no_wait, as_json=as_json, params={"timeout": timeout})
 
 
-@app.command("kill")
-def kill(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
-    """Kill the VM's QEMU process (SIGKILL)."""
-    _action(ctx, vm, "kill", no_wait=no_wait, as_json=as_json)
+def _power_verb(action: str, doc: str) -> None:
+    def command(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+        _action(ctx, vm, action, no_wait=no_wait, as_json=as_json)
+
+    command.__doc__ = doc
+    app.command(action)(command)
 
 
-@app.command("pause")
-def pause(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
-    """Pause a VM (RequestStateChange 9)."""
-    _action(ctx, vm, "pause", no_wait=no_wait, as_json=as_json)
-
-
-@app.command("resume")
-def resume(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
-    """Resume a paused VM."""
-    _action(ctx, vm, "resume", no_wait=no_wait, as_json=as_json)
-
-
-@app.command("reset")
-def reset(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
-    """Reset a VM (RequestStateChange 11)."""
-    _action(ctx, vm, "reset", no_wait=no_wait, as_json=as_json)
+for _verb, _doc in (("kill", "Kill the VM's QEMU process (SIGKILL)."),
+                    ("pause", "Pause a VM (RequestStateChange 9)."),
+                    ("resume", "Resume a paused VM."),
+                    ("reset", "Reset a VM (RequestStateChange 11).")):
+    _power_verb(_verb, _doc)

@@ -324,12 +324,13 @@ class CollectionReplicationState(IntEnum):
     WAITING_TO_COMPLETE_INITIAL_REPLICATION = 2
     REPLICATING = 3
     FAILOVER_INITIATED = 4
-    RECOVERED = 5
-    COMMITTED = 6
-    SUSPENDED = 7
-    CRITICAL = 8
-    WAITING_TO_START_RESYNCHRONIZATION = 9
-    RESYNCHRONIZING = 10
+    # 5-10 mean for a collection what they mean for each member's relationship.
+    RECOVERED = int(ReplicationState.RECOVERED)
+    COMMITTED = int(ReplicationState.COMMITTED)
+    SUSPENDED = int(ReplicationState.SUSPENDED)
+    CRITICAL = int(ReplicationState.CRITICAL)
+    WAITING_TO_START_RESYNCHRONIZATION = int(ReplicationState.WAITING_TO_START_RESYNCHRONIZATION)
+    RESYNCHRONIZING = int(ReplicationState.RESYNCHRONIZING)
     PLANNED_FAILOVER_INITIATED = 11
     REPURPOSE_INITIATED = 12
     TEST_FAILOVER_INITIATED = 13
