@@ -10,7 +10,6 @@ untouched keeps replicating, a disk changed while off sends the relationship to 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ INTERVAL = 300  # no regular cycle within the test: only the initial replication
 @pytest.fixture(scope="module")
 def guest() -> GuestImage:
     return build_guest()
-
-
-@pytest.fixture()
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start()
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
 
 
 def _head_equals_disk(primary: TestHost, replica: TestHost, vm_id: str, beyond: int) -> tuple[int, str]:

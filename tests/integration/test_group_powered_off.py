@@ -11,10 +11,8 @@ exactly what A's disk holds.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import pywbem
 
 from standby.storage import chain
@@ -22,28 +20,12 @@ from standby.testing import cim, guestvm, scenario
 from standby.testing.cluster import TwoHosts
 from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost
+from tests.integration.conftest import define_vm
 
 MiB = 1024 * 1024
 CLUSTER = "root/HyperVCluster/v2"
 #: (offset, length, byte) written into every member before replication: the initial replication's part.
 BEFORE = ((0, 4 * MiB, 0x5A), (17 * MiB, MiB, 0xA5))
-
-
-@pytest.fixture()
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start()
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
-
-
-def _define(host: TestHost, name: str) -> GuestVm:
-    with host.control() as client:
-        answer = client.post("/api/v1/vms", json={"name": name, "memory": "128M", "cpus": 1,
-                                                  "disks": [{"size": "64M"}]})
-    assert answer.status_code in (200, 201), answer.text
-    return GuestVm(answer.json()["id"], answer.json()["name"])
 
 
 def _write(image: Path, offset: int, length: int, pattern: int) -> None:
@@ -100,7 +82,7 @@ def _collection_points(host: TestHost, collection_id: str) -> list[pywbem.CIMIns
 
 def test_a_collection_of_powered_off_vms_fails_over_on_the_replica_with_the_primarys_bytes(
         site: TwoHosts) -> None:
-    vms = [_define(site.a, name) for name in ("cold-a", "cold-b")]
+    vms = [define_vm(site.a, name) for name in ("cold-a", "cold-b")]
     for number, vm in enumerate(vms):
         for offset, length, pattern in BEFORE:
             _write(guestvm.disk_path(site.a, vm.vm_id), offset, length, pattern + number)

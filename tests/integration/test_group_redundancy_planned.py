@@ -9,7 +9,6 @@ hashes before and after the move must be equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,11 @@ from pywbem import CIMInstanceName
 from standby.storage import chain
 from standby.testing import guestvm, scenario
 from standby.testing.cluster import TwoHosts
-from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost
+from tests.integration.conftest import define_vm
 
 MiB = 1024 * 1024
 CLUSTER = "root/HyperVCluster/v2"
-
-
-@pytest.fixture()
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start()
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
-
-
-def _define(host: TestHost, name: str) -> GuestVm:
-    with host.control() as client:
-        answer = client.post("/api/v1/vms", json={"name": name, "memory": "128M", "cpus": 1,
-                                                  "disks": [{"size": "64M"}]})
-    assert answer.status_code in (200, 201), answer.text
-    return GuestVm(answer.json()["id"], answer.json()["name"])
 
 
 def _write(image: Path, offset: int, length: int, pattern: int) -> None:
@@ -77,7 +59,7 @@ def _planned_indications(host: TestHost, vm_id: str) -> list[pywbem.CIMInstance]
 
 
 def test_redundancy_set_failover_with_both_hosts_up_is_planned_and_loses_nothing(site: TwoHosts) -> None:
-    vm = _define(site.a, "rs-web")
+    vm = define_vm(site.a, "rs-web")
     _write(guestvm.disk_path(site.a, vm.vm_id), 0, 8 * MiB, 0x5A)
     scenario.enable_replication(site, site.a, vm, interval=2)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)

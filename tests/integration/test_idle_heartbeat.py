@@ -44,12 +44,8 @@ P = RelationshipIndex.PRIMARY
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start(network_mode="loopback")
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
+def site(loopback_site: TwoHosts) -> TwoHosts:
+    return loopback_site
 
 
 def _now() -> datetime:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +18,11 @@ import pytest
 from standby.storage import chain
 from standby.testing import cim, guestvm, scenario
 from standby.testing.cluster import TwoHosts
-from standby.testing.guestvm import GuestVm
 from standby.testing.host import TestHost
+from tests.integration.conftest import define_vm
 
 MiB = 1024 * 1024
 DISK = 64 * MiB
-
-
-@pytest.fixture()
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start()
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
-
-
-def _define(host: TestHost, name: str) -> GuestVm:
-    with host.control() as client:
-        answer = client.post("/api/v1/vms", json={"name": name, "memory": "128M", "cpus": 1,
-                                                  "disks": [{"size": "64M"}]})
-    assert answer.status_code in (200, 201), answer.text
-    return GuestVm(answer.json()["id"], answer.json()["name"])
 
 
 def _write(image: Path, offset: int, length: int) -> None:
@@ -86,7 +68,7 @@ def _reverse(site: TwoHosts, host: TestHost, vm_id: str) -> dict[str, Any]:
 
 
 def test_planned_failover_reverse_and_failback_ship_only_what_changed(site: TwoHosts) -> None:
-    vm = _define(site.a, "pf-web")
+    vm = define_vm(site.a, "pf-web")
     _write(guestvm.disk_path(site.a, vm.vm_id), 0, 8 * MiB)
     scenario.enable_replication(site, site.a, vm, interval=2)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)
@@ -128,7 +110,7 @@ def test_planned_failover_reverse_and_failback_ship_only_what_changed(site: TwoH
 
 
 def test_reverse_is_refused_on_a_primary_and_on_a_replica_that_is_not_failed_over(site: TwoHosts) -> None:
-    vm = _define(site.a, "pf-refuse")
+    vm = define_vm(site.a, "pf-refuse")
     scenario.enable_replication(site, site.a, vm, interval=2)
     scenario.wait_state(site.a, vm.vm_id, scenario.REPLICATING)
     for host in site.hosts:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,12 +35,8 @@ P = RelationshipIndex.PRIMARY
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start(network_mode="loopback")
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
+def site(loopback_site: TwoHosts) -> TwoHosts:
+    return loopback_site
 
 
 def _now() -> datetime:

@@ -10,7 +10,6 @@ The VMs never boot: blank disks with a known pattern written while they are off.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,8 @@ WAITING_FOR_INITIAL_REPLICATION = 2
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[TwoHosts]:
-    hosts = TwoHosts.start(network_mode="loopback")
-    try:
-        yield hosts
-    finally:
-        assert not hosts.close(), "processes outlived their daemons"
+def site(loopback_site: TwoHosts) -> TwoHosts:
+    return loopback_site
 
 
 def _define(host: TestHost, name: str, pattern: int) -> str:
