@@ -150,3 +150,40 @@ def test_remote_host_with_basic_auth(daemon: DaemonProcess) -> None:
     untrusted = cli(daemon, "--host", url, "--user", "admin", "status", env={"STANDBY_PASSWORD": PASSWORD})
     assert untrusted.returncode == 3
     assert "TLS error" in untrusted.stderr
+
+
+def test_refused_verbs_say_what_rest_says(daemon: DaemonProcess) -> None:
+    """On a VM that does not replicate, the newer verbs are refused: one line with the text of the REST
+    error body, exit 1, and under --json the same code REST answers for the same call."""
+    made = cli(daemon, "vm", "create", "plain1", "--disk", "16M", "--json")
+    assert made.returncode == 0, made.stderr
+    vm_id = json.loads(made.stdout)["id"]
+    calls = [
+        (("replication", "import", "plain1", "/nonexistent"), "/api/v1/vms/plain1/replication/import",
+         {"location": "/nonexistent"}),
+        (("replication", "state", "plain1", "7"), "/api/v1/vms/plain1/replication/state",
+         {"requested": 7, "relationship": "primary"}),
+        (("replication", "failback", "plain1"), "/api/v1/vms/plain1/replication/failback", None),
+        (("failover", "revert", "plain1"), "/api/v1/vms/plain1/failover/revert", None),
+    ]
+    try:
+        with daemon.control() as rest, daemon.control(language="de") as rest_de:
+            for args, path, body in calls:
+                answer = rest.post(path, json=body)
+                assert 400 <= answer.status_code < 500, answer.text
+                refusal = answer.json()
+                assert refusal["name"] == "InvalidState"  # a VM that does not replicate: the wrong state
+                shown = cli(daemon, *args)
+                assert (shown.returncode, shown.stdout) == (1, ""), shown.stderr
+                assert shown.stderr == f"standby: {refusal['message']}\n"
+                as_json = cli(daemon, *args, "--json")
+                assert as_json.returncode == 1
+                assert json.loads(as_json.stdout) == {"code": refusal["code"], "message": refusal["message"]}
+            german = cli(daemon, "replication", "import", "plain1", "/nonexistent", lang="de_DE.UTF-8")
+            expected = rest_de.post(calls[0][1], json=calls[0][2]).json()["message"]
+            assert german.returncode == 1
+            assert german.stderr == f"standby: {expected}\n"
+            assert "nicht möglich" in expected
+    finally:
+        with daemon.control() as rest:
+            rest.delete(f"/api/v1/vms/{vm_id}")

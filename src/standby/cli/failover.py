@@ -1,19 +1,23 @@
-"""``standby failover start|complete|stop|network`` and ``standby vm points``, as Hyper-V's Start-VMFailover,
-Complete-VMFailover, Stop-VMFailover and Set-VMNetworkAdapterFailoverConfiguration.
+"""``standby failover start|complete|stop|revert|network`` and ``standby vm points``, as Hyper-V's
+Start-VMFailover, Complete-VMFailover, Stop-VMFailover, RevertFailover and
+Set-VMNetworkAdapterFailoverConfiguration.
 
 Each operation runs as a job in the daemon; the CLI follows it with a progress bar on stderr (``--no-wait``
-returns at once) and exits 1 with the job's error when it failed.
+returns at once) and exits 1 with the job's error when it failed. With ``--json`` a refusal is also written
+to stdout as ``{code, message}``, the body REST answers (``json_refusal``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from standby.cli.client import CliError, DaemonClient
+from standby.cli.client import EXIT_FAILED, CliError, DaemonClient
 from standby.cli.output import JsonOption, console, emit, err_console
 from standby.cli.state import client, wants_json
 from standby.cli.vm import app as vm_app
@@ -31,8 +35,9 @@ _POLL_SECONDS = 1.0
 
 def follow(daemon: DaemonClient, job: dict[str, Any], *, what: str, show: bool) -> dict[str, Any]:
     """Wait for a job, drawing its PercentComplete; the finished job, or ``CliError`` when it failed."""
+    # Off a terminal the bar only leaves a stray blank line on stderr, which a caller reads as an error line.
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err_console,
-                  transient=True, disable=not show) as bar:
+                  transient=True, disable=not show or not err_console.is_terminal) as bar:
         task = bar.add_task(what, total=100, completed=int(job.get("percent_complete") or 0))
         while not job.get("terminal"):
             job = daemon.get(f"/api/v1/jobs/{job['id']}/wait", params={"timeout": _POLL_SECONDS},
@@ -44,10 +49,23 @@ def follow(daemon: DaemonClient, job: dict[str, Any], *, what: str, show: bool) 
     return job
 
 
+@contextmanager
+def json_refusal(json_out: bool) -> Iterator[None]:
+    """Under ``--json``, also print a refusal (the daemon's, or a failed job's) as ``{code, message}`` on
+    stdout: scripts then read the same Hyper-V code the REST error body carries. The one line on stderr and
+    exit code 1 stay."""
+    try:
+        yield
+    except CliError as exc:
+        if json_out and exc.exit_code == EXIT_FAILED:
+            emit(True, {"code": exc.code, "message": exc.message}, lambda _: None)
+        raise
+
+
 def _run(ctx: typer.Context, path: str, body: dict[str, Any] | None, *, what: str, no_wait: bool,
          as_json: bool) -> None:
     json_out = wants_json(ctx, as_json)
-    with client(ctx, timeout=60) as daemon:
+    with json_refusal(json_out), client(ctx, timeout=60) as daemon:
         job = daemon.post(path, body=body)
         if not no_wait:
             extra = {k: v for k, v in job.items() if k == "test_vm_id"}
@@ -105,6 +123,14 @@ def complete(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: Js
 def stop(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
     """Remove the test VM, or revert the failover (RevertFailover; the VM is powered off first)."""
     _run(ctx, f"/api/v1/vms/{vm}/failover/stop", None, what=f"stopping the failover of {vm}",
+         no_wait=no_wait, as_json=as_json)
+
+
+@app.command("revert")
+def revert(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+    """Undo a failover, or a planned failover prepared on the primary (RevertFailover); unlike ``stop`` it
+    never removes a test VM."""
+    _run(ctx, f"/api/v1/vms/{vm}/failover/revert", None, what=f"reverting the failover of {vm}",
          no_wait=no_wait, as_json=as_json)
 
 

@@ -1,6 +1,7 @@
 """``standby group create|add|remove|enable|start|failover|revert|commit|test|show`` (and ``list``,
-``suspend``, ``resume``, ``resync``, ``disable``, ``test-stop``, ``destroy``): VM groups (collections) whose
-members replicate with one consistent cut, failed over all or nothing.
+``suspend``, ``resume``, ``resync``, ``disable``, ``test-stop``, ``destroy``, ``modify``, ``reverse``,
+``planned-failover``, ``revert-planned-failover``, ``prepare-reverse``, ``cancel-update-disk-set``): VM groups
+(collections) whose members replicate with one consistent cut, failed over all or nothing.
 
 Long operations run as jobs in the daemon; the CLI follows them (``--no-wait`` returns at once) and exits 1
 with the job's error — for a group failover that names the member that failed and why.
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from standby.cli.failover import follow
+from standby.cli.failover import follow, json_refusal
 from standby.cli.output import JsonOption, console, emit
 from standby.cli.state import client, wants_json
 
@@ -34,10 +35,11 @@ def _group(ref: str) -> str:
 
 
 def _action(ctx: typer.Context, ref: str, action: str, body: dict[str, Any] | None, *, what: str,
-            no_wait: bool, as_json: bool) -> None:
+            no_wait: bool, as_json: bool, method: str = "post") -> None:
     json_out = wants_json(ctx, as_json)
-    with client(ctx, timeout=60) as daemon:
-        job = daemon.post(f"{_group(ref)}/{action}", body=body)
+    with json_refusal(json_out), client(ctx, timeout=60) as daemon:
+        path = f"{_group(ref)}/{action}"
+        job = daemon.put(path, body=body) if method == "put" else daemon.post(path, body=body)
         extra = {k: v for k, v in job.items() if k == "test_group"}
         if not no_wait:
             job = {**follow(daemon, job, what=what, show=not json_out), **extra}
@@ -95,22 +97,57 @@ def remove(ctx: typer.Context, group: GroupArg, vm: VmArg, as_json: JsonOption =
     emit(wants_json(ctx, as_json), result, lambda g: console.print(f"{vm} removed from {group}."))
 
 
+ReplicaHostOpt = Annotated[str, typer.Option("--replica-host", help="The replica (recovery) host")]
+ElementNameOpt = Annotated[str | None, typer.Option("--element-name", help="ElementName of the settings "
+                                                    "(default: the group's name)")]
+PortOpt = Annotated[int, typer.Option("--port", help="Its peer port (0: this daemon's)")]
+IntervalOpt = Annotated[int, typer.Option("--interval", help="Seconds: 30, 300, 900 (1-29 extension)")]
+HistoryOpt = Annotated[int, typer.Option("--history", help="Recovery history: 0-16, up to 720")]
+
+
+def _settings(group: str, replica_host: str, *, element_name: str | None, port: int, interval: int,
+              history: int) -> dict[str, Any]:
+    return {"element_name": element_name or group, "replica_host": replica_host, "port": port,
+            "interval": interval, "history": history}
+
+
 @app.command("enable")
 def enable(
-    ctx: typer.Context, group: GroupArg,
-    replica_host: Annotated[str, typer.Option("--replica-host", help="The replica (recovery) host")],
-    *,
-    element_name: Annotated[str | None, typer.Option("--element-name", help="ElementName of the settings "
-                                                     "(default: the group's name)")] = None,
-    port: Annotated[int, typer.Option("--port", help="Its peer port (0: this daemon's)")] = 0,
-    interval: Annotated[int, typer.Option("--interval", help="Seconds: 30, 300, 900 (1-29 extension)")] = 300,
-    history: Annotated[int, typer.Option("--history", help="Recovery history: 0-16, up to 720")] = 0,
+    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
+    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
     no_wait: NoWait = False, as_json: JsonOption = False,
 ) -> None:
     """CreateReplicationRelationship of the group: every member to the same replica host."""
-    body = {"element_name": element_name or group, "replica_host": replica_host, "port": port,
-            "interval": interval, "history": history}
+    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
+                     history=history)
     _action(ctx, group, "replication", body, what="enable replication", no_wait=no_wait, as_json=as_json)
+
+
+@app.command("modify")
+def modify(
+    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
+    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
+    no_wait: NoWait = False, as_json: JsonOption = False,
+) -> None:
+    """ModifyReplicationSettings of the group (Set-VMReplication): new settings for every member."""
+    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
+                     history=history)
+    _action(ctx, group, "replication", body, what="modify replication", no_wait=no_wait, as_json=as_json,
+            method="put")
+
+
+@app.command("reverse")
+def reverse(
+    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
+    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
+    no_wait: NoWait = False, as_json: JsonOption = False,
+) -> None:
+    """ReverseReplicationRelationship of a failed-over group whose failover is committed: every member
+    replicates back to --replica-host (the old primary)."""
+    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
+                     history=history)
+    _action(ctx, group, "replication/reverse", body, what="reverse replication", no_wait=no_wait,
+            as_json=as_json)
 
 
 @app.command("start")
@@ -186,6 +223,26 @@ def test_stop(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
         as_json: JsonOption = False) -> None:
     """RevertTestReplicaCollection: the test VMs go."""
     _action(ctx, group, "test-stop", None, what="remove test group", no_wait=no_wait, as_json=as_json)
+
+
+def _planned_verb(action: str, what: str, doc: str) -> None:
+    def command(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+                as_json: JsonOption = False) -> None:
+        _action(ctx, group, action, None, what=what, no_wait=no_wait, as_json=as_json)
+
+    command.__doc__ = doc
+    app.command(action)(command)
+
+
+_planned_verb("planned-failover", "planned failover",
+              "InitiatePlannedFailover, on the primary with every member off: the last changes go out and "
+              "the group is locked for the replica's failover.")
+_planned_verb("revert-planned-failover", "revert planned failover",
+              "RevertPlannedFailover, on the primary: undo planned-failover.")
+_planned_verb("prepare-reverse", "prepare reverse replication",
+              "PrepareForReverseReplication, on the failed-over replica before 'standby group reverse'.")
+_planned_verb("cancel-update-disk-set", "cancel disk set update",
+              "CancelUpdateDiskSet (standby never updates a replicating group's disk set: refused).")
 
 
 @app.command("show")

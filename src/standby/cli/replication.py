@@ -1,23 +1,27 @@
-"""``standby replication enable|start|suspend|resume|remove|resync|measure|show|reset`` — named after
-Enable-VMReplication, Start-VMInitialReplication, Suspend-/Resume-/Remove-VMReplication, Measure-VMReplication
-and Get-VMReplication. Long operations run as jobs in the daemon, followed with a progress bar."""
+"""``standby replication enable|start|import|suspend|resume|cancel|state|remove|resync|measure|show|reset|
+reverse|continue|failback|authorize|test-connection`` — named after Enable-VMReplication,
+Start-/Import-VMInitialReplication, Suspend-/Resume-/Remove-VMReplication, Measure-VMReplication,
+Get-VMReplication, Set-VMReplicationAuthorizationEntry and Test-VMReplicationConnection. Long operations run
+as jobs in the daemon, followed with a progress bar. ``--relationship extended`` picks a replica VM's
+extended relationship where REST takes ``?relationship=``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from standby.cli.client import CliError
-from standby.cli.failover import follow
+from standby.cli.failover import follow, json_refusal
 from standby.cli.output import JsonOption, console, emit
 from standby.cli.state import client, wants_json
 
 NAME = "replication"
 app = typer.Typer(help="Replicate VMs to another host: enable, start, suspend, resume, resync, measure, "
-                  "remove.", no_args_is_help=True)
+                  "remove, reverse; test a connection, authorize a primary.", no_args_is_help=True)
 
 VmArg = Annotated[str, typer.Argument(help="VM name or GUID")]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once the job is accepted.")]
@@ -25,8 +29,22 @@ AtOption = Annotated[str | None, typer.Option("--at", help="UTC start time (ISO 
                                                            "ahead.")]
 
 
-def _path(vm: str, tail: str = "") -> str:
-    return f"/api/v1/vms/{vm}/replication{tail}"
+class Relationship(StrEnum):
+    """Which of a VM's relationships: a replica VM that replicates on has an extended one."""
+
+    PRIMARY = "primary"
+    EXTENDED = "extended"
+
+
+RelationshipOpt = Annotated[Relationship, typer.Option(
+    "--relationship", case_sensitive=False, help="primary, or extended (a replica's onward replication).")]
+
+
+def _path(vm: str, tail: str = "", relationship: Relationship = Relationship.PRIMARY) -> str:
+    # The query rides in the path: the client's delete() takes no params, and a primary call stays the
+    # exact request it always was.
+    query = "" if relationship is Relationship.PRIMARY else f"?relationship={relationship.value}"
+    return f"/api/v1/vms/{vm}/replication{tail}{query}"
 
 
 def _at(text: str | None) -> str | None:
@@ -43,7 +61,7 @@ def _at(text: str | None) -> str | None:
 def _job(ctx: typer.Context, method: str, path: str, body: dict[str, Any] | None, *, what: str,
          no_wait: bool, as_json: bool) -> None:
     json_out = wants_json(ctx, as_json)
-    with client(ctx, timeout=60) as daemon:
+    with json_refusal(json_out), client(ctx, timeout=60) as daemon:
         job = daemon.delete(path) if method == "delete" else getattr(daemon, method)(path, body=body)
         if not no_wait:
             job = follow(daemon, job, what=what, show=not json_out)
@@ -118,7 +136,42 @@ def _state_verb(action: str, doc: str) -> None:
 
 _state_verb("suspend", "Suspend replication (RequestReplicationStateChange 7).")
 _state_verb("resume", "Resume replication (RequestReplicationStateChange 3).")
-_state_verb("cancel", "Cancel initial replication (1) or a resynchronization (9).")
+_state_verb("cancel", "Cancel initial replication (1) or a resynchronization (9), whichever runs.")
+_state_verb("cancel-initial", "Cancel initial replication (RequestReplicationStateChange 1).")
+_state_verb("cancel-resync", "Cancel a resynchronization (RequestReplicationStateChange 9).")
+
+
+@app.command("state")
+def state(
+    ctx: typer.Context,
+    vm: VmArg,
+    requested: Annotated[int, typer.Argument(help="1 cancel initial replication, 2 become a replica, "
+                                             "3 resume, 4 prepare for failover, 7 suspend, 9 cancel "
+                                             "resynchronization.")],
+    *,
+    relationship: RelationshipOpt = Relationship.PRIMARY,
+    no_wait: NoWait = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Any replication state change by its Hyper-V number (RequestReplicationStateChangeEx)."""
+    body = {"requested": requested, "relationship": relationship.value}
+    _job(ctx, "post", _path(vm, "/state"), body, what=f"replication state {requested} of {vm}",
+         no_wait=no_wait, as_json=as_json)
+
+
+@app.command("import")
+def import_initial(
+    ctx: typer.Context,
+    vm: VmArg,
+    location: Annotated[str, typer.Argument(
+        help="The folder the primary exported to (standby replication start --export), as the daemon's "
+             "host sees it.")],
+    no_wait: NoWait = False,
+    as_json: JsonOption = False,
+) -> None:
+    """On the replica: apply an exported initial replication (Import-VMInitialReplication)."""
+    _job(ctx, "post", _path(vm, "/import"), {"location": location},
+         what=f"importing the initial replication of {vm}", no_wait=no_wait, as_json=as_json)
 
 
 @app.command("resync")
@@ -130,18 +183,21 @@ def resync(ctx: typer.Context, vm: VmArg, at: AtOption = None, no_wait: NoWait =
 
 
 @app.command("remove")
-def remove(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+def remove(ctx: typer.Context, vm: VmArg, relationship: RelationshipOpt = Relationship.PRIMARY,
+           no_wait: NoWait = False, as_json: JsonOption = False) -> None:
     """Remove replication on both hosts (the replica VM stays)."""
-    _job(ctx, "delete", _path(vm), None, what=f"remove replication of {vm}", no_wait=no_wait,
-         as_json=as_json)
+    _job(ctx, "delete", _path(vm, relationship=relationship), None, what=f"remove replication of {vm}",
+         no_wait=no_wait, as_json=as_json)
 
 
 @app.command("show")
-def show(ctx: typer.Context, vm: VmArg, as_json: JsonOption = False) -> None:
+def show(ctx: typer.Context, vm: VmArg, relationship: RelationshipOpt = Relationship.PRIMARY,
+         as_json: JsonOption = False) -> None:
     """The VM's relationship: state, health, replica, interval, last replication."""
-    with client(ctx) as daemon:
-        data = daemon.get(_path(vm))
-    emit(wants_json(ctx, as_json), data, _show_table)
+    json_out = wants_json(ctx, as_json)
+    with json_refusal(json_out), client(ctx) as daemon:
+        data = daemon.get(_path(vm, relationship=relationship))
+    emit(json_out, data, _show_table)
 
 
 def _show_table(data: dict[str, Any]) -> None:
@@ -155,11 +211,13 @@ def _show_table(data: dict[str, Any]) -> None:
 
 
 @app.command("measure")
-def measure(ctx: typer.Context, vm: VmArg, as_json: JsonOption = False) -> None:
+def measure(ctx: typer.Context, vm: VmArg, relationship: RelationshipOpt = Relationship.PRIMARY,
+            as_json: JsonOption = False) -> None:
     """Replication statistics of the current monitoring window (Measure-VMReplication)."""
-    with client(ctx) as daemon:
-        data = daemon.get(_path(vm, "/statistics"))
-    emit(wants_json(ctx, as_json), data, _measure_table)
+    json_out = wants_json(ctx, as_json)
+    with json_refusal(json_out), client(ctx) as daemon:
+        data = daemon.get(_path(vm, "/statistics", relationship))
+    emit(json_out, data, _measure_table)
 
 
 def _measure_table(data: dict[str, Any]) -> None:
@@ -180,11 +238,13 @@ def _cell(key: str, value: Any) -> str:
 
 
 @app.command("reset")
-def reset(ctx: typer.Context, vm: VmArg, as_json: JsonOption = False) -> None:
+def reset(ctx: typer.Context, vm: VmArg, relationship: RelationshipOpt = Relationship.PRIMARY,
+          as_json: JsonOption = False) -> None:
     """Start a new statistics window (Reset-VMReplicationStatistics)."""
-    with client(ctx) as daemon:
-        data = daemon.post(_path(vm, "/statistics/reset"))
-    emit(wants_json(ctx, as_json), data, lambda _: console.print("statistics reset."))
+    json_out = wants_json(ctx, as_json)
+    with json_refusal(json_out), client(ctx) as daemon:
+        data = daemon.post(_path(vm, "/statistics/reset", relationship))
+    emit(json_out, data, lambda _: console.print("statistics reset."))
 
 
 # -- reverse and extended replication (helper PF) --------------------------------------------------------
@@ -219,6 +279,54 @@ def continue_extended(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False,
     """After a committed failover, keep the extended replication going from here
     (ChangeReplicationModeToPrimary, Resume-VMReplication -Continue)."""
     _job(ctx, "post", _path(vm, "/continue"), None, what=f"continuing the extended replication of {vm}",
+         no_wait=no_wait, as_json=as_json)
+
+
+@app.command("failback")
+def failback(ctx: typer.Context, vm: VmArg, no_wait: NoWait = False, as_json: JsonOption = False) -> None:
+    """InitiateFailback, for external replication providers: the daemon refuses it. Fail back with
+    'standby replication reverse' on the failed-over VM instead."""
+    _job(ctx, "post", _path(vm, "/failback"), None, what=f"failback of {vm}", no_wait=no_wait,
+         as_json=as_json)
+
+
+@app.command("authorize")
+def authorize(
+    ctx: typer.Context,
+    vm: VmArg,
+    *,
+    host: Annotated[str, typer.Option("--host", help="The primary host the entry admits (may use *).")],
+    storage: Annotated[str, typer.Option("--storage", help="ReplicaStorageLocation: the folder its replica "
+                                         "VMs go to (the daemon refuses none).")] = "",
+    trust_group: Annotated[str, typer.Option("--trust-group")] = "DEFAULT",
+    as_json: JsonOption = False,
+) -> None:
+    """Bind a replica VM to the authorization entry of its primary host, made when missing
+    (SetAuthorizationEntry)."""
+    json_out = wants_json(ctx, as_json)
+    body = {"host": host, "storage": storage, "trust_group": trust_group}
+    with json_refusal(json_out), client(ctx) as daemon:
+        data = daemon.put(_path(vm, "/authorization"), body=body)
+    emit(json_out, data, lambda d: console.print(
+        f"{vm} authorized for {d['host']} (trust group {d['trust_group']}"
+        + (f", storage {d['storage']})." if d.get("storage") else ").")))
+
+
+@app.command("test-connection")
+def test_connection(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The recovery (replica) host's name or address.")],
+    *,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Its peer (mutual TLS) port.")]
+    = 8443,
+    thumbprint: Annotated[str, typer.Option("--thumbprint", help="Certificate thumbprint to expect.")] = "",
+    no_wait: NoWait = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that a replica host answers and accepts this host (Test-VMReplicationConnection)."""
+    body = {"recovery_connection_point": host, "recovery_server_port": port,
+            "certificate_thumbprint": thumbprint}
+    _job(ctx, "post", "/api/v1/replication/test-connection", body, what=f"connection test to {host}:{port}",
          no_wait=no_wait, as_json=as_json)
 
 
