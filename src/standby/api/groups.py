@@ -202,9 +202,9 @@ def reverse_group(ref: str, body: EnableBody, services: ServicesDep, language: L
 @router.post("/groups/{ref}/{action}", status_code=202, summary="Group replication and failover actions")
 def group_action(ref: str, action: str, services: ServicesDep, language: LanguageDep,
                  body: ActionBody | None = None) -> JSONResponse:
-    """start, suspend, resume, cancel-initial, cancel-resync, resync, remove, cancel-update-disk-set
-    (primary side); failover, revert, commit, test, test-stop, planned-failover, revert-planned-failover,
-    prepare-reverse (replica side); reset-statistics (either)."""
+    """start, suspend, resume, cancel-initial, cancel-resync, resync, remove, cancel-update-disk-set,
+    planned-failover, revert-planned-failover (primary side); failover, revert, commit, test, test-stop,
+    prepare-reverse (replica side); reset-statistics (either). The engine entry checks the side."""
     given = body or ActionBody()
     collection_id = _collection(services, ref).collection_id
     action_of = _ACTIONS.get(action)
