@@ -101,7 +101,7 @@ def start(
     planned failover on the primary (--prepare)."""
     if test and force:
         raise CliError("--force applies to a failover, not to --test", 2)
-    if prepare:  # helper PF: Start-VMFailover -Prepare
+    if prepare:  # Start-VMFailover -Prepare
         if test or force or point:
             raise CliError("--prepare takes no --point, --test or --force", 2)
         _run(ctx, f"/api/v1/vms/{vm}/failover/prepare", None, what=f"preparing the planned failover of {vm}",

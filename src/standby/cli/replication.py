@@ -247,7 +247,7 @@ def reset(ctx: typer.Context, vm: VmArg, relationship: RelationshipOpt = Relatio
     emit(json_out, data, lambda _: console.print("statistics reset."))
 
 
-# -- reverse and extended replication (helper PF) --------------------------------------------------------
+# -- reverse and extended replication -------------------------------------------------------------------
 
 
 @app.command("reverse")
