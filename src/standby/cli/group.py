@@ -111,43 +111,30 @@ def _settings(group: str, replica_host: str, *, element_name: str | None, port: 
             "interval": interval, "history": history}
 
 
-@app.command("enable")
-def enable(
-    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
-    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
-    no_wait: NoWait = False, as_json: JsonOption = False,
-) -> None:
-    """CreateReplicationRelationship of the group: every member to the same replica host."""
-    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
-                     history=history)
-    _action(ctx, group, "replication", body, what="enable replication", no_wait=no_wait, as_json=as_json)
+def _settings_verb(command: str, path: str, what: str, doc: str, *, method: str = "post") -> None:
+    """A group verb that sends the replication settings (enable, modify, reverse)."""
+
+    def verb(
+        ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *,
+        element_name: ElementNameOpt = None, port: PortOpt = 0, interval: IntervalOpt = 300,
+        history: HistoryOpt = 0, no_wait: NoWait = False, as_json: JsonOption = False,
+    ) -> None:
+        body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
+                         history=history)
+        _action(ctx, group, path, body, what=what, no_wait=no_wait, as_json=as_json, method=method)
+
+    verb.__doc__ = doc
+    app.command(command)(verb)
 
 
-@app.command("modify")
-def modify(
-    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
-    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
-    no_wait: NoWait = False, as_json: JsonOption = False,
-) -> None:
-    """ModifyReplicationSettings of the group (Set-VMReplication): new settings for every member."""
-    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
-                     history=history)
-    _action(ctx, group, "replication", body, what="modify replication", no_wait=no_wait, as_json=as_json,
-            method="put")
-
-
-@app.command("reverse")
-def reverse(
-    ctx: typer.Context, group: GroupArg, replica_host: ReplicaHostOpt, *, element_name: ElementNameOpt = None,
-    port: PortOpt = 0, interval: IntervalOpt = 300, history: HistoryOpt = 0,
-    no_wait: NoWait = False, as_json: JsonOption = False,
-) -> None:
-    """ReverseReplicationRelationship of a failed-over group whose failover is committed: every member
-    replicates back to --replica-host (the old primary)."""
-    body = _settings(group, replica_host, element_name=element_name, port=port, interval=interval,
-                     history=history)
-    _action(ctx, group, "replication/reverse", body, what="reverse replication", no_wait=no_wait,
-            as_json=as_json)
+_settings_verb("enable", "replication", "enable replication",
+               "CreateReplicationRelationship of the group: every member to the same replica host.")
+_settings_verb("modify", "replication", "modify replication",
+               "ModifyReplicationSettings of the group (Set-VMReplication): new settings for every member.",
+               method="put")
+_settings_verb("reverse", "replication/reverse", "reverse replication",
+               "ReverseReplicationRelationship of a failed-over group whose failover is committed: every "
+               "member replicates back to --replica-host (the old primary).")
 
 
 @app.command("start")
@@ -157,20 +144,6 @@ def start(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
     _action(ctx, group, "start", {"type": 1}, what="initial replication", no_wait=no_wait, as_json=as_json)
 
 
-@app.command("suspend")
-def suspend(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """SuspendReplication."""
-    _action(ctx, group, "suspend", None, what="suspend", no_wait=no_wait, as_json=as_json)
-
-
-@app.command("resume")
-def resume(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """ResumeReplication."""
-    _action(ctx, group, "resume", None, what="resume", no_wait=no_wait, as_json=as_json)
-
-
 @app.command("resync")
 def resync(ctx: typer.Context, group: GroupArg, *,
            include_suspended: Annotated[bool, typer.Option("--include-suspended")] = False,
@@ -178,13 +151,6 @@ def resync(ctx: typer.Context, group: GroupArg, *,
     """Resynchronize the members that need it."""
     _action(ctx, group, "resync", {"include_suspended": include_suspended}, what="resynchronize",
             no_wait=no_wait, as_json=as_json)
-
-
-@app.command("disable")
-def disable(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """RemoveReplicationRelationship of every member (the group stays)."""
-    _action(ctx, group, "remove", None, what="remove replication", no_wait=no_wait, as_json=as_json)
 
 
 @app.command("failover")
@@ -197,52 +163,12 @@ def failover(ctx: typer.Context, group: GroupArg, *, point: PointOpt = None,
             no_wait=no_wait, as_json=as_json)
 
 
-@app.command("revert")
-def revert(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """RevertFailover of every member."""
-    _action(ctx, group, "revert", None, what="revert failover", no_wait=no_wait, as_json=as_json)
-
-
-@app.command("commit")
-def commit(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """CommitFailover of every member."""
-    _action(ctx, group, "commit", None, what="commit failover", no_wait=no_wait, as_json=as_json)
-
-
 @app.command("test")
 def test(ctx: typer.Context, group: GroupArg, *, point: PointOpt = None, no_wait: NoWait = False,
          as_json: JsonOption = False) -> None:
     """TestReplicaCollection: a test VM of every member ('<group> - Test')."""
     _action(ctx, group, "test", {"point": point}, what="test failover", no_wait=no_wait, as_json=as_json)
 
-
-@app.command("test-stop")
-def test_stop(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-        as_json: JsonOption = False) -> None:
-    """RevertTestReplicaCollection: the test VMs go."""
-    _action(ctx, group, "test-stop", None, what="remove test group", no_wait=no_wait, as_json=as_json)
-
-
-def _planned_verb(action: str, what: str, doc: str) -> None:
-    def command(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
-                as_json: JsonOption = False) -> None:
-        _action(ctx, group, action, None, what=what, no_wait=no_wait, as_json=as_json)
-
-    command.__doc__ = doc
-    app.command(action)(command)
-
-
-_planned_verb("planned-failover", "planned failover",
-              "InitiatePlannedFailover, on the primary with every member off: the last changes go out and "
-              "the group is locked for the replica's failover.")
-_planned_verb("revert-planned-failover", "revert planned failover",
-              "RevertPlannedFailover, on the primary: undo planned-failover.")
-_planned_verb("prepare-reverse", "prepare reverse replication",
-              "PrepareForReverseReplication, on the failed-over replica before 'standby group reverse'.")
-_planned_verb("cancel-update-disk-set", "cancel disk set update",
-              "CancelUpdateDiskSet (standby never updates a replicating group's disk set: refused).")
 
 
 @app.command("show")
@@ -266,3 +192,35 @@ def show(ctx: typer.Context, group: GroupArg, as_json: JsonOption = False) -> No
         console.print(table)
 
     emit(wants_json(ctx, as_json), data, render)
+
+
+def _plain_action(command: str, action: str, what: str, doc: str) -> None:
+    """A group verb that takes nothing but the group (and --no-wait / --json)."""
+
+    def verb(ctx: typer.Context, group: GroupArg, no_wait: NoWait = False,
+             as_json: JsonOption = False) -> None:
+        _action(ctx, group, action, None, what=what, no_wait=no_wait, as_json=as_json)
+
+    verb.__doc__ = doc
+    app.command(command)(verb)
+
+
+for _command, _name, _what, _doc in (
+    ("suspend", "suspend", "suspend", "SuspendReplication."),
+    ("resume", "resume", "resume", "ResumeReplication."),
+    ("disable", "remove", "remove replication",
+     "RemoveReplicationRelationship of every member (the group stays)."),
+    ("revert", "revert", "revert failover", "RevertFailover of every member."),
+    ("commit", "commit", "commit failover", "CommitFailover of every member."),
+    ("test-stop", "test-stop", "remove test group", "RevertTestReplicaCollection: the test VMs go."),
+    ("planned-failover", "planned-failover", "planned failover",
+     "InitiatePlannedFailover, on the primary with every member off: the last changes go out and the group "
+     "is locked for the replica's failover."),
+    ("revert-planned-failover", "revert-planned-failover", "revert planned failover",
+     "RevertPlannedFailover, on the primary: undo planned-failover."),
+    ("prepare-reverse", "prepare-reverse", "prepare reverse replication",
+     "PrepareForReverseReplication, on the failed-over replica before 'standby group reverse'."),
+    ("cancel-update-disk-set", "cancel-update-disk-set", "cancel disk set update",
+     "CancelUpdateDiskSet (standby never updates a replicating group's disk set: refused)."),
+):
+    _plain_action(_command, _name, _what, _doc)
