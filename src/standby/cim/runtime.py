@@ -7,16 +7,13 @@ provider's ``install``. Methods call ``engine`` only, so CIM answers as REST doe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from standby.cim.schema import Schema
+from standby.domain.clock import Clock
 from standby.domain.entities import Host
 from standby.engine.group_cycle import PointAssembler
 from standby.engine.systems import Engine
-
-Clock = Callable[[], datetime]
 
 
 @dataclass(slots=True)

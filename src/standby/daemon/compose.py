@@ -31,6 +31,7 @@ from standby.daemon.config import Config
 from standby.daemon.group_wiring import Groups
 from standby.daemon.passwords import PasswordVerifier
 from standby.daemon.primary_wiring import Primary
+from standby.domain.clock import Clock
 from standby.domain.entities import Host
 from standby.engine.collection_service import CollectionReplicationService
 from standby.engine.connection import ReplicationConnectionTester
@@ -51,7 +52,6 @@ from standby.store.sqlite import Database
 
 log = logging.getLogger("standby.daemon")
 
-Clock = Callable[[], datetime]
 RecoveryHook = Callable[["Services"], Awaitable[None] | None]
 #: Holds this host's GUID inside the data directory.
 HOST_ID_FILE = "host-id"

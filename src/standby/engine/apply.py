@@ -42,6 +42,7 @@ from typing import BinaryIO
 
 import xxhash
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import Disk, RecoveryPoint, Relationship
 from standby.domain.enums import (
@@ -71,7 +72,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.apply")
 
-Clock = Callable[[], datetime]
 #: Bytes gathered before they are handed to the apply's writer thread.
 BATCH = 1024 * 1024
 #: Batches received ahead of the writer (memory stays at about QUEUED × BATCH per apply).

@@ -8,10 +8,10 @@ only, so both answer alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from standby.domain.clock import Clock
 from standby.domain.entities import CollectionRecoveryPoint, ReplicationSettings
 from standby.domain.errors import InvalidParameter, NotSupported
 from standby.domain.groups import GroupStatistics
@@ -27,7 +27,6 @@ from standby.engine.operations import CollectionUseCase
 from standby.engine.service import DONE, InitialReplication, Outcome, started
 from standby.store.port import Store
 
-Clock = Callable[[], datetime]
 _U = CollectionUseCase
 #: RequestReplicationStateChange-like methods of the collection service.
 STATE_CHANGES = frozenset({_U.SUSPEND_REPLICATION, _U.RESUME_REPLICATION, _U.CANCEL_INITIAL_REPLICATION,

@@ -14,10 +14,9 @@ to the collection (or, when none is named, that it has one).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Collection
 from standby.domain.enums import (
     CollectionReplicationState,
@@ -30,7 +29,6 @@ from standby.domain.preconditions import Operation, PreconditionFacts, require
 from standby.engine.operations import CollectionUseCase
 from standby.store.port import Store
 
-Clock = Callable[[], datetime]
 _MAX_NAME = 256
 
 #: Group replication use case → the precondition row that guards it.

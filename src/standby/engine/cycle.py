@@ -29,6 +29,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import (
     HEARTBEAT_DETAIL,
     CycleKind,
@@ -63,7 +64,6 @@ from standby.store.port import Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 _LOG_KIND = {CycleKind.DELTA: LogKind.DELTA, CycleKind.INITIAL: LogKind.INITIAL,
              CycleKind.RESYNC: LogKind.RESYNC, CycleKind.PLANNED: LogKind.PLANNED}
 _INTENT_KIND = {CycleKind.DELTA: IntentKind.CYCLE, CycleKind.INITIAL: IntentKind.INITIAL,

@@ -33,10 +33,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import CycleKind
 from standby.domain.entities import Job, RecoveryPoint, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import (
@@ -55,7 +56,7 @@ from standby.engine.capture import HASH_BLOCK, differing_ranges, stream_in_threa
 from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
 from standby.engine.replication import ReplicationUseCases
-from standby.engine.reverse import SendingUseCase, allocated_ranges, overlay_source, replicated_disks
+from standby.engine.reverse import Ranges, SendingUseCase, allocated_ranges, overlay_source, replicated_disks
 from standby.storage import blockhash, chain, qemu_img
 from standby.storage.logformat import MAX_FRAME, DiskInfo, LogEncoder, LogHeader, LogKind, is_zero
 from standby.storage.nbd import STATE_ZERO
@@ -63,8 +64,6 @@ from standby.store.port import PointHold, Store
 
 log = logging.getLogger("standby.extended")
 
-Clock = Callable[[], datetime]
-Ranges = dict[str, list[tuple[int, int]]]
 _S = ReplicationState
 _EXT = RelationshipIndex.EXTENDED
 _PRIMARY = RelationshipIndex.PRIMARY

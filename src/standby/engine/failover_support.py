@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Disk, RecoveryPoint, Relationship, VirtualMachine
 from standby.domain.enums import RelationshipIndex
 from standby.domain.errors import FileNotFound, InUse, NotFound, StandbyError
@@ -25,7 +25,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.failover")
 
-Clock = Callable[[], datetime]
 #: A per-VM lock (the replica applier's ``chain_guard``): held while a point is chosen and recorded as in
 #: use, so that retention cannot merge it away in between.
 ChainGuard = Callable[[str], asyncio.Lock]

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import CycleOutcome
 from standby.domain.entities import Collection, CollectionRecoveryPoint, RecoveryPoint
 from standby.domain.enums import (
@@ -66,7 +67,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
 
-Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
 #: ``UnitKind.name`` of collections in the scheduler.
 COLLECTION_UNITS = "collection"

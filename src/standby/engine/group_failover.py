@@ -20,9 +20,9 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Collection, CollectionRecoveryPoint, Job, ReplicationSettings
 from standby.domain.enums import (
     CollectionReplicationState,
@@ -42,7 +42,6 @@ from standby.engine.operations import CollectionUseCase, not_implemented
 from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
-Clock = Callable[[], datetime]
 _C = CollectionReplicationState
 
 

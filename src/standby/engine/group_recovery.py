@@ -17,10 +17,10 @@ settled by the failover hook (which runs first: hooks run in registration order)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Collection
 from standby.domain.enums import (
     CollectionReplicationState,
@@ -33,7 +33,6 @@ from standby.engine.group_replication import set_collection
 from standby.store.port import Store
 
 log = logging.getLogger("standby.groups")
-Clock = Callable[[], datetime]
 _C = CollectionReplicationState
 _S = ReplicationState
 #: States a collection job writes while it runs (or a partial outcome the members may have moved past).

@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Collection, Job, ReplicationSettings
 from standby.domain.enums import (
     CollectionReplicationState,
@@ -41,7 +42,6 @@ from standby.engine.operations import CollectionUseCase
 from standby.engine.statistics import monitoring_window
 from standby.store.port import Store
 
-Clock = Callable[[], datetime]
 _C = CollectionReplicationState
 #: How long one member's job may take inside a collection job (initial replication of a big disk).
 MEMBER_JOB_TIMEOUT = 24 * 3600.0

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from standby import i18n
+from standby.domain.clock import Clock
 from standby.domain.entities import DEFAULT_TIME_BEFORE_REMOVAL, Job
 from standby.domain.enums import JobState, JobType, ReturnCode, StateChangeCode
 from standby.domain.errors import InUse, NotFound, StandbyError, Unavailable
@@ -29,7 +30,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.jobs")
 
-Clock = Callable[[], datetime]
 Result = Mapping[str, Any] | None
 Work = Callable[["JobHandle"], Awaitable[Result]]
 #: Continues an interrupted job of one JobType after a restart; raising ends the job as Exception.

@@ -21,9 +21,9 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import CycleKind
 from standby.domain.entities import Job, RecoveryPoint, Relationship, VirtualMachine
 from standby.domain.enums import (
@@ -48,7 +48,6 @@ from standby.store.port import Store
 log = logging.getLogger("standby.planned")
 _T = TypeVar("_T")
 
-Clock = Callable[[], datetime]
 _S = ReplicationState
 _RETRIES = 8
 

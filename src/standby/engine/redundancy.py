@@ -28,9 +28,9 @@ import time as _time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Host, RedundancySet, Relationship, VirtualMachine
 from standby.domain.enums import (
     FailoverCode,
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from standby.engine.group_planned import PlannedMove
 
 log = logging.getLogger("standby.redundancy")
-Clock = Callable[[], datetime]
 #: Whether a host answers (its peer listener is reachable).
 Reachable = Callable[[str], Awaitable[bool]]
 VM_SET = "VM-"

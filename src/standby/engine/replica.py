@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import HEARTBEAT_DETAIL, CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import (
     AuthorizationEntry,
@@ -65,7 +66,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.replica")
 
-Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
 #: Exported initial replication logs (``engine.cycle`` writes ``initial.sblog``).
 EXPORT_SUFFIXES = (".sblog", ".sbylog")

@@ -29,6 +29,7 @@ from dataclasses import replace as dc_replace
 from datetime import datetime
 from pathlib import Path
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import CycleKind
 from standby.domain.entities import (
     AuthorizationEntry,
@@ -72,7 +73,6 @@ from standby.store.port import Store
 
 __all__ = ["HealthIssue", "ReplicationUseCases", "StatisticsReport", "monitoring_window"]
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 log = logging.getLogger(__name__)
 _RELATIONSHIP_ID = re.compile(r"^Microsoft:(?P<vm>[^\\]+)\\HVR(?:\\(?P<index>\d+))?$", re.IGNORECASE)

@@ -38,10 +38,10 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.cycles import BITMAP_PREFIX, CycleKind
 from standby.domain.entities import (
     AuthorizationEntry,
@@ -84,7 +84,6 @@ from standby.store.port import Store
 
 log = logging.getLogger("standby.reverse")
 
-Clock = Callable[[], datetime]
 Ranges = dict[str, list[tuple[int, int]]]
 _S = ReplicationState
 _PRIMARY = RelationshipIndex.PRIMARY

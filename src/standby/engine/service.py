@@ -12,11 +12,12 @@ an operation standby cannot carry out raises ``NotSupported`` after the precondi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from standby.domain.clock import Clock
 from standby.domain.entities import (
     AuthorizationEntry,
     Job,
@@ -47,7 +48,6 @@ from standby.engine.replication import PrimaryReplication, ReplicationUseCases
 from standby.engine.statistics import StatisticsReport
 from standby.store.port import Store
 
-Clock = Callable[[], datetime]
 _PRIMARY = RelationshipIndex.PRIMARY
 _EXTENDED = RelationshipIndex.EXTENDED
 #: Modes whose primary relationship this host receives (the replica side).

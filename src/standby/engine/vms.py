@@ -16,10 +16,10 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from standby.domain.clock import Clock
 from standby.domain.entities import Disk, Job, Nic, VirtualMachine
 from standby.domain.enums import EnabledState, JobType, RequestedVmState
 from standby.domain.errors import (
@@ -39,7 +39,6 @@ from standby.store.port import Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
 MIN_DISK = 1 << 20
