@@ -47,7 +47,9 @@ class DiskBody(BaseModel):
 class VmBody(BaseModel):
     """A VM definition."""
 
-    name: str = Field(min_length=1, max_length=100)
+    # Bounded here only against huge bodies: the name rule (domain.vm_names) is the engine's, so that CIM
+    # and REST refuse the same names with the same answer.
+    name: str = Field(max_length=1024)
     memory: str = Field(default="256M", max_length=32, description="e.g. 256M, 1G (a bare number is MiB)")
     cpus: int = Field(default=1, ge=1, le=64)
     disks: list[DiskBody] = Field(default_factory=list, max_length=16)

@@ -192,7 +192,8 @@ def local_host(config: Config, db: Database) -> Host:
 def _build_vms(services: Services) -> VmUseCases:
     """The VM use cases over the hypervisor; they mark VMs lost while the daemon was down."""
     vms = VmUseCases(services.db, services.hypervisor, services.clock,
-                     vm_dir=services.config.data_dir / "vms", images=QemuImages(), jobs=services.jobs)
+                     vm_dir=services.config.data_dir / "vms", images=QemuImages(), jobs=services.jobs,
+                     data_dir=services.config.data_dir)
     services.add_recovery_hook("vms", _recover_vms)
     return vms
 

@@ -18,6 +18,8 @@ from starlette.responses import JSONResponse
 from standby.domain.enums import ReturnCode
 from standby.domain.errors import (
     AccessDenied,
+    FileNotFound,
+    IncorrectDataType,
     InUse,
     InvalidParameter,
     InvalidState,
@@ -37,6 +39,8 @@ _STATUS: tuple[tuple[type[StandbyError], int], ...] = (
     (InUse, 409),
     (InvalidParameter, 400),
     (AccessDenied, 403),
+    (FileNotFound, 404),  # a file the request names, as NotFound is an object it names
+    (IncorrectDataType, 400),
     (NotSupported, 501),
     (Unavailable, 503),
 )

@@ -3,7 +3,9 @@ reset, delete, list, show, and the state bookkeeping of exits and crashes.
 
 The CIM providers (``cim/providers/vm_*.py``), the REST routes (``api/vms.py``) and the CLI (through REST)
 all call these. The VM's ``enabled_state`` in the store follows the hypervisor's events; a definition either
-completes (files and row) or leaves nothing behind.
+completes (files and row) or leaves nothing behind. Every surface's names pass ``domain.vm_names`` here, and
+every imported disk ``vet_disk`` (``engine.disk_guard`` over the rule of ``domain.disk_paths``): no recovery
+point, replica storage or other VM's image becomes a disk, whichever surface asked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from standby.domain.clock import Clock
+from standby.domain.disk_paths import ImageFile, ProtectedStorage
 from standby.domain.entities import Disk, Job, Nic, VirtualMachine
 from standby.domain.enums import EnabledState, JobType, RequestedVmState
 from standby.domain.errors import (
@@ -32,8 +35,11 @@ from standby.domain.errors import (
     StandbyError,
 )
 from standby.domain.replica import check_startable
+from standby.domain.vm_names import MAX_VM_NAME, check_vm_name
+from standby.engine.disk_guard import BackingOf, DiskGuard
 from standby.engine.jobs import JobHandle, JobManager
 from standby.hypervisor.port import Hypervisor, VmEvent, VmEventKind
+from standby.storage import chain
 from standby.store.errors import StaleWrite
 from standby.store.port import Store
 
@@ -43,7 +49,9 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
 MIN_DISK = 1 << 20
 MAX_DISK = 64 << 40
-MAX_NAME = 100
+MAX_NAME = MAX_VM_NAME
+#: An image's chain, top first, as ``domain.disk_paths`` sees it.
+ImageChain = tuple[ImageFile, ...]
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 #: Event kinds written to ``db.events`` and their catalog ids.
 _EVENT_MESSAGES = {
@@ -149,6 +157,8 @@ class VmUseCases:
         vm_dir: Path,
         images: DiskImages,
         jobs: JobManager | None = None,
+        data_dir: Path | None = None,
+        backing_of: BackingOf = chain.backing_file,
     ) -> None:
         self.db = db
         self.hypervisor = hypervisor
@@ -156,6 +166,8 @@ class VmUseCases:
         self.vm_dir = vm_dir
         self.images = images
         self.jobs = jobs
+        # Without the data directory, the VMs' own folder is the part of it a disk is kept out of.
+        self.disk_guard = DiskGuard(db, data_dir=data_dir or vm_dir, backing_of=backing_of)
         hypervisor.subscribe(self.on_event)
 
     # queries ---------------------------------------------------------------------------------------------
@@ -181,7 +193,7 @@ class VmUseCases:
     # definition ------------------------------------------------------------------------------------------
     def define(self, request: VmRequest) -> VirtualMachine:
         """Create the VM's new disks and store it (``DefineSystem``); nothing remains if any step fails."""
-        name = _check_name(request.name)
+        name = check_vm_name(request.name)
         if self.db.vms.find_by_name(name):
             raise InvalidParameter(
                 f"a virtual machine named {name!r} already exists", message_id="VmNameInUse", vm=name
@@ -217,11 +229,19 @@ class VmUseCases:
 
     def _plan_disks(self, vm_id: str, requests: Sequence[DiskRequest]) -> tuple[Disk, ...]:
         disks = []
-        used = {d.path for other in self.db.vms.list() for d in other.disks}
+        protected = self.disk_guard.protected() if any(r.path is not None for r in requests) else None
+        imported: set[tuple[int, int] | None] = set()
         for index, req in enumerate(requests):
             disk_id = f"d{index}"
             if req.path is not None:
-                disks.append(self._imported_disk(disk_id, Path(req.path), used))
+                assert protected is not None
+                disk, images = self._imported_disk(disk_id, req.path, protected)
+                # One image as two disks of the new VM would be two writers of one file.
+                if images[0].identity in imported:
+                    raise InvalidParameter(f"{req.path} is named for two disks", message_id="DiskListedTwice",
+                                           path=req.path)
+                imported.add(images[0].identity)
+                disks.append(disk)
                 continue
             size = req.size_bytes or 0
             if not MIN_DISK <= size <= MAX_DISK:
@@ -231,18 +251,33 @@ class VmUseCases:
             disks.append(Disk(disk_id, str(self.vm_dir / vm_id / f"{disk_id}.qcow2"), size))
         return tuple(disks)
 
-    def _imported_disk(self, disk_id: str, path: Path, used: set[str]) -> Disk:
-        path = path.absolute()
-        if str(path) in used:
-            raise InUse(f"{path} is already a disk of another VM", message_id="DiskInUse", path=str(path))
-        info = self.images.image_info(path)
+    def vet_disk(self, given: str, protected: ProtectedStorage | None = None) -> tuple[Path, ImageChain]:
+        """The real path of the existing image ``given`` names when it may become a disk of a VM (a new
+        one, or one given a disk later), with its chain; refusals per ``domain.disk_paths``."""
+        if protected is None:
+            protected = self.disk_guard.protected()
+        vetted = self.disk_guard.vet(given, protected)
+        return vetted.path, vetted.chain
+
+    def _imported_disk(
+        self, disk_id: str, given: str, protected: ProtectedStorage
+    ) -> tuple[Disk, ImageChain]:
+        path, images = self.vet_disk(given, protected)
+        try:
+            info = self.images.image_info(path)
+        except StandbyError as failed:
+            if type(failed) is not StandbyError:
+                raise
+            # What qemu-img could not read is the image the caller named, not a failure of the daemon.
+            raise InvalidParameter(f"{given} is not a usable disk image: {failed}", message_id="BadImage",
+                                   path=given) from None
         if info.format != "qcow2":
             raise InvalidParameter(
-                f"{path} is a {info.format} image; standby runs qcow2 disks",
+                f"{given} is a {info.format} image; standby runs qcow2 disks",
                 message_id="BadImage",
-                path=str(path),
+                path=given,
             )
-        return Disk(disk_id, str(path), info.virtual_size)
+        return Disk(disk_id, str(path), info.virtual_size), images
 
     def _create_disks(self, vm: VirtualMachine, requests: Sequence[DiskRequest], own_dir: Path) -> None:
         new = [disk for disk, req in zip(vm.disks, requests, strict=True) if req.path is None]
@@ -446,12 +481,3 @@ class VmUseCases:
             self.db.events.record(self.clock(), kind, message_id, element_id=vm_id, args=args)
         except StandbyError:
             log.exception("could not record event %s of VM %s", kind, vm_id)
-
-
-def _check_name(name: str) -> str:
-    clean = name.strip()
-    if not clean or len(clean) > MAX_NAME or any(ord(c) < 32 for c in clean):
-        raise InvalidParameter(
-            f"a VM name must be 1 to {MAX_NAME} printable characters, not {name!r}", message_id="BadVmName"
-        )
-    return clean
