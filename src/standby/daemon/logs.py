@@ -1,7 +1,9 @@
 """Structured logging for the daemon: ``key=value`` lines or JSON lines on stderr.
 
 Callers add fields with ``log.info("job finished", extra={"fields": {"job": job_id}})``; uvicorn's own loggers
-are routed through the same formatter so one process writes one format.
+are routed through the same formatter so one process writes one format. The audit log (``standby.audit``,
+see ``edge.audit``) is written at INFO even when the daemon's level is higher: who did what must not depend on
+how chatty the rest of the log is.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import TextIO
+
+from standby.edge.audit import AUDIT_LOGGER
 
 _RESERVED = ("ts", "level", "logger", "msg")
 
@@ -80,3 +84,4 @@ def setup_logging(level: str, fmt: str, *, access_log: bool = False, stream: Tex
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)

@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 _SCHEME = "scrypt"
 _N, _R, _P = 2**14, 8, 1
@@ -63,10 +64,16 @@ class PasswordVerifier:
 
     scrypt costs tens of milliseconds by design; a client sends the same credentials on every request, so
     successful checks are remembered (keyed by a digest, never the password) to keep CIM round trips fast.
+
+    An unknown user (or one whose stored hash is unusable) costs the same as a known one: the password is
+    derived against a dummy hash with the parameters the configured hashes use, so the time to refuse does
+    not tell which user names exist.
     """
 
     def __init__(self, users: Mapping[str, str]) -> None:
-        self._users = dict(users)
+        self._users = {user: encoded for user, encoded in users.items() if _usable(encoded)}
+        self._has_users = bool(users)
+        self._dummy = dummy_hash(users.values())
         self._ok: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -76,16 +83,15 @@ class PasswordVerifier:
 
     def known(self, user: str, password: str) -> bool:
         """Whether this pair was verified before (cheap; lets async callers skip a thread hop)."""
-        encoded = self._users.get(user)
-        if encoded is None:
-            return False
+        token = _token(user, password, self._users.get(user, self._dummy))
         with self._lock:
-            return _token(user, password, encoded) in self._ok
+            return token in self._ok
 
     def verify(self, user: str, password: str) -> bool:
         """Whether ``user`` exists and ``password`` is theirs."""
         encoded = self._users.get(user)
         if encoded is None:
+            verify_hash(password, self._dummy)  # the same work as for a real user, and always False
             return False
         token = _token(user, password, encoded)
         with self._lock:
@@ -102,7 +108,30 @@ class PasswordVerifier:
     @property
     def has_users(self) -> bool:
         """Whether any user is configured (without one, TCP listeners accept nobody)."""
-        return bool(self._users)
+        return self._has_users
+
+
+def dummy_hash(encoded: Iterable[str]) -> str:
+    """A hash no password matches, with the parameters most of ``encoded`` use (else the defaults)."""
+    shapes = Counter[tuple[int, int, int, int, int]]()
+    for value in encoded:
+        try:
+            n, r, p, salt, key = parse_hash(value)
+        except PasswordHashError:
+            continue
+        shapes[(n, r, p, len(salt), len(key))] += 1
+    n, r, p, salt_len, key_len = (shapes.most_common(1)[0][0] if shapes
+                                  else (_N, _R, _P, _SALT_LEN, _KEY_LEN))
+    # A random key: matching it would take a preimage of scrypt.
+    return "$".join((_SCHEME, str(n), str(r), str(p), _b64(os.urandom(salt_len)), _b64(os.urandom(key_len))))
+
+
+def _usable(encoded: str) -> bool:
+    try:
+        parse_hash(encoded)
+    except PasswordHashError:
+        return False
+    return True
 
 
 def _token(user: str, password: str, encoded: str) -> bytes:
