@@ -6,8 +6,10 @@ it answers whatever path reaches it. Operations run in a worker thread because t
 
 HTTP-level answers (DSP0200 §7): 401 with ``WWW-Authenticate``; 405 for methods other than POST; 501 for
 ``M-POST`` (extension framework not supported; clients retry with POST); 400/501 with a ``CIMError`` header
-for protocol errors; 413 for bodies over the limit; 415 for a non-XML content type. CIM errors are a 200
-with ``<ERROR>`` inside.
+for protocol errors; 413 for bodies over the limit (a declared ``Content-Length`` over it is refused before
+anything is read; the daemon's default is ``[listeners.limits] cim_body_bytes``); 415 for a non-XML content
+type. CIM errors are a 200 with ``<ERROR>`` inside. A client that goes away before its body is complete (or
+is cut off by the listener's body deadline) gets no answer, and nothing of its request runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Default request body limit; a CIM-XML request with a few embedded instances is a few KiB.
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 _XML_TYPES = ("application/xml", "text/xml")
+
+
+class _ClientGone(Exception):
+    """The connection closed before the whole body arrived."""
 
 
 class CimXmlApp:
@@ -64,6 +70,8 @@ class CimXmlApp:
             await self._serve(scope, headers, receive, send)
         except ProtocolError as exc:
             await _reject(send, exc, headers)
+        except _ClientGone:
+            log.info("cimxml request abandoned: the body was not received completely")
 
     async def _serve(self, scope: Scope, headers: dict[str, str], receive: Receive, send: Send) -> None:
         method = str(scope.get("method", "")).upper()
@@ -168,7 +176,7 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -13,7 +13,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from standby.daemon.passwords import PasswordHashError, parse_hash
@@ -63,6 +63,35 @@ class HttpListener:
     port: int = 5988
 
 
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What a client may hold of the listeners (``[listeners.limits]``, docs/configuration.md)."""
+
+    #: Seconds from the connection (TLS handshake included) or a request's first byte to its last header.
+    header_timeout_seconds: float = 10.0
+    #: Seconds a request body may pause while the daemon waits for it (streamed logs included).
+    body_timeout_seconds: float = 30.0
+    #: Seconds an idle keep-alive connection stays open on the HTTPS, HTTP and control listeners.
+    idle_timeout_seconds: float = 5.0
+    #: TCP connections of all listeners together; 0: derived from the open-file limit at start.
+    max_connections: int = 0
+    #: Concurrent connections from one client address on the HTTPS and HTTP listeners.
+    per_client_connections: int = 64
+    #: Concurrent connections from one host on the peer listener (a primary with many VMs uses several).
+    peer_per_client_connections: int = 256
+    #: Concurrent connections on the control socket (a budget of its own, outside ``max_connections``).
+    control_connections: int = 64
+    #: Largest REST (JSON) request body.
+    rest_body_bytes: int = MIB
+    #: Largest CIM-XML request body.
+    cim_body_bytes: int = 4 * MIB
+    #: Largest JSON body on the peer listener (logs are streamed and not limited).
+    peer_body_bytes: int = MIB
+
+
 @dataclass(frozen=True, slots=True)
 class Listeners:
     """Every listener the daemon opens."""
@@ -70,6 +99,7 @@ class Listeners:
     control: ControlListener
     https: HttpsListener
     http: HttpListener = field(default_factory=HttpListener)
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +272,7 @@ def _fqdn(name: str) -> str:
 
 def _listeners(table: TomlTable, data_dir: Path) -> Listeners:
     control_t, https_t, http_t = table.table("control"), table.table("https"), table.table("http")
+    limits = _limits(table.table("limits"))
     table.finish()
     control = ControlListener(
         path=control_t.path("path", None) or data_dir / "control.sock",
@@ -267,7 +298,36 @@ def _listeners(table: TomlTable, data_dir: Path) -> Listeners:
             f"listeners.http.address: plain HTTP may only listen on loopback (127.0.0.1 or ::1), "
             f"not {http.address!r}; use the HTTPS listener for remote clients"
         )
-    return Listeners(control=control, https=https, http=http)
+    return Listeners(control=control, https=https, http=http, limits=limits)
+
+
+def _limits(table: TomlTable) -> ListenerLimits:
+    d = ListenerLimits()
+    result = ListenerLimits(
+        header_timeout_seconds=table.number("header_timeout_seconds", d.header_timeout_seconds, low=0.1),
+        body_timeout_seconds=table.number("body_timeout_seconds", d.body_timeout_seconds, low=0.1),
+        idle_timeout_seconds=table.number("idle_timeout_seconds", d.idle_timeout_seconds, low=1.0),
+        max_connections=_count(table, "max_connections", d.max_connections, low=0),
+        per_client_connections=_count(table, "per_client_connections", d.per_client_connections, low=1),
+        peer_per_client_connections=_count(table, "peer_per_client_connections",
+                                           d.peer_per_client_connections, low=1),
+        control_connections=_count(table, "control_connections", d.control_connections, low=1),
+        rest_body_bytes=_count(table, "rest_body_bytes", d.rest_body_bytes, low=1024),
+        cim_body_bytes=_count(table, "cim_body_bytes", d.cim_body_bytes, low=1024),
+        peer_body_bytes=_count(table, "peer_body_bytes", d.peer_body_bytes, low=1024),
+    )
+    table.finish()
+    if 0 < result.max_connections < 4:
+        raise ConfigError("listeners.limits.max_connections: must be 0 (from the open-file limit) "
+                          "or at least 4")
+    return result
+
+
+def _count(table: TomlTable, key: str, default: int, *, low: int) -> int:
+    value = table.number(key, float(default), low=low)
+    if not value.is_integer():
+        raise ConfigError(f"listeners.limits.{key}: expected a whole number, got {value:g}")
+    return int(value)
 
 
 def _is_loopback(address: str) -> bool:
@@ -389,6 +449,8 @@ def to_toml(config: Config) -> str:
         ("listeners.http", [("enabled", config.listeners.http.enabled),
                             ("address", config.listeners.http.address),
                             ("port", config.listeners.http.port)]),
+        ("listeners.limits", [(f.name, getattr(config.listeners.limits, f.name))
+                              for f in fields(ListenerLimits)]),
         ("users", list(config.users)),
         ("hypervisor", [("accel", config.hypervisor.accel), ("qemu_binary", config.hypervisor.qemu_binary)]),
         ("log", [("level", config.log.level), ("format", config.log.format),

@@ -3,9 +3,16 @@
 Before the loop starts, ``allocator.tune`` fixes glibc's malloc thresholds (logs stream through buffers of
 64 KiB to a few MiB; with the default, dynamic thresholds most of them were fresh, page-faulting memory).
 
-Start-up: take the pid lock of the data directory, bind every listener (so a busy port fails before any
-state changes), build the services, recover interrupted work, then serve. The control socket is created
-with mode 0600; TCP listening sockets get TCP_NODELAY set explicitly (accepted sockets inherit it).
+Start-up: set the umask to 0077 (every file and directory the daemon makes is its owner's only), raise the
+soft open-file limit to the hard one (at most 65536), take the pid lock of the data directory, bind every
+listener (so a busy port fails before any state changes), build the services, recover interrupted work, then
+serve. The control socket is created with mode 0600; TCP listening sockets get TCP_NODELAY set explicitly
+(accepted sockets inherit it).
+
+Every listener accepts through ``daemon.listen.GuardedServer``: a connection budget below the open-file
+limit with a per-client cap (``edge.limits``), header and body read deadlines (``edge.guard``), body size
+limits per route (``edge.bodylimit`` for REST and peer JSON, the CIM-XML app's own for ``/cimom``); see
+``[listeners.limits]`` in docs/configuration.md.
 
 Shutdown on SIGTERM/SIGINT: stop accepting, let requests and running jobs finish for
 ``[jobs] shutdown_grace_seconds``, kill the cancellable jobs still running (the others are marked by
@@ -19,14 +26,16 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
+import re
+import resource
 import signal
 import socket
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import uvicorn
 from starlette.routing import Route
@@ -37,17 +46,25 @@ from standby.cimxml import create_app as create_cimxml_app
 from standby.daemon import allocator, group_wiring, primary_wiring
 from standby.daemon.compose import Services, build_services
 from standby.daemon.config import Config
+from standby.daemon.listen import GuardedServer, Guarding
 from standby.daemon.lockfile import PidLock
 from standby.daemon.tls import ensure_certificate
 from standby.domain.enums import JobState
 from standby.domain.errors import Unavailable
+from standby.edge.audit import audited
+from standby.edge.bodylimit import BodyLimit, Exempt
 from standby.edge.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
+from standby.edge.guard import Deadlines, GuardedHttpToolsProtocol
+from standby.edge.limits import ConnectionBudget, Door, Doors, connection_cap
 from standby.hypervisor.qemu.driver import QemuHypervisor
 from standby.peer.app import KEEP_ALIVE as PEER_KEEP_ALIVE
 from standby.peer.app import PeerHttpToolsProtocol, create_peer_app
 from standby.peer.routes import PeerServices
 
 CIMOM_PATH = "/cimom"
+#: The soft open-file limit the daemon raises itself to when the hard limit allows (the shipped unit sets
+#: both to this): systemd's default soft limit of 1024 is what a flood of 1,008 connections exhausted.
+WANTED_NOFILE = 65536
 log = logging.getLogger("standby.daemon")
 
 
@@ -61,12 +78,18 @@ class Listener:
     tls: bool = False
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server without its own signal handling: the daemon owns SIGTERM/SIGINT for all listeners."""
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The shared connection budget, the doors of the listeners and the read deadlines."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    budget: ConnectionBudget
+    doors: Doors
+    deadlines: Deadlines
+
+    def door(self, kind: ListenerKind | Literal["peer"]) -> Door:
+        """The door of a listener kind."""
+        return {"control": self.doors.control, "https": self.doors.public, "http": self.doors.http,
+                "peer": self.doors.peer}[kind]
 
 
 def run(config: Config) -> int:
@@ -77,6 +100,8 @@ def run(config: Config) -> int:
 
 async def serve(config: Config) -> int:
     """The daemon's main coroutine (see the module docstring)."""
+    os.umask(0o077)  # the data dir holds keys, disk images and the database: nothing is for other users
+    nofile = raise_file_limit(WANTED_NOFILE)
     _make_data_dir(config.data_dir)
     with PidLock(config.lock_path):
         _prepare_tls(config)
@@ -88,21 +113,26 @@ async def serve(config: Config) -> int:
             raise
         try:
             await services.recover()
-            return await _serve(config, services, listeners)
+            return await _serve(config, services, listeners, make_guards(config, nofile))
         finally:
             services.close()
             _close_listeners(config, listeners)
             log.info("daemon stopped", extra={"fields": {"pid": os.getpid()}})
 
 
-async def _serve(config: Config, services: Services, listeners: list[Listener]) -> int:
-    app = create_app(services)
+async def _serve(config: Config, services: Services, listeners: list[Listener], guards: Guards) -> int:
+    limits = config.listeners.limits
+    fastapi_app = create_app(services)
     # The CIM-XML app answers ``POST /cimom`` itself: routed unchanged (a Mount would strip the prefix).
-    cimom = create_cimxml_app(services.object_manager, services.verifier, host_name=services.config.host.fqdn)
-    app.router.routes.append(Route(CIMOM_PATH, endpoint=cimom, include_in_schema=False))
+    cimom = create_cimxml_app(services.object_manager, services.verifier, host_name=services.config.host.fqdn,
+                              max_body=limits.cim_body_bytes)
+    fastapi_app.router.routes.append(Route(CIMOM_PATH, endpoint=cimom, include_in_schema=False))
     log.info("CIM-XML mounted", extra={"fields": {"path": CIMOM_PATH}})
-    servers = [_peer_server(config, services) if listener.kind == "peer"
-               else _server(config, app, listener, services.verifier) for listener in listeners]
+    # ``/cimom`` has its own (larger) limit, checked by the CIM-XML app before it parses anything.
+    cimom_route = Exempt("POST", re.compile(re.escape(CIMOM_PATH)))
+    app = BodyLimit(fastapi_app, limits.rest_body_bytes, exempt=[cimom_route])
+    servers = [_peer_server(config, services, guards) if listener.kind == "peer"
+               else _server(config, app, listener, services.verifier, guards) for listener in listeners]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -140,7 +170,7 @@ async def _serve(config: Config, services: Services, listeners: list[Listener]) 
     return 0
 
 
-def _on_signal(signum: int, stop: asyncio.Event, servers: list[_Server]) -> None:
+def _on_signal(signum: int, stop: asyncio.Event, servers: list[GuardedServer]) -> None:
     if stop.is_set():
         for server in servers:
             server.force_exit = True
@@ -181,32 +211,67 @@ async def _purge_loop(services: Services) -> None:
             log.exception("purging finished jobs failed")
 
 
-def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier) -> _Server:
-    gated = ListenerGate(app, cast(ListenerKind, listener.kind), verifier)
+def raise_file_limit(wanted: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``wanted`` as far as the hard limit allows; the soft limit
+    then in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft if soft != resource.RLIM_INFINITY else wanted
+
+
+def make_guards(config: Config, nofile: int) -> Guards:
+    """The connection budget and deadlines for the configured limits and the open-file limit ``nofile``."""
+    limits = config.listeners.limits
+    cap = limits.max_connections or connection_cap(nofile)
+    doors = Doors.for_cap(cap, per_client=limits.per_client_connections,
+                          peer_per_client=limits.peer_per_client_connections,
+                          control=limits.control_connections)
+    log.info("listener limits", extra={"fields": {
+        "open_files": nofile, "connections": cap, "public_connections": doors.public.ceiling,
+        "per_client": limits.per_client_connections, "control": limits.control_connections,
+        "header_timeout": limits.header_timeout_seconds, "body_timeout": limits.body_timeout_seconds}})
+    return Guards(ConnectionBudget(logging.getLogger("standby.listeners")), doors,
+                  Deadlines(limits.header_timeout_seconds, limits.body_timeout_seconds))
+
+
+def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier,
+            guards: Guards) -> GuardedServer:
+    assert listener.kind != "peer"
+    gated = ListenerGate(app, listener.kind, verifier)
     https = config.listeners.https
     uv_config = uvicorn.Config(
         gated,
+        http=GuardedHttpToolsProtocol,
+        ws="none",
         lifespan="off",
         log_config=None,
         access_log=config.log.access_log,
         server_header=False,
         proxy_headers=False,
+        timeout_keep_alive=math.ceil(config.listeners.limits.idle_timeout_seconds),
         timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
         ssl_certfile=str(https.cert_file) if listener.tls else None,
         ssl_keyfile=str(https.key_file) if listener.tls else None,
     )
-    return _Server(uv_config)
+    guarding = Guarding(GuardedHttpToolsProtocol, guards.door(listener.kind), guards.budget, guards.deadlines)
+    return GuardedServer(uv_config, guarding)
 
 
-def _peer_server(config: Config, services: Services) -> _Server:
+def _peer_server(config: Config, services: Services, guards: Guards) -> GuardedServer:
     """The host-to-host listener: TLS with a required client certificate from the site CA, ``/peer/v1``."""
     https = config.listeners.https
     assert config.tls.ca_file is not None
     peer = PeerServices(services.replica, services.planned.target, services.groups.planned_move,
                         services.host)
-    return _Server(uvicorn.Config(
-        create_peer_app(peer, https.cert_file),
+    return GuardedServer(uvicorn.Config(
+        audited(create_peer_app(peer, https.cert_file, max_body=config.listeners.limits.peer_body_bytes),
+                "peer"),
         http=PeerHttpToolsProtocol,
+        ws="none",
         lifespan="off",
         log_config=None,
         access_log=config.log.access_log,
@@ -218,7 +283,7 @@ def _peer_server(config: Config, services: Services) -> _Server:
         ssl_keyfile=str(https.key_file),
         ssl_ca_certs=str(config.tls.ca_file),
         ssl_cert_reqs=ssl.CERT_REQUIRED,
-    ))
+    ), Guarding(PeerHttpToolsProtocol, guards.doors.peer, guards.budget, guards.deadlines))
 
 
 def _make_data_dir(path: Path) -> None:
