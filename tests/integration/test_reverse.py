@@ -94,7 +94,8 @@ def test_the_old_primary_becomes_a_replica_at_the_planned_point(tmp_path: Path) 
     db.vms.insert(VirtualMachine(VM_ID, "web", 256, 1, disks=(Disk("d0", str(image), 16 * MiB),),
                                  replication_mode=ReplicationMode.PRIMARY, locked_from_start=True))
     db.relationships.insert(replace(Relationship(VM_ID, RelationshipIndex.PRIMARY,
-                                                 ReplicationState.SYNCED_REPLICATION_COMPLETE), sequence=41))
+                                                 ReplicationState.SYNCED_REPLICATION_COMPLETE), sequence=41,
+                                    settings=ReplicationSettings(recovery_connection_point="hvb.lab")))
     db.disk_stamps.put(VM_ID, [("d0", 1, 1)])
     settings = ReplicationSettings(recovery_connection_point="hva.lab", recovery_port=8443,
                                    primary_connection_point="hvb.lab")

@@ -1,4 +1,5 @@
-"""Pure replica-side rules: authorization matching, log acceptance, state mirror, names."""
+"""Pure replica-side rules: entry matching, log acceptance, state mirror, names (who may call which peer
+route: tests/unit/test_peer_access.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from standby.domain.enums import ReplicationState
 from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState
 from standby.domain.replica import (
     LogVerdict,
-    authorize_caller,
-    authorize_for_replica,
     check_disk_id,
     host_matches,
     judge_log,
@@ -60,33 +59,6 @@ def test_most_specific_entry_wins() -> None:
     assert matching_entry(entries, "hv2.contoso.com").trust_group == "dom"  # type: ignore[union-attr]
     assert matching_entry(entries, "other.org").trust_group == "any"  # type: ignore[union-attr]
     assert matching_entry(entries[1:], "other.org") is None
-
-
-def test_disabled_recovery_server_refuses_everyone() -> None:
-    with pytest.raises(AccessDenied) as info:
-        authorize_caller(ServiceSettings(recovery_server_enabled=False), [_entry("*")], "hv1")
-    assert info.value.message_id == "RecoveryServerDisabled"
-
-
-def test_host_without_entry_is_refused() -> None:
-    with pytest.raises(AccessDenied) as info:
-        authorize_caller(ENABLED, [_entry("*.contoso.com")], "hv1.fabrikam.com")
-    assert info.value.message_id == "PrimaryNotAuthorized"
-    assert info.value.code == 32769
-
-
-def test_existing_replica_owner_or_same_trust_group() -> None:
-    entries = [_entry("hv1.contoso.com", "g1"), _entry("hv2.contoso.com", "g1"),
-               _entry("hv3.contoso.com", "g2")]
-    kwargs = {"recorded_primary": "hv1.contoso.com", "recorded_trust_group": "g1"}
-    assert authorize_for_replica(ENABLED, entries, "HV1.contoso.com", **kwargs).trust_group == "g1"
-    assert authorize_for_replica(ENABLED, entries, "hv2.contoso.com", **kwargs).allowed_primary_host == (
-        "hv2.contoso.com")
-    with pytest.raises(AccessDenied) as info:
-        authorize_for_replica(ENABLED, entries, "hv3.contoso.com", **kwargs)
-    assert info.value.message_id == "PrimaryNotOwner"
-    with pytest.raises(AccessDenied):
-        authorize_for_replica(ENABLED, entries, "hv4.contoso.com", **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,7 @@ def test_authorize(fake: FakeDaemon) -> None:
     assert result.stdout.strip() == "web1 authorized for hosta (trust group dc1, storage /srv/replicas)."
     defaults = run_cli(fake, "replication", "authorize", "web1", "--host", "hosta", "--json")
     assert defaults.returncode == 0
-    assert fake.calls()[-1][3] == {"host": "hosta", "storage": "", "trust_group": "DEFAULT"}
+    assert fake.calls()[-1][3] == {"host": "hosta", "storage": "", "trust_group": ""}
     assert json.loads(defaults.stdout)["trust_group"] == "dc1"
 
 

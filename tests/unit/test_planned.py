@@ -63,7 +63,9 @@ def _store(mode: ReplicationMode, state: ReplicationState | None, **vm: Any) -> 
     db = Database.memory()
     db.vms.insert(_vm(mode, **vm))
     if state is not None:
-        db.relationships.insert(_rel(state, sequence=7))
+        # The VM replicates to hvb.lab: the only host that may ask it to become a replica.
+        db.relationships.insert(_rel(state, sequence=7,
+                                     settings=ReplicationSettings(recovery_connection_point="hvb.lab")))
     return db
 
 
@@ -167,6 +169,9 @@ def test_become_replica_refusals() -> None:
     target = _target(db)
     with pytest.raises(AccessDenied):
         _ask(target, REQUEST, caller="stranger.example")
+    db.auth_entries.insert(AuthorizationEntry("hvc.lab", "lab", "/nonexistent/replicas"))
+    with pytest.raises(AccessDenied, match=r"other end is hvb\.lab"):  # admitted, same group, not its replica
+        _ask(target, REQUEST, caller="hvc.lab")
     with pytest.raises(InvalidState, match="point 6"):  # prepared at 7, not 6
         _ask(target, replace(REQUEST, planned_sequence=6))
     with pytest.raises(InvalidParameter, match="disks"):

@@ -270,7 +270,8 @@ class AuthorizationBody(BaseModel):
 
     host: str = Field(min_length=1, max_length=255, description="AllowedPrimaryHostSystem (may use *)")
     storage: str = Field(default="", max_length=4096, description="ReplicaStorageLocation")
-    trust_group: str = Field(default="DEFAULT", max_length=255)
+    trust_group: str = Field(default="", max_length=255,
+                             description="TrustGroup; empty: a group of this entry's own (shared with none)")
 
 
 @router.put(VM + "/authorization", summary="SetAuthorizationEntry (bind a replica VM to an entry)")

@@ -108,7 +108,7 @@ def authorization_entry(instance: CIMInstance) -> AuthorizationEntry:
                                message_id="AuthorizationHostMissing")
     return AuthorizationEntry(
         allowed_primary_host=host,
-        trust_group=_str(instance, "TrustGroup", "DEFAULT"),
+        trust_group=_str(instance, "TrustGroup", ""),  # none given: a group of its own
         storage_location=_str(instance, "ReplicaStorageLocation", ""),
     )
 

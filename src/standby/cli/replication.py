@@ -298,7 +298,9 @@ def authorize(
     host: Annotated[str, typer.Option("--host", help="The primary host the entry admits (may use *).")],
     storage: Annotated[str, typer.Option("--storage", help="ReplicaStorageLocation: the folder its replica "
                                          "VMs go to (the daemon refuses none).")] = "",
-    trust_group: Annotated[str, typer.Option("--trust-group")] = "DEFAULT",
+    trust_group: Annotated[str, typer.Option(
+        "--trust-group", help="Hosts whose entries name the same group may act on each other's replicas; "
+        "without one the entry shares no group.")] = "",
     as_json: JsonOption = False,
 ) -> None:
     """Bind a replica VM to the authorization entry of its primary host, made when missing
@@ -308,7 +310,7 @@ def authorize(
     with json_refusal(json_out), client(ctx) as daemon:
         data = daemon.put(_path(vm, "/authorization"), body=body)
     emit(json_out, data, lambda d: console.print(
-        f"{vm} authorized for {d['host']} (trust group {d['trust_group']}"
+        f"{vm} authorized for {d['host']} (trust group {d['trust_group'] or 'of its own'}"
         + (f", storage {d['storage']})." if d.get("storage") else ").")))
 
 

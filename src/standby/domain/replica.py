@@ -4,8 +4,8 @@
   replication service accepts inbound replication and an authorization entry's ``AllowedPrimaryHostSystem``
   matches it: exactly (case-insensitive), as ``*.domain`` (any host below ``domain``, at any depth, not
   ``domain`` itself) or as ``*`` (anyone). The most specific matching entry wins: exact, then the longest
-  wildcard suffix, then ``*``. For an existing replica the caller must be its recorded primary host or
-  match an entry of the same ``TrustGroup`` (a VM may move among primaries sharing the tag).
+  wildcard suffix, then ``*``. Which admitted caller may act on which relationship is the table of
+  ``domain.peer_access``.
 - Log acceptance (DESIGN §7): a log with ``sequence`` ≤ head is a repeat (answer the head); otherwise it
   applies when its ``parent_sequence`` is the head or an ancestor still in the replica's lineage
   (``base`` ≤ parent ≤ head) — a lost acknowledgement is harmless because the primary's next log then
@@ -23,8 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
-from standby.domain.entities import AuthorizationEntry, Relationship, ServiceSettings, VirtualMachine
+from standby.domain.entities import AuthorizationEntry, Relationship, VirtualMachine
 from standby.domain.enums import ReplicationMode, ReplicationState
 from standby.domain.errors import AccessDenied, InvalidParameter, InvalidState
 
@@ -88,48 +89,6 @@ def matching_entry(entries: Iterable[AuthorizationEntry], host: str) -> Authoriz
     return max(matches, key=lambda entry: _specificity(entry.allowed_primary_host))
 
 
-def authorize_caller(
-    settings: ServiceSettings, entries: Iterable[AuthorizationEntry], caller: str
-) -> AuthorizationEntry:
-    """The entry that admits ``caller`` to replicate into this host; ``AccessDenied`` otherwise."""
-    if not settings.recovery_server_enabled:
-        raise AccessDenied(
-            "this host does not accept inbound replication (RecoveryServerEnabled is false)",
-            message_id="RecoveryServerDisabled",
-        )
-    entry = matching_entry(entries, caller)
-    if entry is None:
-        raise AccessDenied(
-            f"no authorization entry allows primary server {caller!r}",
-            message_id="PrimaryNotAuthorized",
-            host=caller,
-        )
-    return entry
-
-
-def authorize_for_replica(
-    settings: ServiceSettings,
-    entries: Iterable[AuthorizationEntry],
-    caller: str,
-    *,
-    recorded_primary: str,
-    recorded_trust_group: str,
-) -> AuthorizationEntry:
-    """Admit ``caller`` for an existing replica: its recorded primary, or a host of the same trust group."""
-    entry = authorize_caller(settings, entries, caller)
-    if caller.strip().lower() == recorded_primary.strip().lower():
-        return entry
-    if entry.trust_group and entry.trust_group.lower() == recorded_trust_group.lower():
-        return entry
-    raise AccessDenied(
-        f"{caller!r} is not the primary server of this replica ({recorded_primary!r}) and shares no trust"
-        f" group with it",
-        message_id="PrimaryNotOwner",
-        host=caller,
-        primary=recorded_primary,
-    )
-
-
 # -- log acceptance -----------------------------------------------------------------------------------------
 
 
@@ -141,6 +100,36 @@ class OutOfSequence(InvalidState):
                          head=str(head_sequence), reason=reason)
         self.head_sequence = head_sequence
         self.reason = reason
+
+
+class LogAnswer(Protocol):
+    """The replica's answer to one log, as the primary reads it (``peer.client.LogAck``)."""
+
+    @property
+    def head_sequence(self) -> int:
+        """The replica's head after the log."""
+        ...
+
+    @property
+    def applied(self) -> bool:
+        """Whether this log made a new point (False for a repeat)."""
+        ...
+
+    @property
+    def kept_aside(self) -> bool:
+        """Whether the failed-over replica kept it to apply after a revert."""
+        ...
+
+
+def check_log_answer(sequence: int, answer: LogAnswer) -> None:
+    """Count log ``sequence`` as shipped only when the replica's head is now that point: applied, or a
+    repeat of exactly it (its first answer was lost), or kept aside while failed over. Any other head means
+    the replica holds a lineage this primary did not send; ``OutOfSequence`` makes it resynchronize."""
+    if answer.kept_aside or answer.head_sequence == sequence:
+        return
+    verb = "applied" if answer.applied else "did not apply"
+    raise OutOfSequence(answer.head_sequence, f"the replica {verb} log {sequence} and answered head "
+                                              f"{answer.head_sequence}")
 
 
 class LogVerdict(StrEnum):

@@ -27,8 +27,10 @@ from standby.domain.entities import ReplicationSettings
 from standby.domain.enums import ReplicationMode, ReplicationState
 from standby.domain.errors import InvalidState, StandbyError, Unavailable
 from standby.domain.groups import error_class
+from standby.domain.peer_access import PeerRoute
 from standby.domain.preconditions import Operation
 from standby.engine.jobs import JobManager
+from standby.engine.peer_access import Caller, PeerAccess
 from standby.store.port import Store
 
 log = logging.getLogger("standby.redundancy")
@@ -92,8 +94,10 @@ class PlannedMove:
 
     # -- the steps (also what the peer routes run) -----------------------------------------------------------
 
-    async def prepare_for_peer(self, vm_id: str) -> dict[str, str]:
-        """Step 1 on A for B: the prepare job (JobType 96), waited for; its result or its error."""
+    async def prepare_for_peer(self, caller: Caller, vm_id: str) -> dict[str, str]:
+        """Step 1 on A for B (only the VM's recorded replica host): the prepare job (JobType 96), waited
+        for; its result or its error."""
+        PeerAccess(self._db).admit(PeerRoute.PLANNED_PREPARE, caller, vm_id)
         if self._jobs is None:
             raise Unavailable("planned failover needs the daemon's job manager",
                               message_id="JobManagerStopped")
@@ -106,8 +110,13 @@ class PlannedMove:
             raise error_class(job.error_code)(job.error_description or "the prepare failed")
         return dict(job.result or {})
 
-    async def cancel_for_peer(self, vm_id: str) -> dict[str, str]:
-        """Undo step 1 on A: RevertFailover of a prepared primary (unlocks it; Replicating again)."""
+    async def cancel_for_peer(self, caller: Caller, vm_id: str) -> dict[str, str]:
+        """Undo step 1 on A for B (only the VM's recorded replica host): RevertFailover of a prepared
+        primary (unlocks it; Replicating again)."""
+        PeerAccess(self._db).admit(PeerRoute.PLANNED_CANCEL, caller, vm_id)
+        return await self._cancel_prepared(vm_id)
+
+    async def _cancel_prepared(self, vm_id: str) -> dict[str, str]:
         vm = self._db.vms.get(vm_id)
         if vm.replication_mode is not ReplicationMode.PRIMARY or not vm.locked_from_start:
             # nothing prepared: nothing to undo
@@ -145,7 +154,7 @@ class PlannedMove:
 
     async def _cancel_here(self, vm_id: str) -> None:
         try:
-            await self.cancel_for_peer(vm_id)
+            await self._cancel_prepared(vm_id)
         except StandbyError as exc:
             log.error("cancelling the planned-failover prepare of %s failed: %s", vm_id, exc)
 

@@ -7,7 +7,8 @@ The replica keeps cycle records too (``db.cycles``, relationship 0): the applier
 a heartbeat adds a 0-byte success as the primary counts it, so GetReplicationStatistics of a replica VM
 counts the replications it received.
 
-The caller is the host name from its TLS client certificate (the peer listener extracts it). Files live
+The caller is the identity in its TLS client certificate (the peer listener extracts it); ``PeerAccess``
+checks it against the relationship each call touches (``domain.peer_access``). Files live
 in ``<ReplicaStorageLocation>/<VMName>_<VMGUID>/``, resolved with symlinks: a location with ``..``, a VM
 folder that is a symlink, or anything resolving outside the location is refused (32769).
 """
@@ -24,7 +25,6 @@ from pathlib import Path
 from standby.domain.clock import Clock
 from standby.domain.cycles import HEARTBEAT_DETAIL, CycleKind, CycleOutcome, CycleRecord
 from standby.domain.entities import (
-    AuthorizationEntry,
     Disk,
     Nic,
     RecoveryPoint,
@@ -47,19 +47,18 @@ from standby.domain.errors import (
     NotFound,
     Unavailable,
 )
+from standby.domain.peer_access import PeerRoute
 from standby.domain.replica import (
     APPLYING_STATES,
     FAILED_OVER_STATES,
     OutOfSequence,
     ReplicaSite,
-    authorize_caller,
-    authorize_for_replica,
     check_disk_id,
-    host_matches,
     mirrored_state,
     replica_folder_name,
 )
 from standby.engine.apply import ApplyResult, ReplicaApplier, read_file_chunks
+from standby.engine.peer_access import Admission, Caller, PeerAccess, identity_of
 from standby.storage import blockhash
 from standby.store.errors import StaleWrite
 from standby.store.port import Store
@@ -108,36 +107,35 @@ class ReplicaUseCases:
         self._db = db
         self._clock = clock
         self.applier = applier
+        self.access = PeerAccess(db)
         #: Called with the VM id after each recorded heartbeat (extended replication forwards it).
         self.heartbeat_listeners: list[Callable[[str], None]] = []
 
     # -- authorization ------------------------------------------------------------------------------------
 
-    def authorize(self, caller: str) -> AuthorizationEntry:
-        """The entry admitting ``caller`` (32769 when none does, or inbound replication is off)."""
-        return authorize_caller(self._db.service_settings.get(), self._db.auth_entries.list(), caller)
+    def authorize(self, caller: Caller, route: PeerRoute = PeerRoute.PING) -> Admission:
+        """The admission of ``caller`` for a route that touches no relationship yet (32769 when no entry
+        admits it, or inbound replication is off)."""
+        return self.access.admit(route, caller)
 
-    def authorize_replica(self, caller: str, vm_id: str) -> ReplicaSite:
-        """The replica record of ``vm_id`` when ``caller`` may act on it (owner or same trust group)."""
-        site = self._db.replicas.find(vm_id.upper())
-        if site is None:
-            raise NotFound(f"this host holds no replica of virtual machine {vm_id}",
-                           message_id="ObjectNotFound", kind="Replica", key=vm_id)
-        authorize_for_replica(self._db.service_settings.get(), self._db.auth_entries.list(), caller,
-                              recorded_primary=site.primary_host, recorded_trust_group=site.trust_group)
+    def authorize_replica(self, caller: Caller, vm_id: str, route: PeerRoute) -> ReplicaSite:
+        """The replica record of ``vm_id`` when the table lets ``caller`` call ``route`` on it."""
+        site = self.access.admit(route, caller, vm_id).site
+        assert site is not None  # a replica route's admission carries its record
         return site
 
     # -- use cases ----------------------------------------------------------------------------------------
 
-    def create_replica(self, caller: str, spec: ReplicaSpec) -> ReplicaStatus:
+    def create_replica(self, caller: Caller, spec: ReplicaSpec) -> ReplicaStatus:
         """Create the replica VM (same GUID, mode 2, off, NICs disconnected) and its relationship (state 2).
 
         Idempotent for the same primary (or one of its trust group): the existing replica is reported.
         """
         vm_id = _check_spec(spec)
-        entry = self.authorize(caller)
+        admission = self.authorize(caller, PeerRoute.CREATE_REPLICA)
+        entry, host = admission.entry, admission.host
+        assert entry is not None  # CREATE_REPLICA admits only callers an entry admits
         if self._db.replicas.find(vm_id) is not None:
-            self.authorize_replica(caller, vm_id)
             return self.status(caller, vm_id)
         existing = self._db.vms.find(vm_id)
         if existing is not None and existing.replication_mode not in (ReplicationMode.REPLICA,
@@ -148,8 +146,8 @@ class ReplicaUseCases:
         for disk_id, _ in spec.disks:
             safe_folder(root, "disks", disk_id)
         now = self._clock()
-        site = ReplicaSite(vm_id, caller, entry.trust_group, str(root), now)
-        settings = replace(spec.settings, primary_connection_point=caller)
+        site = ReplicaSite(vm_id, host, entry.trust_group, str(root), now)
+        settings = replace(spec.settings, primary_connection_point=host)
         relationship = Relationship(vm_id, _PRIMARY, ReplicationState.WAITING_TO_COMPLETE_INITIAL_REPLICATION,
                                     health=ReplicationHealth.WARNING, settings=settings)
         with self._db.transaction():
@@ -159,23 +157,23 @@ class ReplicaUseCases:
                 self._db.relationships.insert(relationship)
             self._db.replicas.insert(site)
             self._db.events.record(now, "replication", "ReplicaCreated", element_id=vm_id,
-                                   args={"primary": caller, "location": str(root)})
+                                   args={"primary": host, "location": str(root)})
         return self.status(caller, vm_id)
 
-    def status(self, caller: str, vm_id: str) -> ReplicaStatus:
+    def status(self, caller: Caller, vm_id: str) -> ReplicaStatus:
         """State, head sequence and recovery points of a replica."""
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.REPLICA_STATUS)
         relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
         points = tuple(self._db.recovery_points.list(vm_id=site.vm_id))
         return ReplicaStatus(site.vm_id, relationship.state, points[-1].sequence if points else 0, points)
 
-    async def put_log(self, caller: str, vm_id: str, sequence: int,
+    async def put_log(self, caller: Caller, vm_id: str, sequence: int,
                       chunks: AsyncIterator[bytes]) -> ApplyResult:
         """Apply one streamed log (``ReplicaApplier.apply``)."""
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.PUT_LOG)
         return await self.applier.apply(site.vm_id, sequence, chunks)
 
-    async def heartbeat(self, caller: str, vm_id: str, sequence: int) -> int:
+    async def heartbeat(self, caller: Caller, vm_id: str, sequence: int) -> int:
         """The primary's idle cycle: nothing changed since its cut ``sequence``, so no log and no new point.
 
         ``sequence`` must be the head (else ``OutOfSequence``, answered 409 as for a log: the primary
@@ -188,7 +186,7 @@ class ReplicaUseCases:
         the VM's lock (points older than RecoveryHistory are merged even while the VM stays idle), and the
         ``heartbeat_listeners`` hear of it (an extended relationship tells its replica in turn).
         """
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.HEARTBEAT)
         lock = self.applier.lock(site.vm_id)
         await lock.acquire()
         try:
@@ -237,16 +235,16 @@ class ReplicaUseCases:
                 relationship = self._db.relationships.get(vm_id, int(_PRIMARY))
         return head_sequence, True
 
-    async def hashes(self, caller: str, vm_id: str, disk_id: str, block_size: int) -> bytes:
+    async def hashes(self, caller: Caller, vm_id: str, disk_id: str, block_size: int) -> bytes:
         """16-byte xxh3-128 per block of the head's image of ``disk_id`` (the VM's own disk before IR)."""
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.HASHES)
         async with self.applier.lock(site.vm_id):
             image = self._head_image(site.vm_id, disk_id)
             return await asyncio.to_thread(blockhash.image_block_hashes, image, block_size)
 
-    def set_state(self, caller: str, vm_id: str, requested: int) -> ReplicationState:
+    def set_state(self, caller: Caller, vm_id: str, requested: int) -> ReplicationState:
         """Mirror a primary-side state change (suspend, resume, cancel IR or resync) onto the replica."""
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.SET_STATE)
         relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
         has_points = self._db.recovery_points.latest(site.vm_id) is not None
         state = mirrored_state(relationship.state, requested, has_points=has_points)
@@ -254,9 +252,9 @@ class ReplicaUseCases:
         self._db.relationships.update(replace(relationship, state=state, health=health))
         return state
 
-    async def remove(self, caller: str, vm_id: str) -> None:
+    async def remove(self, caller: Caller, vm_id: str) -> None:
         """Remove the replica-side relationship; the VM stays (mode None, its disks on the head's images)."""
-        site = self.authorize_replica(caller, vm_id)
+        site = self.authorize_replica(caller, vm_id, PeerRoute.REMOVE_REPLICA)
         async with self.applier.lock(site.vm_id):
             vm = self._db.vms.get(site.vm_id)
             with self._db.transaction():
@@ -266,18 +264,15 @@ class ReplicaUseCases:
                 self._db.cycles.forget(site.vm_id, int(_PRIMARY))
                 self._db.vms.update(replace(vm, replication_mode=ReplicationMode.NONE))
                 self._db.events.record(self._clock(), "replication", "ReplicaRemoved", element_id=site.vm_id,
-                                       args={"primary": caller})
+                                       args={"primary": identity_of(caller).name})
 
-    def vm_running(self, caller: str, vm_id: str) -> tuple[bool, EnabledState]:
+    def vm_running(self, caller: Caller, vm_id: str) -> tuple[bool, EnabledState]:
         """Whether a VM of this host runs (the split-brain guard of an unplanned failover on its replica).
 
-        The caller must be the VM's recovery host, or be authorized to replicate here.
+        Only the VM's recorded replica host may ask (``domain.peer_access``).
         """
+        self.access.admit(PeerRoute.VM_RUNNING, caller, vm_id)
         vm = self._db.vms.get(vm_id.upper())
-        relationship = self._db.relationships.find(vm.vm_id, int(_PRIMARY))
-        recovery = relationship.settings.recovery_connection_point if relationship else ""
-        if not (recovery and host_matches(recovery, caller)):
-            self.authorize(caller)
         return vm.enabled_state in _RUNNING, vm.enabled_state
 
     async def import_initial_replica(self, vm_id: str, folder: Path) -> list[ApplyResult]:

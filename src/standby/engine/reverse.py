@@ -64,10 +64,10 @@ from standby.domain.enums import (
 )
 from standby.domain.errors import InUse, InvalidParameter, InvalidState, Unavailable
 from standby.domain.failover import SEED_DISK_ID
+from standby.domain.peer_access import PeerRoute
 from standby.domain.preconditions import Operation
 from standby.domain.replica import (
     ReplicaSite,
-    authorize_caller,
     parse_point_file,
     point_file_name,
     replica_folder_name,
@@ -76,6 +76,7 @@ from standby.domain.settings import validate_replication_settings
 from standby.engine.capture import Cut
 from standby.engine.cycle import CycleRunner, PeerFactory
 from standby.engine.jobs import JobHandle, JobManager
+from standby.engine.peer_access import Caller, PeerAccess
 from standby.engine.replica import resolve_replica_root, safe_folder
 from standby.engine.replication import ReplicationUseCases
 from standby.storage import chain, qemu_img
@@ -313,19 +314,26 @@ class ReverseTarget:
     clock: Clock
     lock: Callable[[str], asyncio.Lock] = field(default=lambda _: asyncio.Lock())
 
-    async def become_replica(self, caller: str, vm_id: str, request: BecomeReplica) -> tuple[int, int]:
-        """Make this host's primary VM the replica of ``caller``; ``(state, head_sequence)``."""
-        entry = authorize_caller(self.db.service_settings.get(), self.db.auth_entries.list(), caller)
+    async def become_replica(self, caller: Caller, vm_id: str, request: BecomeReplica) -> tuple[int, int]:
+        """Make this host's primary VM the replica of ``caller``, its recorded replica host;
+        ``(state, head_sequence)``. Asked again by the host it already became the replica of, it answers
+        the same (the caller's first answer may have been lost)."""
         vm = self.db.vms.get(vm_id.strip().upper())
+        access = PeerAccess(self.db)
         async with self.lock(vm.vm_id):
-            done = self._already(vm, caller)
-            if done is not None:
-                return done
+            if vm.replication_mode is ReplicationMode.REPLICA and self.db.replicas.find(vm.vm_id) is not None:
+                host = access.admit(PeerRoute.REPLICA_STATUS, caller, vm.vm_id).host
+                done = self._already(vm, host)
+                if done is not None:
+                    return done
+            admission = access.admit(PeerRoute.BECOME_REPLICA, caller, vm.vm_id)
+            entry, host = admission.entry, admission.host
+            assert entry is not None  # BECOME_REPLICA admits only an owner an entry admits
             rel = self._check(vm, request)
             root = resolve_replica_root(entry.storage_location, replica_folder_name(vm.name, vm.vm_id))
             base = self._base(root, rel, request)
             moved = await asyncio.to_thread(move_disks, replicated_disks(vm), root, base)
-            self._record(vm, rel, (caller, entry), _Moved(root, base, moved), request)
+            self._record(vm, rel, (host, entry), _Moved(root, base, moved), request)
         return int(_S.REPLICATING), base
 
     def update_settings(self, vm_id: str, settings: ReplicationSettings) -> ReplicationSettings:

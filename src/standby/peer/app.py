@@ -4,14 +4,20 @@ uvicorn does not put the client certificate into the ASGI scope, so ``PeerHttpTo
 httptools protocol: llhttp in C; h11's pure-Python body parsing was a third of the replica's loop while logs
 arrived) copies it from the TLS connection into the per-connection ``scope["state"]`` (``peer_certificate``,
 DER). ``PeerH11Protocol`` does the same on h11; only ``bench/receive_alone.py`` uses it, for comparison.
-``PeerGate`` turns it into the caller's host name (first DNS SAN, else CN) in ``scope["state"]["peer_host"]``;
+``PeerGate`` turns it into the caller's identity (``domain.peer_access.CallerIdentity``: its host name, first
+DNS SAN else CN, in ``scope["state"]["peer_host"]``, with every DNS and IP SAN in ``peer_identity``);
 a request without one is refused with 403 (the TLS layer has already refused certificates of another CA).
+
+``PeerHttpToolsProtocol`` carries the listener guard's read deadlines (``edge.guard``) when the daemon
+creates it; bodies are limited per route by ``edge.bodylimit``: the log PUT is streamed and unbounded, every
+other (JSON) body is small.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,12 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from standby.domain.replica import OutOfSequence
+from standby.edge.bodylimit import DEFAULT_JSON_BODY, BodyLimit, Exempt
 from standby.edge.errors import error_body, install_error_handlers
 from standby.edge.gate import ASGIApp, Receive, Scope, Send
+from standby.edge.guard import GuardedHttpToolsProtocol
 from standby.edge.texts import request_language
 from standby.peer import pki, routes
 from standby.peer.routes import PeerServices
@@ -32,6 +39,8 @@ from standby.storage.logformat import LogCorrupt
 #: Seconds an idle peer connection stays open (uvicorn: 5): longer than the peer client keeps one
 #: (``peer.client.KEEP_ALIVE``), so the client closes it first and never sends on a closing connection.
 KEEP_ALIVE = 75
+#: The one streamed route: a log is consumed as it arrives and may be any size.
+LOG_PUT = Exempt("PUT", re.compile(re.escape(routes.PREFIX) + r"/replicas/[^/]+/logs/[^/]+"))
 
 
 def _with_certificate(app_state: dict[str, Any], transport: asyncio.BaseTransport) -> dict[str, Any]:
@@ -41,7 +50,7 @@ def _with_certificate(app_state: dict[str, Any], transport: asyncio.BaseTranspor
     return {**app_state, "peer_certificate": der}
 
 
-class PeerHttpToolsProtocol(HttpToolsProtocol):
+class PeerHttpToolsProtocol(GuardedHttpToolsProtocol):
     """uvicorn's httptools protocol that hands the verified client certificate to the app (the listener's)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -76,8 +85,8 @@ class PeerGate:
             return
         state = scope.setdefault("state", {})
         der = state.get("peer_certificate")
-        host = pki.peer_name_from_der(der) if der else ""
-        if not host:
+        identity = pki.peer_identity_from_der(der) if der else None
+        if identity is None:
             message = "a client certificate naming the calling host is required"
             body = json.dumps({"code": 32769, "name": "AccessDenied", "message": message}).encode()
             await send({"type": "http.response.start", "status": 403,
@@ -85,12 +94,14 @@ class PeerGate:
                                     (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
-        state["peer_host"] = host
+        state["peer_host"] = identity.name
+        state["peer_identity"] = identity
         await self.app(scope, receive, send)
 
 
-def create_peer_app(peer: PeerServices, cert_file: Path) -> ASGIApp:
-    """The ``/peer/v1`` app over ``peer``; ``cert_file`` is this host's certificate (its thumbprint)."""
+def create_peer_app(peer: PeerServices, cert_file: Path, *, max_body: int = DEFAULT_JSON_BODY) -> ASGIApp:
+    """The ``/peer/v1`` app over ``peer``; ``cert_file`` is this host's certificate (its thumbprint);
+    ``max_body`` limits every request body except the streamed log PUT."""
     app = FastAPI(title="standby peer", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.peer = peer
     app.state.thumbprint = _thumbprint(cert_file)
@@ -98,7 +109,7 @@ def create_peer_app(peer: PeerServices, cert_file: Path) -> ASGIApp:
     app.add_exception_handler(OutOfSequence, _out_of_sequence)
     app.add_exception_handler(LogCorrupt, _log_corrupt)
     app.include_router(routes.router)
-    return PeerGate(app)
+    return PeerGate(BodyLimit(app, max_body, exempt=[LOG_PUT]))
 
 
 def _thumbprint(cert_file: Path) -> str:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from standby.domain.errors import FileNotFound, InvalidParameter, StandbyError
+from standby.domain.peer_access import CallerIdentity
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -89,6 +90,20 @@ def peer_name_from_der(der: bytes) -> str:
         return peer_name(x509.load_der_x509_certificate(der))
     except ValueError:
         return ""
+
+
+def peer_identity_from_der(der: bytes) -> CallerIdentity | None:
+    """Who a verified client certificate says the caller is (``domain.peer_access``); None without a
+    host name in it."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    name = peer_name(cert)
+    if not name:
+        return None
+    summary = summarize(cert)
+    return CallerIdentity(name, summary.dns_names, summary.ip_addresses)
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

@@ -1,7 +1,8 @@
 """``/peer/v1``: the host-to-host routes of docs/replication.md, served only on the peer listener.
 
-The caller is the host named by its client certificate (``request.state.peer_host``, set by
-``peer.app.PeerGate``); every route authorizes it through ``engine.replica.ReplicaUseCases``. Errors answer
+The caller is the identity in its client certificate (``request.state.peer_identity``, set by
+``peer.app.PeerGate``); every route's use case checks it against the relationship it touches
+(``engine.peer_access.PeerAccess``, the table of ``domain.peer_access``). Errors answer
 ``{code, name, message}`` with the statuses of docs/ARCHITECTURE.md; an out-of-sequence log answers 409 with
 ``head_sequence`` and ``reason`` too (so does a heartbeat whose sequence is not the head), a damaged log 422.
 """
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from standby import __version__
 from standby.domain.entities import Host
 from standby.domain.errors import InvalidParameter
+from standby.domain.peer_access import CallerIdentity, PeerRoute
 from standby.engine.connection import SERVICE_NAME
 from standby.engine.group_planned import PlannedMove
 from standby.engine.replica import ReplicaSpec, ReplicaUseCases, points_json
@@ -51,13 +53,13 @@ def _replica(request: Request) -> ReplicaUseCases:
     return _peer(request).replica
 
 
-def _caller(request: Request) -> str:
-    host: str = request.state.peer_host
-    return host
+def _caller(request: Request) -> CallerIdentity:
+    identity: CallerIdentity = request.state.peer_identity
+    return identity
 
 
 Replica = Annotated[ReplicaUseCases, Depends(_replica)]
-Caller = Annotated[str, Depends(_caller)]
+Caller = Annotated[CallerIdentity, Depends(_caller)]
 
 
 class DiskBody(BaseModel):
@@ -107,10 +109,10 @@ class StateBody(BaseModel):
 @router.get("/ping", summary="Who is there (and may I replicate here)")
 def ping(request: Request, replica: Replica, caller: Caller) -> dict[str, str]:
     """Name, version and certificate thumbprint of this host; 403 when the caller is not authorized."""
-    replica.authorize(caller)
+    replica.authorize(caller, PeerRoute.PING)
     host = _peer(request).host
     return {"service": SERVICE_NAME, "host": host.name, "fqdn": host.fqdn,
-            "version": __version__, "thumbprint": request.app.state.thumbprint, "caller": caller}
+            "version": __version__, "thumbprint": request.app.state.thumbprint, "caller": caller.name}
 
 
 @router.post("/replicas", summary="Create the replica VM and relationship (idempotent)")
@@ -220,7 +222,7 @@ async def become_replica(vm_id: str, request: Request, caller: Caller) -> dict[s
 async def replica_settings(vm_id: str, request: Request, replica: Replica,
                            caller: Caller) -> dict[str, object]:
     """ModifyReplicationSettings on the primary, mirrored here; the stored settings."""
-    site = replica.authorize_replica(caller, vm_id)
+    site = replica.authorize_replica(caller, vm_id, PeerRoute.REPLICA_SETTINGS)
     body = await request.json()
     try:
         settings = codec.settings_in(json.dumps(body.get("settings") if isinstance(body, dict) else None))
@@ -239,18 +241,16 @@ def _planned_move(request: Request) -> PlannedMove:
 
 
 @router.post("/vms/{vm_id}/planned-failover/prepare", summary="Prepare a planned failover (redundancy set)")
-async def planned_prepare(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+async def planned_prepare(vm_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     """The replica host moves the VM: this primary prepares (job 96, waited for); the job's result."""
-    replica.authorize(caller)
-    result: dict[str, Any] = await _planned_move(request).prepare_for_peer(vm_id.strip().upper())
+    result: dict[str, Any] = await _planned_move(request).prepare_for_peer(caller, vm_id.strip().upper())
     return result
 
 
 @router.post("/vms/{vm_id}/planned-failover/cancel", summary="Cancel a planned-failover prepare")
-async def planned_cancel(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+async def planned_cancel(vm_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     """Undo the prepare above (unlock, Replicating again); a no-op when nothing is prepared."""
-    replica.authorize(caller)
-    result: dict[str, Any] = await _planned_move(request).cancel_for_peer(vm_id.strip().upper())
+    result: dict[str, Any] = await _planned_move(request).cancel_for_peer(caller, vm_id.strip().upper())
     return result
 
 
@@ -258,7 +258,7 @@ async def planned_cancel(vm_id: str, request: Request, replica: Replica, caller:
 async def planned_take_over(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
     """The prepared primary moves the VM here: InitiateFailover to the planned point, then reverse replication
     back to the caller (body ``{port}``: the caller's peer port)."""
-    site = replica.authorize_replica(caller, vm_id)
+    site = replica.authorize_replica(caller, vm_id, PeerRoute.PLANNED_TAKE_OVER)
     body = await request.json()
     port = body.get("port") if isinstance(body, dict) else None
     if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):

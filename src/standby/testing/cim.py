@@ -146,7 +146,7 @@ def service_settings(https_port: int) -> str:
                     HttpsPort=pywbem.Uint16(https_port))
 
 
-def authorization_entry(primary_host: str, location: str, trust_group: str = "DEFAULT") -> str:
+def authorization_entry(primary_host: str, location: str, trust_group: str = "") -> str:
     """Msvm_ReplicationAuthorizationSettingData."""
     return embedded("Msvm_ReplicationAuthorizationSettingData",
                     AllowedPrimaryHostSystem=primary_host, TrustGroup=trust_group,
