@@ -48,6 +48,7 @@ from standby.guest.verify import verify_image
 from standby.hypervisor.port import VmEvent, VmEventKind
 from standby.hypervisor.qemu import QemuHypervisor
 from standby.hypervisor.qemu.images import QemuImages
+from standby.peer.client import LogAck
 from standby.storage.logformat import LogDecoder
 from standby.store.sqlite import Database
 
@@ -78,7 +79,7 @@ class RawPeer:
     def replica(self, vm_id: str) -> Path:
         return self.folder / f"{vm_id}.raw"
 
-    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> dict[str, int]:
+    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> LogAck:
         decoder, frames = LogDecoder(), []
         async for chunk in chunks:
             frames.extend(decoder.feed(chunk))
@@ -95,7 +96,7 @@ class RawPeer:
         tag = CutTag.from_extra(decoder.header.extra)
         if tag is not None:
             self.tags.setdefault(vm_id, []).append(tag)
-        return {"head_sequence": sequence}
+        return LogAck(sequence, None)
 
 
 def make_vms(workdir: Path, count: int, guest: GuestImage | None) -> list[VirtualMachine]:

@@ -36,6 +36,7 @@ from standby.engine.cycle import (
     heartbeat_possible,
 )
 from standby.engine.statistics import report, success_keeps_health, verdict
+from standby.peer.client import LogAck, ReplicaState
 from standby.storage.logformat import LogDecoder, LogKind
 from standby.store.sqlite import Database
 
@@ -145,8 +146,10 @@ class FakePeer:
     logs: list[tuple[int, int, LogKind, int]] = field(default_factory=list)  # seq, parent, kind, bytes
     received: int = 0
     heartbeats: list[int] = field(default_factory=list)
+    #: Answer logs without applying them, as a replica whose head is elsewhere does (``repeat``).
+    refuse_with: LogAck | None = None
 
-    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> dict[str, int]:
+    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> LogAck:
         decoder = LogDecoder()
         writes = []
         async for chunk in chunks:
@@ -156,11 +159,13 @@ class FakePeer:
                 raise self.fail
         decoder.finish()
         assert decoder.header is not None
+        if self.refuse_with is not None:
+            return self.refuse_with
         for frame in writes:
             self.replica[frame.offset:frame.offset + frame.length] = frame.data or bytes(frame.length)
         self.logs.append((sequence, decoder.header.parent_sequence, decoder.header.kind, len(writes)))
         self.head = sequence
-        return {"head_sequence": sequence}
+        return LogAck(sequence, None)
 
     async def heartbeat(self, vm_id: str, sequence: int) -> int:
         if self.fail is not None:
@@ -172,6 +177,9 @@ class FakePeer:
 
     async def hashes(self, vm_id: str, disk_id: str, block_size: int) -> bytes:
         return block_hashes(bytes(self.replica), block_size)
+
+    async def replica_status(self, vm_id: str) -> ReplicaState:
+        return ReplicaState(vm_id, ReplicationState.REPLICATING, self.head)
 
 
 def block_hashes(data: bytes, block: int) -> bytes:
@@ -260,6 +268,45 @@ def test_out_of_sequence_and_lost_tracking_require_a_resync() -> None:
     assert world.run().outcome is CycleOutcome.FAILURE
     assert world.capture.calls == []  # nothing cut
     assert world.rel().state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
+
+
+def test_a_log_the_replica_did_not_take_is_not_counted_as_shipped() -> None:
+    world = make_world()
+    before = world.rel().sequence
+    world.capture.write(0, b"\x21" * 65536)
+    # Someone else's point sits at the replica's head: it answers "repeat, not applied" with that head.
+    world.peer.refuse_with = LogAck(1000, "P1000", applied=False)
+    result = world.run()
+    assert result.outcome is CycleOutcome.FAILURE and "head 1000" in result.detail
+    rel = world.rel()
+    assert (rel.sequence, rel.intent) == (before, None)  # nothing acknowledged
+    assert rel.state is ReplicationState.WAITING_TO_START_RESYNCHRONIZATION
+    assert rel.health is ReplicationHealth.CRITICAL
+    assert world.capture.calls[-1].startswith("abort")  # the cut's changes stay tracked for the resync
+
+
+@pytest.mark.parametrize("answer", [LogAck(4, "P4", applied=False), LogAck(3, None, applied=False,
+                                                                           kept_aside=True)],
+                         ids=["repeat of this log", "kept aside while failed over"])
+def test_a_repeat_of_this_very_log_or_one_kept_aside_counts_as_shipped(answer: LogAck) -> None:
+    world = make_world()
+    world.capture.write(0, b"\x21" * 65536)
+    world.peer.refuse_with = answer
+    result = world.run()
+    assert (result.outcome, result.sequence) == (CycleOutcome.SUCCESS, 4)
+    assert (world.rel().sequence, world.rel().state) == (4, ReplicationState.REPLICATING)
+
+
+def test_a_resync_applies_on_top_of_whatever_head_the_replica_has() -> None:
+    world = make_world(ReplicationState.RESYNCHRONIZING)
+    world.peer.head = 1000  # a point this primary never sent
+    world.capture.write(0, b"\x21" * 65536)
+    result = world.run(CycleKind.RESYNC)
+    assert (result.outcome, result.sequence) == (CycleOutcome.SUCCESS, 1001)
+    sequence, parent, kind, _ = world.peer.logs[-1]
+    assert (sequence, parent, kind) == (1001, 1000, LogKind.RESYNC)
+    assert world.peer.replica == world.capture.content
+    assert (world.rel().sequence, world.rel().state) == (1001, ReplicationState.REPLICATING)
 
 
 def test_a_half_done_cycle_found_at_start_up_is_aborted() -> None:

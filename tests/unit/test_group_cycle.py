@@ -36,6 +36,7 @@ from standby.domain.groups import CUT_TAG_KEY, CutTag, GroupOutcome
 from standby.engine.capture import Cut, ReadMode
 from standby.engine.cycle import CycleRunner
 from standby.engine.group_cycle import CollectionUnits, GroupCycle, PointAssembler
+from standby.peer.client import LogAck
 from standby.storage.logformat import DiskInfo, LogDecoder, LogHeader, LogKind
 from standby.store.sqlite import Database
 
@@ -151,7 +152,7 @@ class FakePeer:
     headers: dict[str, LogHeader] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
 
-    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> dict[str, int]:
+    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> LogAck:
         decoder = LogDecoder()
         async for chunk in chunks:
             decoder.feed(chunk)
@@ -160,7 +161,7 @@ class FakePeer:
             raise Unavailable("replica down", message_id="PeerUnreachable", target="b", reason="down")
         assert decoder.header is not None
         self.headers[vm_id] = decoder.header
-        return {"head_sequence": sequence}
+        return LogAck(sequence, None)
 
 
 @dataclass

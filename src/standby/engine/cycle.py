@@ -46,6 +46,7 @@ from standby.domain.cycles import (
 from standby.domain.entities import Disk, Relationship, ReplicationSettings, VirtualMachine
 from standby.domain.enums import RelationshipIndex, ReplicationState, ReplicationType
 from standby.domain.errors import InvalidState, NotSupported, StandbyError, Unavailable
+from standby.domain.replica import LogAnswer, check_log_answer
 from standby.engine.capture import (
     HASH_BLOCK,
     Capture,
@@ -81,8 +82,8 @@ EXPORT_MANIFEST = "manifest.json"
 class PeerPort(Protocol):
     """The peer calls the primary makes (``peer.client.PeerClient``)."""
 
-    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> Any:
-        """Ship one log; the answer carries ``head_sequence``. 409 → ``InvalidState``."""
+    async def put_log(self, vm_id: str, sequence: int, chunks: AsyncIterator[bytes]) -> LogAnswer:
+        """Ship one log; the replica's head afterwards and whether it applied it. 409 → ``InvalidState``."""
         ...
 
     async def heartbeat(self, vm_id: str, sequence: int) -> int:
@@ -113,6 +114,15 @@ class PeerPort(Protocol):
 
 
 PeerFactory = Callable[[ReplicationSettings], PeerPort]
+
+
+@dataclass(frozen=True, slots=True)
+class _HeadOnly:
+    """A heartbeat's answer read as a log's: the head it reports, no new point."""
+
+    head_sequence: int
+    applied: bool = False
+    kept_aside: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +238,18 @@ class CycleRunner:
                 log.info("the replica of %s takes no heartbeats; cutting instead", vm.name)
         sequence = next_sequence(rel.sequence, [bitmap_name(tracked)] if tracked else [],
                                  pending[1] if pending else None)
+        parent = rel.sequence
+        if kind is CycleKind.RESYNC and request.differing is None and request.export_dir is None:
+            # A resync is compared against the replica's head, wherever that is: behind (points lost)
+            # or ahead (a point this primary never sent); it applies only on top of that head.
+            parent = int((await self._peers(rel.settings).replica_status(vm.vm_id)).head_sequence)
+            sequence = max(sequence, parent + 1)
         rel = self._set(rel, intent=intent(_INTENT_KIND[kind], sequence))
         started = self._clock()
         cut = await self._capture.cut(vm.vm_id, disks, sequence, previous=None if fresh else tracked,
                                       now=started, app_consistent=app_consistent)
         try:
-            dirty, wire = await self._ship(replace(request, rel=rel), cut)
+            dirty, wire = await self._ship(replace(request, rel=replace(rel, sequence=parent)), cut)
         except BaseException:
             await self._settle(vm.vm_id, disks, sequence, commit=False)
             raise
@@ -262,7 +278,8 @@ class CycleRunner:
         """Tell the replica its head is still current (no cut, no log); record a 0-byte success."""
         rel = request.rel
         self._described[rel.vm_id] = 0
-        await self._peers(rel.settings).heartbeat(rel.vm_id, rel.sequence)
+        head = await self._peers(rel.settings).heartbeat(rel.vm_id, rel.sequence)
+        check_log_answer(rel.sequence, _HeadOnly(head))
         result = CycleResult(rel.sequence, CycleOutcome.SUCCESS, 0, 0, self._monotonic() - t0,
                              detail=HEARTBEAT)
         # LastReplicationTime: the replica holds everything written before the count was read.
@@ -300,7 +317,8 @@ class CycleRunner:
             if export_dir is not None:
                 await _export(export_dir, vm, header, throttled)
             else:
-                await self._peers(rel.settings).put_log(vm.vm_id, cut.sequence, throttled)
+                answer = await self._peers(rel.settings).put_log(vm.vm_id, cut.sequence, throttled)
+                check_log_answer(cut.sequence, answer)
 
     async def _differing(self, vm: VirtualMachine, rel: Relationship, reader: CutReader,
                          disks: tuple[Disk, ...]) -> dict[str, list[tuple[int, int]]]:

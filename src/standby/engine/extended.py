@@ -51,6 +51,7 @@ from standby.domain.enums import (
 )
 from standby.domain.errors import InvalidParameter, NotSupported, StandbyError, Unavailable
 from standby.domain.preconditions import Operation
+from standby.domain.replica import check_log_answer
 from standby.domain.settings import validate_replication_settings
 from standby.engine.capture import HASH_BLOCK, differing_ranges, stream_in_thread
 from standby.engine.cycle import CycleRunner, PeerFactory
@@ -316,7 +317,8 @@ class ExtendedReplication(SendingUseCase):
         plan = [(index, Path(images[d.disk_id]), None if ranges is None else ranges.get(d.disk_id, []))
                 for index, d in enumerate(disks)]
         chunks = stream_in_thread(lambda: _encode(encoder, plan))
-        await self._peer(rel.settings).put_log(vm_id, head.sequence, _aiter(chunks))
+        answer = await self._peer(rel.settings).put_log(vm_id, head.sequence, _aiter(chunks))
+        check_log_answer(head.sequence, answer)
         return encoder.wire_bytes
 
     def _forwarded(self, vm_id: str, head: RecoveryPoint) -> None:
