@@ -26,6 +26,8 @@ from standby.testing.network import TestNetwork
 from standby.testing.pki import SiteCA
 
 HOST_NAMES = ("hosta.standby.test", "hostb.standby.test")
+#: A third host of the same site (its own certificate from the site CA) for the tests of who may do what.
+THIRD_HOST_NAME = "hostc.standby.test"
 
 
 @dataclass
@@ -37,28 +39,33 @@ class TwoHosts:
     ca: SiteCA
     a: TestHost
     b: TestHost
+    c: TestHost | None = None
     leftovers: list[str] = field(default_factory=list)
     _closed: bool = False
 
     @classmethod
     def start(cls, *, authorize: bool = True, network_mode: str | None = None,
-              extra_config: str = "", root: Path | None = None) -> TwoHosts:
-        """Make the site and start both daemons; on any failure, undo what was made and re-raise."""
+              extra_config: str = "", root: Path | None = None, third_host: bool = False) -> TwoHosts:
+        """Make the site and start both daemons (and host ``c`` with ``third_host``, not authorized
+        anywhere); on any failure, undo what was made and re-raise."""
         # Short paths: unix socket names (control socket, QMP, NBD) must fit in 108 bytes.
         folder = root or Path(tempfile.mkdtemp(prefix="sbe-", dir="/tmp"))
-        network = TestNetwork.create(HOST_NAMES, mode=network_mode)
+        names = (*HOST_NAMES, THIRD_HOST_NAME) if third_host else HOST_NAMES
+        network = TestNetwork.create(names, mode=network_mode)
         try:
             ca = SiteCA.create(folder / "ca")
             a = TestHost.prepare("A", network.hosts[0], folder, ca, extra_config=extra_config)
             b = TestHost.prepare("B", network.hosts[1], folder, ca, extra_config=extra_config)
-            site = cls(folder, network, ca, a, b)
+            c = TestHost.prepare("C", network.hosts[2], folder, ca, extra_config=extra_config) \
+                if third_host else None
+            site = cls(folder, network, ca, a, b, c)
         except BaseException:
             network.close()
             shutil.rmtree(folder, ignore_errors=True)
             raise
         try:
-            a.start()
-            b.start()
+            for host in site.all_hosts:
+                host.start()
             if authorize:
                 site.authorize()
         except BaseException:
@@ -70,6 +77,11 @@ class TwoHosts:
     def hosts(self) -> tuple[TestHost, TestHost]:
         """Both hosts."""
         return self.a, self.b
+
+    @property
+    def all_hosts(self) -> tuple[TestHost, ...]:
+        """A, B and, when started with ``third_host``, C."""
+        return (self.a, self.b) if self.c is None else (self.a, self.b, self.c)
 
     def other(self, host: TestHost) -> TestHost:
         """The host that is not ``host``."""
@@ -100,7 +112,7 @@ class TwoHosts:
         if self._closed:
             return self.leftovers
         self._closed = True
-        for host in self.hosts:
+        for host in self.all_hosts:
             with contextlib.suppress(Exception):
                 host.stop()
         self.leftovers = kill_leftovers(self.root)
