@@ -217,3 +217,16 @@ def test_the_primary_does_not_count_logs_the_replica_did_not_apply(three: TwoHos
     finally:
         _set_group(site.b, site.a.name, "")
         _set_group(site.b, _c(site).name, "")
+
+
+def test_what_the_daemons_write_is_theirs_alone(three: TwoHosts) -> None:
+    """umask 0077: the store, the VMs' disks and the replicas' point files are 0600, their folders 0700
+    (the test's own config and certificates are left out: the daemon did not write them)."""
+    written: list[Path] = []
+    for host in three.all_hosts:
+        written += [host.data_dir / name for name in ("standby.db", "standby.pid", "host-id")]
+        for folder in (host.data_dir / "vms", host.replica_location):
+            written += [p for p in folder.rglob("*") if p.is_file() or p.is_dir()]
+    assert any(p.suffix == ".qcow2" and "rp-" in p.name for p in written), "no point file to look at"
+    loose = [f"{p} {p.stat().st_mode & 0o777:o}" for p in written if p.exists() and p.stat().st_mode & 0o077]
+    assert not loose
