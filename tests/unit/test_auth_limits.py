@@ -282,16 +282,23 @@ def test_gate_locks_an_address_out_without_checking(gate_parts: tuple[ListenerGa
     assert "right" not in caplog.text and "guess" not in caplog.text  # no password is ever logged
 
 
-def test_gate_answers_503_when_the_pool_is_full() -> None:
-    release = threading.Event()
+class Blocking(CountingVerifier):
+    """Holds every check until ``release`` is set, then answers ``answer`` (None: the real check)."""
 
-    class Blocking(CountingVerifier):
-        def verify(self, user: str, password: str) -> bool:
-            release.wait(5)
-            return super().verify(user, password)
+    def __init__(self, release: threading.Event, answer: bool | None) -> None:
+        super().__init__()
+        self.release, self.answer = release, answer
 
-    guard = AuthGuard(FailureLimiter(LimitPolicy(max_pending=10)), SlowCheckPool(workers=1, max_waiting=0))
-    gate = ListenerGate(_ok_app, "https", Blocking(), guard=guard)
+    def verify(self, user: str, password: str) -> bool:
+        self.release.wait(5)
+        real = super().verify(user, password)
+        return real if self.answer is None else self.answer
+
+
+def _statuses_while_one_check_runs(guard: AuthGuard, verifier: Blocking, first: Scope,
+                                   second: Scope) -> list[int]:
+    """The statuses of ``second``, sent while ``first``'s check is held, and then of ``first``."""
+    gate = ListenerGate(_ok_app, "https", verifier, guard=guard)
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -301,49 +308,33 @@ def test_gate_answers_503_when_the_pool_is_full() -> None:
         sent.append(message)
 
     async def scenario() -> None:
-        first = asyncio.ensure_future(gate(_scope("10.0.0.1", "admin", "right"), receive, send))
+        held = asyncio.ensure_future(gate(first, receive, send))
         await asyncio.sleep(0.05)
-        await gate(_scope("10.0.0.2", "admin", "right"), receive, send)
-        release.set()
-        await first
+        await gate(second, receive, send)
+        verifier.release.set()
+        await held
 
     try:
         asyncio.run(scenario())
     finally:
         guard.pool.close()
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503, 200]
+    return [m["status"] for m in sent if m["type"] == "http.response.start"]
+
+
+def test_gate_answers_503_when_the_pool_is_full() -> None:
+    guard = AuthGuard(FailureLimiter(LimitPolicy(max_pending=10)), SlowCheckPool(workers=1, max_waiting=0))
+    statuses = _statuses_while_one_check_runs(guard, Blocking(threading.Event(), None),
+                                              _scope("10.0.0.1", "admin", "right"),
+                                              _scope("10.0.0.2", "admin", "right"))
+    assert statuses == [503, 200]
 
 
 def test_gate_limits_checks_in_flight_from_one_address() -> None:
-    release = threading.Event()
-
-    class Blocking(CountingVerifier):
-        def verify(self, user: str, password: str) -> bool:
-            release.wait(5)
-            return False
-
     guard = AuthGuard(FailureLimiter(LimitPolicy(max_pending=1)), SlowCheckPool(workers=2, max_waiting=4))
-    gate = ListenerGate(_ok_app, "https", Blocking(), guard=guard)
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    async def scenario() -> None:
-        first = asyncio.ensure_future(gate(_scope("10.0.0.1", "admin", "x"), receive, send))
-        await asyncio.sleep(0.05)
-        await gate(_scope("10.0.0.1", "admin", "y"), receive, send)
-        release.set()
-        await first
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        guard.pool.close()
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [429, 401]
+    statuses = _statuses_while_one_check_runs(guard, Blocking(threading.Event(), False),
+                                              _scope("10.0.0.1", "admin", "x"),
+                                              _scope("10.0.0.1", "admin", "y"))
+    assert statuses == [429, 401]
 
 
 def test_gates_of_one_verifier_share_their_limits() -> None:
