@@ -1,4 +1,4 @@
-"""Wrong-password floods and user-name timing (issue 13, item 5), against two real daemons.
+"""Wrong-password floods and user-name timing, against two real daemons.
 
     .venv/bin/python -m bench.auth_flood [--clients 60] [--seconds 30] [--sources 1] [--skip-flood]
 

@@ -2,7 +2,7 @@
 
 An imported disk is opened read-write by QEMU when its VM starts. If that file is a recovery point, or an
 image some recovery point or another VM reads through its backing chain, the start rewrites what those
-read: a point imported as a disk once silently corrupted every later point built on it (issue 13). So the
+read: a point imported as a disk once silently corrupted every later point built on it. So the
 rule refuses a candidate that, with symlinks and ``..`` resolved by the caller (checked in this order,
 the first match names the reason):
 
