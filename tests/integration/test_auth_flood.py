@@ -1,8 +1,9 @@
 """A wrong-password flood against the replica's HTTPS listener (REST and CIM-XML) while a writing guest
-replicates A → B every second (issue 13, item 5).
+replicates A → B every second.
 
-The flood (``standby.testing.flood``, its own process) comes from host A's address (inside A's namespace, or
-a spare loopback address); the test process is "another address". Shown: B keeps making recovery points
+The flood (``standby.testing.flood``, its own process) comes from host C, a third host of the site at neither
+end of the relationship (inside C's namespace, or a spare loopback address); the test process is "another
+address". Shown: B keeps making recovery points
 during the flood; flood clients are answered 429 once their address passed the failure threshold (and few
 passwords are checked at all); a correct user from another address is admitted throughout; B's audit log
 holds the failures, the lockout and state-changing calls, and stays small however many requests came.
@@ -35,8 +36,8 @@ def guest() -> GuestImage:
 
 @pytest.fixture()
 def json_site() -> Iterator[TwoHosts]:
-    """A and B with JSON logs (the audit lines are read back from B's log)."""
-    hosts = TwoHosts.start(extra_config='[log]\nformat = "json"\n')
+    """A, B and the flooding host C with JSON logs (the audit lines are read back from B's log)."""
+    hosts = TwoHosts.start(extra_config='[log]\nformat = "json"\n', third_host=True)
     try:
         yield hosts
     finally:

@@ -111,12 +111,18 @@ async def flood(args: argparse.Namespace) -> dict[str, object]:
     return tally.report(time.monotonic() - started)
 
 
+def attacker(site: TwoHosts) -> TestHost:
+    """Where a flood comes from: host C when the site has one (a third host, at neither end of A → B),
+    else host A."""
+    return site.c if site.c is not None else site.a
+
+
 def flood_sources(site: TwoHosts, count: int) -> list[str]:
-    """``count`` source addresses on host A's side (the first is A's own inside namespaces; the others are
-    added to A's namespace and go with it)."""
+    """``count`` source addresses on the attacker's side (the first is its own inside namespaces; the others
+    are added to its namespace and go with it)."""
     if site.network.mode != "netns":
         return [f"127.0.0.{LOOPBACK_FLOOD_BASE + i}" for i in range(count)]
-    a = site.a.net
+    a = attacker(site).net
     assert a.namespace is not None
     shown = subprocess.run(["ip", "-n", a.namespace, "-o", "-4", "addr", "show"], capture_output=True,
                            text=True, check=True).stdout
@@ -130,9 +136,9 @@ def flood_sources(site: TwoHosts, count: int) -> list[str]:
 
 def start_flood(site: TwoHosts, sources: list[str], *, clients: int,
                 seconds: float) -> subprocess.Popen[str]:
-    """The flood process against B's HTTPS listener, run on host A (its namespace, if any)."""
+    """The flood process against B's HTTPS listener, run on the attacker (its namespace, if any)."""
     b = site.b
-    command = [*site.a.net.prefix, sys.executable, "-m", "standby.testing.flood",
+    command = [*attacker(site).net.prefix, sys.executable, "-m", "standby.testing.flood",
                "--url", f"https://{b.address}:{b.https_port}", "--ca", str(site.ca.cert_file),
                "--clients", str(clients), "--seconds", str(seconds), "--bind", ",".join(sources)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
