@@ -1,8 +1,9 @@
-"""Listeners that hold under abuse, against real daemons (issue 13, item 4 and the body limits of item 7).
+"""Listeners that hold under abuse, against real daemons: half-open floods and body limits.
 
 Half-sent requests are cut at the header deadline and, past the connection cap, refused at once, with one
 log line per episode; the control socket, a fresh authenticated call and replication between two daemons keep
-working meanwhile. A CIM body shorter than its Content-Length is cut at the body deadline; bodies over the
+working meanwhile (the flood then comes from a third host of the site, in its own namespace). A CIM body
+shorter than its Content-Length is cut at the body deadline; bodies over the
 route's limit get 413 before they are read. The big slowloris (1,008 connections at a file limit of 1024)
 is opt-in (``STANDBY_SLOW=1``).
 
@@ -12,15 +13,15 @@ Deadlines are asserted only as "disconnected at all, within a generous bound"; f
 from __future__ import annotations
 
 import base64
-import contextlib
+import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import pytest
 from standby.daemon.testing import DaemonProcess
 from standby.testing import guestvm, scenario
 from standby.testing.cluster import TwoHosts
+from standby.testing.halfopen import half_open
 from tests.integration.conftest import define_vm
 
 USER, PASSWORD = "admin", "pw-limits"
@@ -58,28 +60,6 @@ def daemon() -> Iterator[DaemonProcess]:
         yield started
 
 
-def _half_open(address: str, port: int, *, tls: bool, source: str | None = None,
-               handshake: bool = True) -> socket.socket | None:
-    """A connection with half a request sent (or, ``handshake=False`` on TLS, nothing at all); None if the
-    daemon refused it at once."""
-    try:
-        sock = socket.create_connection((address, port), timeout=10,
-                                        source_address=(source, 0) if source else None)
-    except OSError:
-        return None
-    try:
-        if tls and handshake:
-            context = ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=address)
-        if handshake or not tls:
-            sock.sendall(b"POST /cimom HTTP/1.1\r\nHost: standby\r\nCIMOperation: Meth")
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
 def _closed_by_daemon(sock: socket.socket, timeout: float) -> bool:
     """Does the daemon end this connection within ``timeout``? (A 408, a FIN or a reset all count.)"""
     sock.settimeout(timeout)
@@ -107,8 +87,8 @@ def _cim_over_http(daemon: DaemonProcess) -> int:
 
 
 def test_a_half_open_flood_is_cut_at_the_header_deadline_and_logged_once(daemon: DaemonProcess) -> None:
-    socks = [_half_open("127.0.0.1", daemon.https_port, tls=True, handshake=i % 2 == 0) for i in range(20)]
-    socks += [_half_open("127.0.0.1", daemon.http_port, tls=False) for _ in range(20)]
+    socks = [half_open("127.0.0.1", daemon.https_port, tls=True, handshake=i % 2 == 0) for i in range(20)]
+    socks += [half_open("127.0.0.1", daemon.http_port, tls=False) for _ in range(20)]
     held = [s for s in socks if s is not None]
     try:
         with daemon.control() as client:  # a budget of its own: the full TCP listeners do not touch it
@@ -134,7 +114,7 @@ def test_one_address_cannot_crowd_out_another(tmp_path_factory: pytest.TempPathF
     extra = LIMITS + "per_client_connections = 8\n"
     with tempfile.TemporaryDirectory(prefix="sbl-", dir="/tmp") as tmp, \
             DaemonProcess.start(Path(tmp), users={USER: PASSWORD}, extra_config=extra) as daemon:
-        socks = [_half_open("127.0.0.1", daemon.http_port, tls=False, source="127.0.0.2") for _ in range(20)]
+        socks = [half_open("127.0.0.1", daemon.http_port, tls=False, source="127.0.0.2") for _ in range(20)]
         held = [s for s in socks if s is not None]
         try:
             # While 127.0.0.2 holds its 8 (and has 12 refused), 127.0.0.1 is served.
@@ -186,55 +166,6 @@ def test_bodies_over_the_route_limit_get_413(daemon: DaemonProcess) -> None:
 # ------------------------------------------------------------------------- replication under a flood
 
 
-@dataclass
-class Flood:
-    """Threads that keep ``count`` half-open connections on one listener, reopening what the daemon cuts."""
-
-    address: str
-    port: int
-    count: int
-    stop: threading.Event
-    opened: int = 0
-
-    def run(self) -> None:
-        held: list[socket.socket] = []
-        while not self.stop.is_set():
-            while len(held) < self.count and not self.stop.is_set():
-                sock = _half_open(self.address, self.port, tls=True)
-                self.opened += 1
-                if sock is not None:
-                    sock.setblocking(False)
-                    held.append(sock)
-            alive = []
-            for sock in held:
-                try:
-                    gone = sock.recv(1) == b""
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    gone = False
-                except OSError:
-                    gone = True
-                (sock.close() if gone else alive.append(sock))
-            held = alive
-            self.stop.wait(0.2)
-        for sock in held:
-            sock.close()
-
-
-@contextlib.contextmanager
-def flooding(*targets: tuple[str, int], count: int = 40) -> Iterator[list[Flood]]:
-    stop = threading.Event()
-    floods = [Flood(address, port, count, stop) for address, port in targets]
-    threads = [threading.Thread(target=f.run, daemon=True) for f in floods]
-    for thread in threads:
-        thread.start()
-    try:
-        yield floods
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-
-
 def _last_replication(site: TwoHosts, vm_id: str) -> datetime | None:
     with site.a.control() as client:  # the control socket: the TCP listeners are full
         answer = client.get(f"/api/v1/vms/{vm_id}/replication")
@@ -244,7 +175,8 @@ def _last_replication(site: TwoHosts, vm_id: str) -> datetime | None:
 
 
 def test_replication_keeps_its_interval_while_both_hosts_are_flooded() -> None:
-    with TwoHosts.start(extra_config=LIMITS) as site:
+    with TwoHosts.start(extra_config=LIMITS, third_host=True) as site:
+        assert site.c is not None
         vm = define_vm(site.a, "flooded")
         guestvm.power(site.a, vm.vm_id, "start")  # a blank disk: nothing boots, every cycle is a heartbeat
         scenario.enable_replication(site, site.a, vm, interval=2)
@@ -253,19 +185,28 @@ def test_replication_keeps_its_interval_while_both_hosts_are_flooded() -> None:
         before = scenario.poll("a first replication time", lambda: _last_replication(site, vm.vm_id),
                                timeout=GENEROUS)
         seen: set[datetime] = set()
-        with flooding((site.a.address, site.a.https_port), (site.b.address, site.b.https_port)) as floods:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+        # Host C, a third host of the site in its own namespace, floods both HTTPS listeners for 30 s.
+        targets = [f"{host.address}:{host.https_port}" for host in (site.a, site.b)]
+        flood = subprocess.Popen([*site.c.net.prefix, sys.executable, "-m", "standby.testing.halfopen",
+                                  *(arg for target in targets for arg in ("--target", target)),
+                                  "--count", "40", "--seconds", "30"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while flood.poll() is None:
                 moment = _last_replication(site, vm.vm_id)
                 if moment is not None and moment > before:
                     seen.add(moment)
                 time.sleep(0.5)
             with site.b.control() as client:
                 assert client.get("/api/v1/status").status_code == 200
+        finally:
+            out, err = flood.communicate(timeout=GENEROUS)
+        assert flood.returncode == 0, err
+        opened = json.loads(out)["opened"]
         # Cycles (every 2 s) kept arriving at B's peer listener, from its reserve, while both HTTPS
         # listeners were full: 15 expected in 30 s; a third of that on a loaded machine is still "going".
         assert len(seen) >= 5, f"replication stalled under the flood: {sorted(seen)}"
-        assert all(f.opened > PUBLIC_CEILING for f in floods)
+        assert all(opened[target] > PUBLIC_CEILING for target in targets), opened
         for host in site.hosts:
             log = host.daemon.log()
             warnings = log.count("refusing new connections")
@@ -298,7 +239,7 @@ def test_1008_half_open_connections_at_a_file_limit_of_1024() -> None:
         daemon.launch()
         try:
             assert "open_files=1024 connections=768" in daemon.log()
-            socks = [s for s in (_half_open("127.0.0.1", daemon.http_port, tls=False, source=src)
+            socks = [s for s in (half_open("127.0.0.1", daemon.http_port, tls=False, source=src)
                                  for src in sources for _ in range(63)) if s is not None]
             time.sleep(2)  # well below the header deadline: what is closed now was refused at once
             held = [s for s in socks if not _closed_by_daemon(s, 0.01)]
