@@ -241,22 +241,10 @@ def make_guards(config: Config, nofile: int) -> Guards:
 def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier,
             guards: Guards) -> GuardedServer:
     assert listener.kind != "peer"
-    gated = ListenerGate(app, listener.kind, verifier)
     https = config.listeners.https
-    uv_config = uvicorn.Config(
-        gated,
-        http=GuardedHttpToolsProtocol,
-        ws="none",
-        lifespan="off",
-        log_config=None,
-        access_log=config.log.access_log,
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=math.ceil(config.listeners.limits.idle_timeout_seconds),
-        timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
-        ssl_certfile=str(https.cert_file) if listener.tls else None,
-        ssl_keyfile=str(https.key_file) if listener.tls else None,
-    )
+    pair = (str(https.cert_file), str(https.key_file)) if listener.tls else None
+    uv_config = _uvicorn_config(config, ListenerGate(app, listener.kind, verifier), GuardedHttpToolsProtocol,
+                                math.ceil(config.listeners.limits.idle_timeout_seconds), pair)
     guarding = Guarding(GuardedHttpToolsProtocol, guards.door(listener.kind), guards.budget, guards.deadlines)
     return GuardedServer(uv_config, guarding)
 
@@ -267,23 +255,36 @@ def _peer_server(config: Config, services: Services, guards: Guards) -> GuardedS
     assert config.tls.ca_file is not None
     peer = PeerServices(services.replica, services.planned.target, services.groups.planned_move,
                         services.host)
-    return GuardedServer(uvicorn.Config(
-        audited(create_peer_app(peer, https.cert_file, max_body=config.listeners.limits.peer_body_bytes),
-                "peer"),
-        http=PeerHttpToolsProtocol,
+    app = audited(create_peer_app(peer, https.cert_file, max_body=config.listeners.limits.peer_body_bytes),
+                  "peer")
+    pair = (str(https.cert_file), str(https.key_file))
+    uv_config = _uvicorn_config(config, app, PeerHttpToolsProtocol, PEER_KEEP_ALIVE, pair,
+                                client_ca=str(config.tls.ca_file))
+    return GuardedServer(uv_config, Guarding(PeerHttpToolsProtocol, guards.doors.peer, guards.budget,
+                                             guards.deadlines))
+
+
+def _uvicorn_config(config: Config, app: ASGIApp, protocol: type[GuardedHttpToolsProtocol], keep_alive: int,
+                    tls: tuple[str, str] | None, *, client_ca: str | None = None) -> uvicorn.Config:
+    """What every listener's uvicorn server shares: no websockets, no lifespan, our logging, no server or
+    proxy headers, the jobs' grace at shutdown. ``tls``: certificate and key files (None: plain);
+    ``client_ca``: require a client certificate of that CA."""
+    return uvicorn.Config(
+        app,
+        http=protocol,
         ws="none",
         lifespan="off",
         log_config=None,
         access_log=config.log.access_log,
         server_header=False,
         proxy_headers=False,
-        timeout_keep_alive=PEER_KEEP_ALIVE,
+        timeout_keep_alive=keep_alive,
         timeout_graceful_shutdown=max(int(config.jobs.shutdown_grace_seconds), 1),
-        ssl_certfile=str(https.cert_file),
-        ssl_keyfile=str(https.key_file),
-        ssl_ca_certs=str(config.tls.ca_file),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
-    ), Guarding(PeerHttpToolsProtocol, guards.doors.peer, guards.budget, guards.deadlines))
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+        ssl_ca_certs=client_ca,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
+    )
 
 
 def _make_data_dir(path: Path) -> None:
