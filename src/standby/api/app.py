@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI
 
 from standby import __version__
-from standby.api import failover, groups, jobs, metrics, planned, replication, status, vms
+from standby.api import failover, groups, jobs, metrics, planned, replica_server, replication, status, vms
 from standby.api.metrics import make_registry
 from standby.edge.errors import install_error_handlers
 
@@ -32,6 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     planned.router,  # before replication: its POST …/replication/{action} would catch …/reverse
     replication.router,
+    replica_server.router,
     metrics.router,
     failover.router,  # before vms: its POST /{ref}/{action} would catch /{ref}/failover
     vms.router,

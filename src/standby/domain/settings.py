@@ -10,10 +10,11 @@ name the property its own way. Hyper-V's ranges are accepted everywhere; standby
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TypeGuard
 
-from standby.domain.entities import ReplicationSettings, ServiceSettings
+from standby.domain.entities import AuthorizationEntry, ReplicationSettings, ServiceSettings
 from standby.domain.enums import (
     HYPERV_MAX_COLLECTION_RECOVERY_HISTORY,
     HYPERV_MAX_RECOVERY_HISTORY,
@@ -285,3 +286,39 @@ def validate_import_location(path: str | None) -> str:
     if not path or not path.strip():
         raise _fail("import_location", "import location", path, "the folder of the exported copy is required")
     return path
+
+
+# -- partial changes (Set-VMReplicationServer, Set-VMReplicationAuthorizationEntry) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettingsChange:
+    """The settings ``Set-VMReplicationServer`` was given; None keeps the current value."""
+
+    recovery_server_enabled: bool | None = None
+    allowed_authentication_type: AllowedAuthenticationType | None = None
+    http_port: int | None = None
+    https_port: int | None = None
+    certificate_thumbprint: str | None = None
+    monitoring_interval_seconds: int | None = None
+    monitoring_start_time: time | None = None
+
+    def applied_to(self, current: ServiceSettings) -> ServiceSettings:
+        """``current`` with the given settings changed (validated by ``validate_service_settings``)."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(current, **given)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationEntryChange:
+    """What ``Set-VMReplicationAuthorizationEntry`` changes of one entry; None keeps the current value."""
+
+    storage_location: str | None = None
+    trust_group: str | None = None
+
+    def applied_to(self, current: AuthorizationEntry) -> AuthorizationEntry:
+        """``current`` with the given fields changed."""
+        return replace(current,
+                       storage_location=current.storage_location if self.storage_location is None
+                       else self.storage_location,
+                       trust_group=current.trust_group if self.trust_group is None else self.trust_group)

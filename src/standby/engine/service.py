@@ -39,6 +39,7 @@ from standby.domain.errors import FileNotFound, InvalidParameter, NotSupported
 from standby.domain.failover import FailoverNetworkSettings
 from standby.domain.preconditions import Operation, operation_for_requested_state
 from standby.domain.replica import mirrored_state
+from standby.domain.settings import AuthorizationEntryChange, ServiceSettingsChange
 from standby.engine.connection import ConnectionTarget, ReplicationConnectionTester
 from standby.engine.failover import FailoverUseCases
 from standby.engine.jobs import JobHandle, JobManager
@@ -292,6 +293,10 @@ class ReplicationService:
         """ModifyServiceSettings."""
         return self.guards.modify_service_settings(settings)
 
+    def change_service_settings(self, change: ServiceSettingsChange) -> ServiceSettings:
+        """Set-VMReplicationServer: the settings given changed, the others as they are."""
+        return self.guards.modify_service_settings(change.applied_to(self.guards.service_settings()))
+
     def authorization_entries(self) -> list[AuthorizationEntry]:
         """The replica server's authorization entries."""
         return self._db.auth_entries.list()
@@ -303,6 +308,13 @@ class ReplicationService:
     def modify_authorization_entry(self, entry: AuthorizationEntry) -> AuthorizationEntry:
         """ModifyAuthorizationEntry."""
         return self.guards.modify_authorization_entry(entry)
+
+    def change_authorization_entry(self, allowed_primary_host: str,
+                                   change: AuthorizationEntryChange) -> AuthorizationEntry:
+        """Set-VMReplicationAuthorizationEntry: the entry of ``allowed_primary_host`` with the fields given
+        changed; NotFound (32773) when there is none."""
+        current = self._db.auth_entries.get(allowed_primary_host)
+        return self.guards.modify_authorization_entry(change.applied_to(current))
 
     def remove_authorization_entry(self, allowed_primary_host: str) -> None:
         """RemoveAuthorizationEntry."""
