@@ -103,9 +103,20 @@ def serve(
 
 
 def _register_subapps() -> None:
-    from standby.cli import certs, failover, group, guest, jobs, redundancy, replication, users, vm
+    from standby.cli import (
+        certs,
+        failover,
+        group,
+        guest,
+        jobs,
+        redundancy,
+        replica_server,
+        replication,
+        users,
+        vm,
+    )
 
-    for module in (jobs, users, vm, guest, certs, failover, replication, group, redundancy):
+    for module in (jobs, users, vm, guest, certs, failover, replication, replica_server, group, redundancy):
         app.add_typer(module.app, name=module.NAME)
 
 
