@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from standby.edge.gate import Receive, Scope, Send
+from standby.edge.asgi import Receive, Scope, Send
 
 MiB = 1 << 20
 PROTOCOLS = ("h11", "httptools")

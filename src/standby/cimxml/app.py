@@ -17,21 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from standby.cim.backend import ObjectManager, RequestContext
 from standby.cimxml.auth import BasicAuth, VerifyPassword
 from standby.cimxml.language import pick_language
 from standby.cimxml.messages import ProtocolError
 from standby.cimxml.server import CimServer
+from standby.edge.asgi import Receive, Scope, Send, headers_of
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Default request body limit; a CIM-XML request with a few embedded instances is a few KiB.
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -65,7 +60,7 @@ class CimXmlApp:
             return
         if scope["type"] != "http":
             return
-        headers = _headers(scope)
+        headers = headers_of(scope)
         try:
             await self._serve(scope, headers, receive, send)
         except ProtocolError as exc:
@@ -137,15 +132,6 @@ def create_app(
         max_body=max_body,
         trust_unix_socket=trust_unix_socket,
     )
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        result[name] = f"{result[name]}, {value}" if name in result else value
-    return result
 
 
 def _check_protocol_headers(headers: dict[str, str]) -> None:

@@ -51,9 +51,10 @@ from standby.daemon.lockfile import PidLock
 from standby.daemon.tls import ensure_certificate
 from standby.domain.enums import JobState
 from standby.domain.errors import Unavailable
+from standby.edge.asgi import ASGIApp
 from standby.edge.audit import audited
 from standby.edge.bodylimit import BodyLimit, Exempt
-from standby.edge.gate import ASGIApp, ListenerGate, ListenerKind, Verifier
+from standby.edge.gate import AuthGuard, ListenerGate, ListenerKind, Verifier
 from standby.edge.guard import Deadlines, GuardedHttpToolsProtocol
 from standby.edge.limits import ConnectionBudget, Door, Doors, connection_cap
 from standby.hypervisor.qemu.driver import QemuHypervisor
@@ -80,11 +81,13 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class Guards:
-    """The shared connection budget, the doors of the listeners and the read deadlines."""
+    """The shared connection budget, the doors of the listeners, the read deadlines and the password
+    check's limiter and pool (one for every listener)."""
 
     budget: ConnectionBudget
     doors: Doors
     deadlines: Deadlines
+    auth: AuthGuard
 
     def door(self, kind: ListenerKind | Literal["peer"]) -> Door:
         """The door of a listener kind."""
@@ -235,7 +238,7 @@ def make_guards(config: Config, nofile: int) -> Guards:
         "per_client": limits.per_client_connections, "control": limits.control_connections,
         "header_timeout": limits.header_timeout_seconds, "body_timeout": limits.body_timeout_seconds}})
     return Guards(ConnectionBudget(logging.getLogger("standby.listeners")), doors,
-                  Deadlines(limits.header_timeout_seconds, limits.body_timeout_seconds))
+                  Deadlines(limits.header_timeout_seconds, limits.body_timeout_seconds), AuthGuard())
 
 
 def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier,
@@ -243,7 +246,8 @@ def _server(config: Config, app: ASGIApp, listener: Listener, verifier: Verifier
     assert listener.kind != "peer"
     https = config.listeners.https
     pair = (str(https.cert_file), str(https.key_file)) if listener.tls else None
-    uv_config = _uvicorn_config(config, ListenerGate(app, listener.kind, verifier), GuardedHttpToolsProtocol,
+    gated = ListenerGate(app, listener.kind, verifier, guard=guards.auth)
+    uv_config = _uvicorn_config(config, gated, GuardedHttpToolsProtocol,
                                 math.ceil(config.listeners.limits.idle_timeout_seconds), pair)
     guarding = Guarding(GuardedHttpToolsProtocol, guards.door(listener.kind), guards.budget, guards.deadlines)
     return GuardedServer(uv_config, guarding)

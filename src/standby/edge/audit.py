@@ -22,19 +22,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 from urllib.parse import unquote
+
+from standby.edge.asgi import ASGIApp, Message, Receive, Scope, Send, headers_of
 
 AUDIT_LOGGER = "standby.audit"
 audit_log = logging.getLogger(AUDIT_LOGGER)
 
-# The same shapes as ``edge.gate``'s (which imports this module).
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: DSP0200 intrinsic methods that only read; every other CIMMethod (extrinsic or intrinsic write) is audited.
@@ -72,16 +67,6 @@ def client_address(scope: Scope) -> str:
     if client:
         return str(client[0])
     return "unix"
-
-
-def headers_of(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name (repeats joined with ``, ``)."""
-    result: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        name = bytes(raw_name).decode("latin-1").lower()
-        value = bytes(raw_value).decode("latin-1")
-        result[name] = f"{result[name]}, {value}" if name in result else value
-    return result
 
 
 def cim_what(headers: dict[str, str]) -> str | None:

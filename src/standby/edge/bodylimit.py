@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from standby.domain.errors import InvalidParameter
+from standby.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from standby.edge.errors import error_body
-from standby.edge.gate import ASGIApp, Message, Receive, Scope, Send
 from standby.edge.texts import request_language
 
 #: The JSON bodies of the REST API and the peer protocol are a few KiB; settings and VM definitions included.

@@ -25,22 +25,17 @@ import json
 import logging
 import math
 import time
-import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from standby.edge.audit import AuditApp, auth_event, client_address, headers_of
+from standby.edge.asgi import ASGIApp, Receive, Scope, Send, headers_of
+from standby.edge.audit import AuditApp, auth_event, client_address
 from standby.edge.texts import message
 from standby.edge.throttle import FailureLimiter, PoolFull, SlowCheckPool
 from standby.i18n import pick_language
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ListenerKind = Literal["control", "https", "http"]
 
 #: Paths anyone may call without credentials: liveness and the host-to-host ping.
@@ -66,8 +61,8 @@ class Verifier(Protocol):
 class AuthGuard:
     """What protects one daemon's password check: the per-address failure limiter and the slow-check pool.
 
-    The daemon wraps each listener in its own gate but all of them check against one verifier; the gates
-    share this by verifier (``shared_guard``), so the limits are per daemon, not per listener.
+    The daemon wraps each listener in its own gate and hands every gate the same guard
+    (``daemon.serve.make_guards``), so the limits are per daemon, not per listener.
     """
 
     def __init__(self, limiter: FailureLimiter | None = None, pool: SlowCheckPool | None = None, *,
@@ -91,20 +86,6 @@ class AuthGuard:
         self._busy_since_log = 0
 
 
-_GUARDS: weakref.WeakKeyDictionary[Any, AuthGuard] = weakref.WeakKeyDictionary()
-
-
-def shared_guard(verifier: Verifier) -> AuthGuard:
-    """The one ``AuthGuard`` of ``verifier`` (made on first use)."""
-    try:
-        guard = _GUARDS.get(verifier)
-        if guard is None:
-            guard = _GUARDS[verifier] = AuthGuard()
-    except TypeError:  # not weak-referenceable or not hashable: a guard of its own
-        guard = AuthGuard()
-    return guard
-
-
 @dataclass(frozen=True, slots=True)
 class _Refusal:
     status: int
@@ -121,12 +102,12 @@ class ListenerGate:
     call on this listener is in the audit log with the user this gate found.
     """
 
-    def __init__(self, app: ASGIApp, kind: ListenerKind, verifier: Verifier, *,
-                 guard: AuthGuard | None = None, audit: bool = True) -> None:
+    def __init__(self, app: ASGIApp, kind: ListenerKind, verifier: Verifier, *, guard: AuthGuard,
+                 audit: bool = True) -> None:
         self.app: ASGIApp = AuditApp(app, kind) if audit else app
         self.kind = kind
         self.verifier = verifier
-        self.guard = guard if guard is not None else shared_guard(verifier)
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Admit, refuse (401/404/429/503) or pass the request on with ``state.user`` set."""

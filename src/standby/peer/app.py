@@ -26,10 +26,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from standby.domain.errors import AccessDenied
 from standby.domain.replica import OutOfSequence
+from standby.edge.asgi import ASGIApp, Receive, Scope, Send
 from standby.edge.bodylimit import DEFAULT_JSON_BODY, BodyLimit, Exempt
 from standby.edge.errors import error_body, install_error_handlers
-from standby.edge.gate import ASGIApp, Receive, Scope, Send
 from standby.edge.guard import GuardedHttpToolsProtocol
 from standby.edge.texts import request_language
 from standby.peer import pki, routes
@@ -86,9 +87,10 @@ class PeerGate:
         state = scope.setdefault("state", {})
         der = state.get("peer_certificate")
         identity = pki.peer_identity_from_der(der) if der else None
-        if identity is None:
-            message = "a client certificate naming the calling host is required"
-            body = json.dumps({"code": 32769, "name": "AccessDenied", "message": message}).encode()
+        if identity is None:  # the peer-access table's "wrong CA" kind: no route is reached
+            refusal = AccessDenied("a client certificate naming the calling host is required",
+                                   message_id="PeerCertificateRequired")
+            body = json.dumps(error_body(refusal, request_language(Request(scope)))).encode()
             await send({"type": "http.response.start", "status": 403,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})
