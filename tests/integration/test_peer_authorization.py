@@ -146,6 +146,8 @@ def test_a_host_at_neither_end_cannot_take_over_or_touch_the_vm(three: TwoHosts)
         ("replica_status", (vm.vm_id,)), ("set_state", (vm.vm_id, 7)), ("hashes", (vm.vm_id, "d0", 65536)),
         ("put_log", (vm.vm_id, head + 1000, _stream(forged))), ("heartbeat", (vm.vm_id, head)),
         ("take_over", (vm.vm_id, {"port": c.peer_port})), ("remove_replica", (vm.vm_id,)),
+        ("set_settings", (vm.vm_id, ReplicationSettings(recovery_connection_point=c.name,
+                                                        interval_seconds=30))),
     ]
     for method, args in calls:
         assert NOT_OWNER in _run(_refused(_as_c(site, site.b), method, *args)), method
@@ -159,6 +161,19 @@ def test_a_host_at_neither_end_cannot_take_over_or_touch_the_vm(three: TwoHosts)
     assert guestvm.image_sha256(disk) == before
     assert _read(disk, 0, len(MARK)) != MARK
     assert guestvm.image_sha256(_head_image(site.b, vm.vm_id)) == before
+
+    # The owner's settings route still works: A's ModifyReplicationSettings reaches B's relationship.
+    with site.a.control() as client:
+        answer = client.put(f"/api/v1/vms/{vm.vm_id}/replication", json={
+            "replica": scenario.connection_point(site, site.b), "port": site.b.peer_port, "interval": 30})
+    assert answer.status_code == 202, answer.text
+    scenario.poll("B to take A's new interval", lambda: _interval(site.b, vm.vm_id) == 30 or None, timeout=60)
+    assert scenario.replication_state(site.b, vm.vm_id)[0] == scenario.REPLICATING
+
+
+def _interval(host: TestHost, vm_id: str) -> int:
+    with host.control() as client:
+        return int(client.get(f"/api/v1/vms/{vm_id}/replication").json()["interval"])
 
 
 def test_a_certificate_of_another_ca_does_not_get_past_tls(three: TwoHosts, tmp_path: Path) -> None:

@@ -112,6 +112,10 @@ class PeerPort(Protocol):
         """``DELETE /replicas/{vm_id}``."""
         ...
 
+    async def set_settings(self, vm_id: str, settings: ReplicationSettings) -> None:
+        """``POST /replicas/{vm_id}/settings``: the replica keeps the primary's new settings."""
+        ...
+
 
 PeerFactory = Callable[[ReplicationSettings], PeerPort]
 

@@ -124,10 +124,15 @@ class PlannedMove:
         result: dict[str, str] = await self._failover.revert(vm_id)
         return result
 
-    async def take_over(self, vm_id: str, *, port: int | None, check: bool = False) -> dict[str, str]:
+    async def take_over_for_peer(self, caller: Caller, vm_id: str, *, port: int | None) -> dict[str, str]:
+        """Steps 2-3 on B for A (only the primary this replica records), after the failover guard."""
+        site = PeerAccess(self._db).admit(PeerRoute.PLANNED_TAKE_OVER, caller, vm_id).site
+        assert site is not None  # a replica route's admission carries its record
+        self.check_replica(site.vm_id)
+        return await self.take_over(site.vm_id, port=port)
+
+    async def take_over(self, vm_id: str, *, port: int | None) -> dict[str, str]:
         """Steps 2-3 on B; a failure before A became the replica reverts B's failover."""
-        if check:
-            self.check_replica(vm_id)
         failed_over = await self._step(self._failover.initiate(vm_id, None), "failover")
         rel = self._db.relationships.get(vm_id, _PRIMARY)
         settings = dataclasses.replace(

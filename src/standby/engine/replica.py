@@ -118,7 +118,7 @@ class ReplicaUseCases:
         admits it, or inbound replication is off)."""
         return self.access.admit(route, caller)
 
-    def authorize_replica(self, caller: Caller, vm_id: str, route: PeerRoute) -> ReplicaSite:
+    def _admitted_site(self, caller: Caller, vm_id: str, route: PeerRoute) -> ReplicaSite:
         """The replica record of ``vm_id`` when the table lets ``caller`` call ``route`` on it."""
         site = self.access.admit(route, caller, vm_id).site
         assert site is not None  # a replica route's admission carries its record
@@ -162,7 +162,7 @@ class ReplicaUseCases:
 
     def status(self, caller: Caller, vm_id: str) -> ReplicaStatus:
         """State, head sequence and recovery points of a replica."""
-        site = self.authorize_replica(caller, vm_id, PeerRoute.REPLICA_STATUS)
+        site = self._admitted_site(caller, vm_id, PeerRoute.REPLICA_STATUS)
         relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
         points = tuple(self._db.recovery_points.list(vm_id=site.vm_id))
         return ReplicaStatus(site.vm_id, relationship.state, points[-1].sequence if points else 0, points)
@@ -170,7 +170,7 @@ class ReplicaUseCases:
     async def put_log(self, caller: Caller, vm_id: str, sequence: int,
                       chunks: AsyncIterator[bytes]) -> ApplyResult:
         """Apply one streamed log (``ReplicaApplier.apply``)."""
-        site = self.authorize_replica(caller, vm_id, PeerRoute.PUT_LOG)
+        site = self._admitted_site(caller, vm_id, PeerRoute.PUT_LOG)
         return await self.applier.apply(site.vm_id, sequence, chunks)
 
     async def heartbeat(self, caller: Caller, vm_id: str, sequence: int) -> int:
@@ -186,7 +186,7 @@ class ReplicaUseCases:
         the VM's lock (points older than RecoveryHistory are merged even while the VM stays idle), and the
         ``heartbeat_listeners`` hear of it (an extended relationship tells its replica in turn).
         """
-        site = self.authorize_replica(caller, vm_id, PeerRoute.HEARTBEAT)
+        site = self._admitted_site(caller, vm_id, PeerRoute.HEARTBEAT)
         lock = self.applier.lock(site.vm_id)
         await lock.acquire()
         try:
@@ -237,14 +237,14 @@ class ReplicaUseCases:
 
     async def hashes(self, caller: Caller, vm_id: str, disk_id: str, block_size: int) -> bytes:
         """16-byte xxh3-128 per block of the head's image of ``disk_id`` (the VM's own disk before IR)."""
-        site = self.authorize_replica(caller, vm_id, PeerRoute.HASHES)
+        site = self._admitted_site(caller, vm_id, PeerRoute.HASHES)
         async with self.applier.lock(site.vm_id):
             image = self._head_image(site.vm_id, disk_id)
             return await asyncio.to_thread(blockhash.image_block_hashes, image, block_size)
 
     def set_state(self, caller: Caller, vm_id: str, requested: int) -> ReplicationState:
         """Mirror a primary-side state change (suspend, resume, cancel IR or resync) onto the replica."""
-        site = self.authorize_replica(caller, vm_id, PeerRoute.SET_STATE)
+        site = self._admitted_site(caller, vm_id, PeerRoute.SET_STATE)
         relationship = self._db.relationships.get(site.vm_id, int(_PRIMARY))
         has_points = self._db.recovery_points.latest(site.vm_id) is not None
         state = mirrored_state(relationship.state, requested, has_points=has_points)
@@ -254,7 +254,7 @@ class ReplicaUseCases:
 
     async def remove(self, caller: Caller, vm_id: str) -> None:
         """Remove the replica-side relationship; the VM stays (mode None, its disks on the head's images)."""
-        site = self.authorize_replica(caller, vm_id, PeerRoute.REMOVE_REPLICA)
+        site = self._admitted_site(caller, vm_id, PeerRoute.REMOVE_REPLICA)
         async with self.applier.lock(site.vm_id):
             vm = self._db.vms.get(site.vm_id)
             with self._db.transaction():

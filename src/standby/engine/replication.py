@@ -347,12 +347,10 @@ class PrimaryReplication:
 
         async def work(handle: JobHandle) -> None:
             self._runner.update(rel.vm_id, rel.index, settings=settings)
-            set_settings = getattr(self._peers(settings), "set_settings", None)
-            if set_settings is not None:  # the replica keeps the same settings
-                try:
-                    await set_settings(rel.vm_id, settings)
-                except (Unavailable, NotFound, NotSupported, InvalidState) as exc:
-                    log.info("the replica of %s did not take the new settings: %s", rel.vm_id, exc)
+            try:  # the replica keeps the same settings; one that cannot take them replicates on
+                await self._peers(settings).set_settings(rel.vm_id, settings)
+            except (Unavailable, NotFound, NotSupported, InvalidState) as exc:
+                log.info("the replica of %s did not take the new settings: %s", rel.vm_id, exc)
 
         return self._submit(JobType.MODIFY_REPLICATION_RELATIONSHIP_SETTINGS, target.vm,
                             "Modify replication settings", work)

@@ -336,15 +336,19 @@ class ReverseTarget:
             self._record(vm, rel, (host, entry), _Moved(root, base, moved), request)
         return int(_S.REPLICATING), base
 
-    def update_settings(self, vm_id: str, settings: ReplicationSettings) -> ReplicationSettings:
-        """ModifyReplicationSettings reached the replica: store the primary's new settings (the recorded
-        primary stays; the caller was authorized for this replica by the route)."""
+    def update_settings(self, caller: Caller, vm_id: str,
+                        settings: ReplicationSettings) -> tuple[str, ReplicationSettings]:
+        """ModifyReplicationSettings reached the replica from ``caller`` (its primary, or a host of its trust
+        group): store the primary's new settings, the recorded primary kept; ``(vm_id, stored settings)``."""
+        site = PeerAccess(self.db).admit(PeerRoute.REPLICA_SETTINGS, caller, vm_id).site
+        assert site is not None  # a replica route's admission carries its record
+        vm_id = site.vm_id
         for _ in range(8):
-            rel = self.db.relationships.get(vm_id.strip().upper(), int(_PRIMARY))
+            rel = self.db.relationships.get(vm_id, int(_PRIMARY))
             kept = dataclasses.replace(settings,
                                        primary_connection_point=rel.settings.primary_connection_point)
             try:
-                return self.db.relationships.update(dataclasses.replace(rel, settings=kept)).settings
+                return vm_id, self.db.relationships.update(dataclasses.replace(rel, settings=kept)).settings
             except InUse:  # another writer won: re-read
                 continue
         raise InUse(f"the relationship of {vm_id} keeps changing", message_id="StaleWrite",

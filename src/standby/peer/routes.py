@@ -219,18 +219,16 @@ async def become_replica(vm_id: str, request: Request, caller: Caller) -> dict[s
 
 
 @router.post("/replicas/{vm_id}/settings", summary="Take the primary's new replication settings")
-async def replica_settings(vm_id: str, request: Request, replica: Replica,
-                           caller: Caller) -> dict[str, object]:
+async def replica_settings(vm_id: str, request: Request, caller: Caller) -> dict[str, object]:
     """ModifyReplicationSettings on the primary, mirrored here; the stored settings."""
-    site = replica.authorize_replica(caller, vm_id, PeerRoute.REPLICA_SETTINGS)
     body = await request.json()
     try:
         settings = codec.settings_in(json.dumps(body.get("settings") if isinstance(body, dict) else None))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InvalidParameter(f"replication settings are malformed: {exc}",
                                message_id="InvalidReplicationSettings") from None
-    stored = _peer(request).reverse_target.update_settings(site.vm_id, settings)
-    return {"vm_id": site.vm_id, "settings": json.loads(codec.settings_out(stored))}
+    vm, stored = _peer(request).reverse_target.update_settings(caller, vm_id, settings)
+    return {"vm_id": vm, "settings": json.loads(codec.settings_out(stored))}
 
 
 # -- redundancy-set planned moves -------------------------------------------------------------------------
@@ -255,13 +253,12 @@ async def planned_cancel(vm_id: str, request: Request, caller: Caller) -> dict[s
 
 
 @router.post("/vms/{vm_id}/planned-failover/take-over", summary="Fail over and reverse (redundancy set)")
-async def planned_take_over(vm_id: str, request: Request, replica: Replica, caller: Caller) -> dict[str, Any]:
+async def planned_take_over(vm_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     """The prepared primary moves the VM here: InitiateFailover to the planned point, then reverse replication
     back to the caller (body ``{port}``: the caller's peer port)."""
-    site = replica.authorize_replica(caller, vm_id, PeerRoute.PLANNED_TAKE_OVER)
     body = await request.json()
     port = body.get("port") if isinstance(body, dict) else None
     if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
         raise InvalidParameter("port must be a TCP port number", message_id="InvalidReplicationSettings")
-    result: dict[str, Any] = await _planned_move(request).take_over(site.vm_id, port=port or None, check=True)
+    result: dict[str, Any] = await _planned_move(request).take_over_for_peer(caller, vm_id, port=port or None)
     return result
