@@ -294,12 +294,14 @@ def test_one_image_for_two_disks(host: Host) -> None:
     assert refused(host, str(image), str(image)).message_id == "DiskListedTwice"
 
 
-def test_vet_disk_is_the_check_for_a_disk_added_later(host: Host) -> None:
+def test_the_guard_gives_the_real_path_and_its_chain(host: Host) -> None:
+    guard = host.vms.disk_guard
     with pytest.raises(AccessDenied):
-        host.vms.vet_disk(str(host.point))
+        guard.vet(str(host.point), guard.protected())
     image = host.files.image("images/later.qcow2")
-    path, chain = host.vms.vet_disk(str(image))
-    assert path == Path(os.path.realpath(image)) and [c.path for c in chain] == [P(str(path))]
+    vetted = guard.vet(str(image), guard.protected())
+    assert vetted.path == Path(os.path.realpath(image))
+    assert [c.path for c in vetted.chain] == [P(str(vetted.path))]
 
 
 # -- both surfaces ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Which existing image may become a disk of a VM being defined (or given a disk later): one pure rule.
+"""Which existing image may become a disk of a VM being defined (or imported): one pure rule.
 
 An imported disk is opened read-write by QEMU when its VM starts. If that file is a recovery point, or an
 image some recovery point or another VM reads through its backing chain, the start rewrites what those

@@ -4,7 +4,7 @@ reset, delete, list, show, and the state bookkeeping of exits and crashes.
 The CIM providers (``cim/providers/vm_*.py``), the REST routes (``api/vms.py``) and the CLI (through REST)
 all call these. The VM's ``enabled_state`` in the store follows the hypervisor's events; a definition either
 completes (files and row) or leaves nothing behind. Every surface's names pass ``domain.vm_names`` here, and
-every imported disk ``vet_disk`` (``engine.disk_guard`` over the rule of ``domain.disk_paths``): no recovery
+every imported disk ``engine.disk_guard`` (over the rule of ``domain.disk_paths``): no recovery
 point, replica storage or other VM's image becomes a disk, whichever surface asked.
 """
 
@@ -35,7 +35,7 @@ from standby.domain.errors import (
     StandbyError,
 )
 from standby.domain.replica import check_startable
-from standby.domain.vm_names import MAX_VM_NAME, check_vm_name
+from standby.domain.vm_names import check_vm_name
 from standby.engine.disk_guard import BackingOf, DiskGuard
 from standby.engine.jobs import JobHandle, JobManager
 from standby.hypervisor.port import Hypervisor, VmEvent, VmEventKind
@@ -49,7 +49,6 @@ _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
 MIN_DISK = 1 << 20
 MAX_DISK = 64 << 40
-MAX_NAME = MAX_VM_NAME
 #: An image's chain, top first, as ``domain.disk_paths`` sees it.
 ImageChain = tuple[ImageFile, ...]
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
@@ -251,18 +250,11 @@ class VmUseCases:
             disks.append(Disk(disk_id, str(self.vm_dir / vm_id / f"{disk_id}.qcow2"), size))
         return tuple(disks)
 
-    def vet_disk(self, given: str, protected: ProtectedStorage | None = None) -> tuple[Path, ImageChain]:
-        """The real path of the existing image ``given`` names when it may become a disk of a VM (a new
-        one, or one given a disk later), with its chain; refusals per ``domain.disk_paths``."""
-        if protected is None:
-            protected = self.disk_guard.protected()
-        vetted = self.disk_guard.vet(given, protected)
-        return vetted.path, vetted.chain
-
     def _imported_disk(
         self, disk_id: str, given: str, protected: ProtectedStorage
     ) -> tuple[Disk, ImageChain]:
-        path, images = self.vet_disk(given, protected)
+        vetted = self.disk_guard.vet(given, protected)  # refusals per ``domain.disk_paths``
+        path, images = vetted.path, vetted.chain
         try:
             info = self.images.image_info(path)
         except StandbyError as failed:
