@@ -4,36 +4,21 @@ with a clear error, bad input is refused before anything runs, and nothing chang
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from standby.daemon.testing import DaemonProcess
+from tests.integration.conftest import one_daemon, run_cli
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    folder = Path(tempfile.mkdtemp(prefix="sbrep-", dir="/tmp"))
-    process = DaemonProcess.start(folder / "data", users={"admin": "pw"})
-    try:
+    with one_daemon("sbrep-", {"admin": "pw"}) as process:
         yield process
-    finally:
-        process.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
-def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("STANDBY_") and k not in ("LANG", "LC_ALL")}
-    env["STANDBY_DATA_DIR"] = str(daemon.data_dir)
-    return subprocess.run([sys.executable, "-m", "standby", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+cli = run_cli
 
 
 def test_replication_routes_and_verbs(daemon: DaemonProcess) -> None:

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from standby.daemon.testing import DaemonProcess, free_port
+from tests.integration.conftest import one_daemon, run_cli
 
 PASSWORD = "pw-cli"
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    folder = Path(tempfile.mkdtemp(prefix="sbcli-", dir="/tmp"))
-    process = DaemonProcess.start(folder / "data", users={"admin": PASSWORD},
-                                  extra_config="[replication]\nconnection_timeout_seconds = 600\n")
-    try:
+    with one_daemon("sbcli-", {"admin": PASSWORD},
+                    "[replication]\nconnection_timeout_seconds = 600\n") as process:
         yield process
-    finally:
-        process.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -39,16 +29,7 @@ def silent_peer() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def cli(daemon: DaemonProcess, *args: str, lang: str | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("LANG", "LC_ALL", "LC_MESSAGES", "LANGUAGE") and not k.startswith("STANDBY_")}
-    base["STANDBY_DATA_DIR"] = str(daemon.data_dir)
-    if lang:
-        base["LANG"] = lang
-    base.update(env or {})
-    return subprocess.run([sys.executable, "-m", "standby", *args], capture_output=True, text=True, env=base,
-                          timeout=120, check=False)
+cli = run_cli
 
 
 def start_connection_test(daemon: DaemonProcess, port: int) -> str:

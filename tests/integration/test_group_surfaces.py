@@ -9,10 +9,7 @@ one group's collection recovery point, and a VM whose point image is missing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -41,6 +38,7 @@ from standby.domain.enums import (
     VirtualSystemType,
 )
 from standby.store.sqlite import Database
+from tests.integration.conftest import run_cli
 
 PRIMARY = "hosta.invalid"
 WEB, DB, BROKEN, SPARE = ("A1000000-0000-4000-8000-000000000001", "A2000000-0000-4000-8000-000000000002",
@@ -85,12 +83,7 @@ def daemon() -> Iterator[DaemonProcess]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STANDBY_", "LANG", "LC_"))}
-    env["STANDBY_DATA_DIR"] = str(daemon.data_dir)
-    env["COLUMNS"] = "200"  # Rich tables do not wrap the words the tests look for
-    return subprocess.run([sys.executable, "-m", "standby", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+cli = run_cli
 
 
 def ok(daemon: DaemonProcess, *args: str) -> object:

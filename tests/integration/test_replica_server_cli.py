@@ -4,11 +4,7 @@ each refusal as an exit code and one line, with nothing changed."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +13,19 @@ import pytest
 import pywbem
 
 from standby.daemon.testing import DaemonProcess
+from tests.integration.conftest import one_daemon, run_cli
 
 PASSWORD = "pw-replica-server"
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    folder = Path(tempfile.mkdtemp(prefix="sbrs-", dir="/tmp"))
-    process = DaemonProcess.start(folder / "data", users={"admin": PASSWORD})
-    try:
+    with one_daemon("sbrs-", {"admin": PASSWORD}) as process:
         yield process
-    finally:
-        process.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LANG", "LC_ALL", "LC_MESSAGES", "LANGUAGE") and not k.startswith("STANDBY_")}
-    env["STANDBY_DATA_DIR"] = str(daemon.data_dir)
-    return subprocess.run([sys.executable, "-m", "standby", "replica-server", *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+    return run_cli(daemon, "replica-server", *args)
 
 
 def ok(daemon: DaemonProcess, *args: str) -> Any:
